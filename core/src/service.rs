@@ -1,0 +1,540 @@
+//! A service's specification: what the user asked for. Every field has a default that
+//! matches App Runner's (or Knative's where App Runner has none), and `validate` checks the
+//! ranges, so a spec that reaches the store is always one the platform can run.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Cpu, InstanceSize, Memory, ServiceName};
+
+/// Where a service's code comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// `git push` to the repository the platform hosts at `/git/<service>.git`; every push
+    /// to `branch` deploys.
+    Git {
+        /// The branch that deploys (default `main`).
+        #[serde(default = "default_branch")]
+        branch: String,
+    },
+    /// An image already present on the engine, e.g. `busybox:latest`.
+    Image {
+        /// The image reference.
+        image: String,
+    },
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Git {
+            branch: default_branch(),
+        }
+    }
+}
+
+/// How an instance's health is probed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthProtocol {
+    /// A TCP connect to the instance's port succeeds.
+    #[default]
+    Tcp,
+    /// An HTTP GET of `path` answers 2xx or 3xx.
+    Http,
+}
+
+/// Health-check settings, App Runner's shape and defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    /// TCP or HTTP (default TCP).
+    pub protocol: HealthProtocol,
+    /// The path an HTTP check requests (default `/`).
+    pub path: String,
+    /// Seconds between checks, 1 to 20 (default 5).
+    pub interval_s: u32,
+    /// Seconds before a check counts as failed, 1 to 20 (default 2).
+    pub timeout_s: u32,
+    /// Consecutive passes before an instance takes traffic, 1 to 20 (default 1).
+    pub healthy_threshold: u32,
+    /// Consecutive failures before an instance is replaced, 1 to 20 (default 5).
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            protocol: HealthProtocol::Tcp,
+            path: "/".into(),
+            interval_s: 5,
+            timeout_s: 2,
+            healthy_threshold: 1,
+            unhealthy_threshold: 5,
+        }
+    }
+}
+
+/// What an idle service does when it scales to zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleMode {
+    /// Remove the instances; the next request starts a new container.
+    #[default]
+    Stop,
+    /// Pause the instances (cgroup freezer); the next request unpauses one in milliseconds.
+    Pause,
+}
+
+/// Autoscaling settings: App Runner's shape plus scale to zero, Knative's windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scaling {
+    /// Requests one instance serves at once, 1 to 200 (default 100).
+    pub max_concurrency: u32,
+    /// Fewest instances, 0 to 25 (default 1); 0 lets the service scale to zero.
+    pub min_size: u32,
+    /// Most instances, 1 to 25 (default 25).
+    pub max_size: u32,
+    /// Target concurrency per instance as a percentage of `max_concurrency`, 1 to 100
+    /// (default 70).
+    pub target_utilization_pct: u32,
+    /// Seconds of history the stable decision averages, 6 to 3600 (default 60).
+    pub stable_window_s: u32,
+    /// Seconds of history the panic decision averages, 1 to the stable window (default 6).
+    pub panic_window_s: u32,
+    /// Load, as a percentage of current capacity, that starts panic mode, 110 to 1000
+    /// (default 200).
+    pub panic_threshold_pct: u32,
+    /// Idle seconds before a service with `min_size` 0 goes to zero, 0 to 3600 (default 30).
+    pub scale_to_zero_grace_s: u32,
+    /// Stop or pause instances when idle (default stop).
+    pub idle_mode: IdleMode,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            max_concurrency: 100,
+            min_size: 1,
+            max_size: 25,
+            target_utilization_pct: 70,
+            stable_window_s: 60,
+            panic_window_s: 6,
+            panic_threshold_pct: 200,
+            scale_to_zero_grace_s: 30,
+            idle_mode: IdleMode::Stop,
+        }
+    }
+}
+
+impl Scaling {
+    /// Target in-flight requests per instance.
+    pub fn target_per_instance(&self) -> f64 {
+        (self.max_concurrency as f64 * self.target_utilization_pct as f64 / 100.0).max(0.01)
+    }
+}
+
+/// Request handling settings for the router.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Network {
+    /// Seconds the router waits for a response's headers, 1 to 3600 (default 120).
+    pub request_timeout_s: u32,
+    /// The app speaks HTTP/2 without TLS (h2c), e.g. a gRPC server (default false).
+    pub http2: bool,
+    /// Seconds a WebSocket or other upgraded connection may stay silent, 1 to 86400
+    /// (default 300).
+    pub idle_timeout_s: u32,
+    /// Requests that may wait when every instance is at its max concurrency, 0 to 10000
+    /// (default 100).
+    pub queue_size: u32,
+    /// Milliseconds a request may wait in that queue, 0 to 600000 (default 10000).
+    pub queue_timeout_ms: u32,
+    /// Milliseconds a request waits for a scaled-to-zero service to start, 100 to 600000
+    /// (default 30000).
+    pub cold_start_timeout_ms: u32,
+    /// Seconds old instances get to finish in-flight requests after a swap, 0 to 3600
+    /// (default 30).
+    pub drain_timeout_s: u32,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            request_timeout_s: 120,
+            http2: false,
+            idle_timeout_s: 300,
+            queue_size: 100,
+            queue_timeout_ms: 10_000,
+            cold_start_timeout_ms: 30_000,
+            drain_timeout_s: 30,
+        }
+    }
+}
+
+/// Everything a user sets on a service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name, its host label.
+    pub name: ServiceName,
+    /// Where its code comes from (default: git push to `main`).
+    #[serde(default)]
+    pub source: Source,
+    /// The port the app listens on inside its container, also passed as `PORT`
+    /// (default 8080).
+    #[serde(default = "default_port")]
+    pub port: u32,
+    /// Environment variables given to every instance.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// CPU units (default 1024, 1 vCPU); see [`InstanceSize`] for the valid pairs.
+    #[serde(default = "default_cpu")]
+    pub cpu: Cpu,
+    /// Memory in MB (default 2048, 2 GB).
+    #[serde(default = "default_memory")]
+    pub memory: Memory,
+    /// Health check.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// Autoscaling.
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// Router settings.
+    #[serde(default)]
+    pub network: Network,
+    /// Seconds a build may take, 10 to 7200 (default 1800).
+    #[serde(default = "default_build_timeout")]
+    pub build_timeout_s: u32,
+    /// Images of this many latest revisions are kept for rollback, 1 to 100 (default 5).
+    #[serde(default = "default_keep")]
+    pub keep_revisions: u32,
+    /// Seconds a deployment's new instances have to become healthy, 5 to 3600 (default 300).
+    #[serde(default = "default_deploy_timeout")]
+    pub deploy_timeout_s: u32,
+}
+
+fn default_cpu() -> Cpu {
+    InstanceSize::DEFAULT.cpu
+}
+fn default_memory() -> Memory {
+    InstanceSize::DEFAULT.memory
+}
+fn default_port() -> u32 {
+    8080
+}
+fn default_build_timeout() -> u32 {
+    1800
+}
+fn default_keep() -> u32 {
+    5
+}
+fn default_deploy_timeout() -> u32 {
+    300
+}
+
+/// Why a spec was refused: always names the field and the valid range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The offending field, dotted (`scaling.max_size`).
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+fn range(field: &str, v: u32, lo: u32, hi: u32) -> Result<(), SpecError> {
+    if v < lo || v > hi {
+        Err(SpecError {
+            field: field.into(),
+            message: format!("{v} is out of range: choose {lo} to {hi}"),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn err(field: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl ServiceSpec {
+    /// A spec with every default.
+    pub fn new(name: ServiceName) -> Self {
+        ServiceSpec {
+            name,
+            source: Source::default(),
+            port: default_port(),
+            env: BTreeMap::new(),
+            cpu: default_cpu(),
+            memory: default_memory(),
+            health_check: HealthCheck::default(),
+            scaling: Scaling::default(),
+            network: Network::default(),
+            build_timeout_s: default_build_timeout(),
+            keep_revisions: default_keep(),
+            deploy_timeout_s: default_deploy_timeout(),
+        }
+    }
+
+    /// The CPU and memory pair, checked.
+    pub fn size(&self) -> Result<InstanceSize, crate::SizeError> {
+        InstanceSize::new(self.cpu, self.memory)
+    }
+
+    /// Checks every range and cross-field rule.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match &self.source {
+            Source::Git { branch } => {
+                let ok = !branch.is_empty()
+                    && branch.len() <= 200
+                    && !branch.starts_with(['-', '/', '.'])
+                    && !branch.ends_with(['/', '.'])
+                    && !branch.contains("..")
+                    && !branch.contains("//")
+                    && !branch.ends_with(".lock")
+                    && branch
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                if !ok {
+                    return Err(err(
+                        "source.branch",
+                        format!("{branch:?} is not a valid branch name"),
+                    ));
+                }
+            }
+            Source::Image { image } => {
+                let ok = !image.is_empty()
+                    && image.len() <= 255
+                    && image
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+                    && !image.starts_with(['-', '.', '/', ':', '@']);
+                if !ok {
+                    return Err(err(
+                        "source.image",
+                        format!("{image:?} is not a valid image reference"),
+                    ));
+                }
+            }
+        }
+        range("port", self.port, 1, 65535)?;
+        for (k, v) in &self.env {
+            let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && k.len() <= 256;
+            if !ok {
+                return Err(err(
+                    "env",
+                    format!("{k:?} is not a valid variable name: use letters, digits and '_', not starting with a digit"),
+                ));
+            }
+            if k == "PORT" {
+                return Err(err(
+                    "env",
+                    "PORT is set by the platform from the service's port",
+                ));
+            }
+            if v.contains('\0') || v.len() > 32 * 1024 {
+                return Err(err(
+                    "env",
+                    format!("the value of {k} is not valid (NUL byte or over 32 KiB)"),
+                ));
+            }
+        }
+        if self.env.len() > 200 {
+            return Err(err("env", "at most 200 variables"));
+        }
+        self.size().map_err(|e| err("cpu/memory", e.to_string()))?;
+        let h = &self.health_check;
+        range("health_check.interval_s", h.interval_s, 1, 20)?;
+        range("health_check.timeout_s", h.timeout_s, 1, 20)?;
+        range("health_check.healthy_threshold", h.healthy_threshold, 1, 20)?;
+        range(
+            "health_check.unhealthy_threshold",
+            h.unhealthy_threshold,
+            1,
+            20,
+        )?;
+        if !h.path.starts_with('/')
+            || h.path.len() > 1024
+            || h.path.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(err(
+                "health_check.path",
+                format!("{:?} must be a path starting with '/'", h.path),
+            ));
+        }
+        let s = &self.scaling;
+        range("scaling.max_concurrency", s.max_concurrency, 1, 200)?;
+        range("scaling.min_size", s.min_size, 0, 25)?;
+        range("scaling.max_size", s.max_size, 1, 25)?;
+        if s.min_size > s.max_size {
+            return Err(err(
+                "scaling.min_size",
+                format!("{} is above max_size {}", s.min_size, s.max_size),
+            ));
+        }
+        range(
+            "scaling.target_utilization_pct",
+            s.target_utilization_pct,
+            1,
+            100,
+        )?;
+        range("scaling.stable_window_s", s.stable_window_s, 6, 3600)?;
+        range(
+            "scaling.panic_window_s",
+            s.panic_window_s,
+            1,
+            s.stable_window_s,
+        )?;
+        range(
+            "scaling.panic_threshold_pct",
+            s.panic_threshold_pct,
+            110,
+            1000,
+        )?;
+        range(
+            "scaling.scale_to_zero_grace_s",
+            s.scale_to_zero_grace_s,
+            0,
+            3600,
+        )?;
+        let n = &self.network;
+        range("network.request_timeout_s", n.request_timeout_s, 1, 3600)?;
+        range("network.idle_timeout_s", n.idle_timeout_s, 1, 86400)?;
+        range("network.queue_size", n.queue_size, 0, 10_000)?;
+        range("network.queue_timeout_ms", n.queue_timeout_ms, 0, 600_000)?;
+        range(
+            "network.cold_start_timeout_ms",
+            n.cold_start_timeout_ms,
+            100,
+            600_000,
+        )?;
+        range("network.drain_timeout_s", n.drain_timeout_s, 0, 3600)?;
+        range("build_timeout_s", self.build_timeout_s, 10, 7200)?;
+        range("keep_revisions", self.keep_revisions, 1, 100)?;
+        range("deploy_timeout_s", self.deploy_timeout_s, 5, 3600)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ServiceSpec, String> {
+        let spec: ServiceSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn minimal_spec_gets_app_runner_defaults() {
+        let s = parse(r#"{"name":"web"}"#).unwrap();
+        assert_eq!(
+            s.source,
+            Source::Git {
+                branch: "main".into()
+            }
+        );
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.size().unwrap(), InstanceSize::DEFAULT);
+        assert_eq!(s.health_check.interval_s, 5);
+        assert_eq!(s.health_check.timeout_s, 2);
+        assert_eq!(s.health_check.healthy_threshold, 1);
+        assert_eq!(s.health_check.unhealthy_threshold, 5);
+        assert_eq!(s.scaling.max_concurrency, 100);
+        assert_eq!(s.scaling.min_size, 1);
+        assert_eq!(s.scaling.max_size, 25);
+        assert_eq!(s.network.request_timeout_s, 120);
+        assert_eq!(s, ServiceSpec::new(ServiceName::parse("web").unwrap()));
+    }
+
+    #[test]
+    fn full_spec_round_trips() {
+        let s = parse(
+            r#"{"name":"api2","source":{"type":"image","image":"busybox:latest"},"port":80,
+            "env":{"GREETING":"hi"},"cpu":"0.25 vCPU","memory":"1 GB",
+            "health_check":{"protocol":"http","path":"/healthz","interval_s":1},
+            "scaling":{"min_size":0,"max_size":3,"idle_mode":"pause"},
+            "network":{"http2":true,"request_timeout_s":3600}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.memory.0, 1024);
+        let back: ServiceSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn refuses_with_the_field_and_the_range() {
+        let cases = [
+            (r#"{"name":"Web"}"#, "lower-case"),
+            (r#"{"name":"web","port":0}"#, "port"),
+            (r#"{"name":"web","port":70000}"#, "port"),
+            (
+                r#"{"name":"web","cpu":256,"memory":4096}"#,
+                "0.5 GB, 1 GB, 2 GB",
+            ),
+            (r#"{"name":"web","cpu":300}"#, "cpu"),
+            (
+                r#"{"name":"web","scaling":{"max_concurrency":201}}"#,
+                "scaling.max_concurrency: 201 is out of range: choose 1 to 200",
+            ),
+            (
+                r#"{"name":"web","scaling":{"min_size":5,"max_size":2}}"#,
+                "above max_size",
+            ),
+            (
+                r#"{"name":"web","scaling":{"max_size":26}}"#,
+                "scaling.max_size",
+            ),
+            (
+                r#"{"name":"web","network":{"request_timeout_s":3601}}"#,
+                "network.request_timeout_s",
+            ),
+            (
+                r#"{"name":"web","health_check":{"interval_s":0}}"#,
+                "health_check.interval_s",
+            ),
+            (
+                r#"{"name":"web","health_check":{"path":"nope"}}"#,
+                "health_check.path",
+            ),
+            (
+                r#"{"name":"web","env":{"1X":"a"}}"#,
+                "not a valid variable name",
+            ),
+            (
+                r#"{"name":"web","env":{"PORT":"1"}}"#,
+                "PORT is set by the platform",
+            ),
+            (
+                r#"{"name":"web","source":{"type":"git","branch":"../x"}}"#,
+                "source.branch",
+            ),
+            (
+                r#"{"name":"web","source":{"type":"image","image":""}}"#,
+                "source.image",
+            ),
+            (
+                r#"{"name":"web","source":{"type":"svn"}}"#,
+                "unknown variant",
+            ),
+            (r#"{"name":"web","colour":"blue"}"#, "unknown field"),
+        ];
+        for (json, want) in cases {
+            let got = parse(json).unwrap_err();
+            assert!(got.contains(want), "{json}: got {got:?}, want {want:?}");
+        }
+    }
+}
