@@ -1,1 +1,535 @@
-//! placeholder
+//! Slipway's HTTP API: what the `slipway` CLI (and, later, the web console) talks to.
+//!
+//! JSON in and out. Every error is a JSON body `{"error": "..."}` with a 4xx status that
+//! says what the caller must change (400 malformed, 401 token, 404 no such service,
+//! 409 conflict, 413 too large, 422 invalid value); 5xx only when the store or the engine
+//! fails. The hosted git remote lives here too, behind the same token (HTTP Basic, any
+//! user name, the token as password), because git clients speak HTTP auth natively.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use slipway_builder::{Builder, GitRequest};
+use slipway_core::{ServiceName, ServiceSpec, Source};
+use slipway_deployer::Deployer;
+use slipway_store::{ServiceRow, Store};
+
+/// Extra Prometheus text appended to `/metrics` (the scaler's figures).
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the API needs.
+#[derive(Clone)]
+pub struct Api {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The builder.
+    pub builder: Arc<Builder>,
+    /// The deployer.
+    pub deployer: Arc<Deployer>,
+    /// The router (for metrics and stats).
+    pub router: Arc<slipway_router::Router>,
+    /// The API token.
+    pub token: String,
+    /// The platform zone, e.g. `slipway.localhost`.
+    pub zone: String,
+    /// The router's public port, for service URLs.
+    pub router_port: u16,
+    /// The API's own public base URL (for git remotes).
+    pub api_url: String,
+    /// More metrics.
+    pub metrics: MetricsFn,
+}
+
+/// An API error: a status and a message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(status, msg.into())
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("internal: {e}");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"slipway\""),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the API's router.
+pub fn app(api: Api) -> Router {
+    let v1 = Router::new()
+        .route("/v1/services", get(list_services).post(create_service))
+        .route(
+            "/v1/services/{name}",
+            get(show_service).delete(delete_service),
+        )
+        .route("/v1/services/{name}/deploy", post(deploy))
+        .route("/v1/services/{name}/rollback", post(rollback))
+        .route("/v1/services/{name}/revisions", get(revisions))
+        .route("/v1/services/{name}/deployments", get(deployments))
+        .route("/v1/services/{name}/events", get(events))
+        .route("/v1/services/{name}/builds", get(builds))
+        .layer(DefaultBodyLimit::max(1 << 20));
+    let git = Router::new()
+        .route("/git/{repo}/{*path}", any(git_http))
+        .layer(DefaultBodyLimit::max(512 << 20));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .merge(git)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(api)
+}
+
+fn authorized(api: &Api, headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let given = if let Some(t) = v.strip_prefix("Bearer ") {
+        t.trim().to_string()
+    } else if let Some(b) = v.strip_prefix("Basic ") {
+        match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+            Ok(raw) => {
+                let s = String::from_utf8_lossy(&raw).to_string();
+                s.split_once(':')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_default()
+            }
+            Err(_) => return false,
+        }
+    } else {
+        return false;
+    };
+    constant_time_eq(given.as_bytes(), api.token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn auth(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
+    if authorized(api, headers) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <token>` (the token is in the data directory's `token` file)",
+        ))
+    }
+}
+
+fn parse_name(name: &str) -> ApiResult<ServiceName> {
+    ServiceName::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn load(api: &Api, name: &str) -> ApiResult<ServiceRow> {
+    let name = parse_name(name)?;
+    api.store
+        .service(name.as_str())
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name}")))
+}
+
+/// A service as the API shows it.
+#[derive(Serialize)]
+struct ServiceView {
+    name: String,
+    url: String,
+    status: String,
+    git_remote: Option<String>,
+    active_revision: Option<i64>,
+    target_revision: Option<i64>,
+    desired_instances: i64,
+    instances: slipway_deployer::InstanceCounts,
+    latest_deployment: Option<slipway_store::DeploymentRow>,
+    spec: ServiceSpec,
+}
+
+fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
+    let name = row.spec.name.to_string();
+    let latest = api
+        .store
+        .deployments(&name, 1)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .next();
+    let counts = api.deployer.counts().remove(&name).unwrap_or_default();
+    let status = match (&latest, row.active_revision) {
+        (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
+        (_, None) => match &row.spec.source {
+            Source::Git { .. } => "waiting for a push".into(),
+            Source::Image { .. } => "no revision yet".into(),
+        },
+        (_, Some(_)) if counts.ready > 0 => "running".into(),
+        (_, Some(_)) if counts.paused > 0 => "idle (paused)".into(),
+        (_, Some(_)) => "scaled to zero".into(),
+    };
+    let git_remote = matches!(row.spec.source, Source::Git { .. })
+        .then(|| format!("{}/git/{name}.git", api.api_url));
+    Ok(ServiceView {
+        url: service_url(api, &name),
+        name,
+        status,
+        git_remote,
+        active_revision: row.active_revision,
+        target_revision: row.target_revision,
+        desired_instances: row.desired_instances,
+        instances: counts,
+        latest_deployment: latest,
+        spec: row.spec,
+    })
+}
+
+fn service_url(api: &Api, name: &str) -> String {
+    if api.router_port == 80 {
+        format!("http://{name}.{}", api.zone)
+    } else {
+        format!("http://{name}.{}:{}", api.zone, api.router_port)
+    }
+}
+
+async fn list_services(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<ServiceView>>> {
+    auth(&api, &headers)?;
+    let rows = api.store.services().map_err(ApiError::internal)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| view(&api, r))
+            .collect::<ApiResult<Vec<_>>>()?,
+    ))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("send JSON (Content-Type: application/json), not {ct}"),
+            ));
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, format!("invalid body: {e}"))
+    })
+}
+
+async fn create_service(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<ServiceView>)> {
+    auth(&api, &headers)?;
+    let spec: ServiceSpec = json_body(&headers, &body)?;
+    spec.validate()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    api.store.create_service(&spec).map_err(|e| match e {
+        slipway_store::StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        e => ApiError::internal(e),
+    })?;
+    let name = spec.name.to_string();
+    let _ = api.store.event(&name, "service", "service created");
+    if let Err(e) = api.builder.prepare(&spec).await {
+        let _ = api.store.delete_service(&name);
+        return Err(ApiError::internal(e));
+    }
+    if let Source::Image { .. } = spec.source {
+        if let Err(e) = api.builder.deploy_image(&spec).await {
+            let _ = api.store.delete_service(&name);
+            return Err(match e {
+                slipway_builder::SourceError::NoSuchImage(_) => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                e => ApiError::internal(e),
+            });
+        }
+    }
+    api.deployer.wake(&name);
+    let row = load(&api, &name)?;
+    Ok((StatusCode::CREATED, Json(view(&api, row)?)))
+}
+
+async fn show_service(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ServiceView>> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    Ok(Json(view(&api, row)?))
+}
+
+async fn delete_service(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    let name = row.spec.name.to_string();
+    api.store
+        .delete_service(&name)
+        .map_err(ApiError::internal)?;
+    api.deployer.remove(&name).await;
+    api.builder.forget(&name).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deploy(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    match api.builder.deploy_image(&row.spec).await {
+        Ok(rev) => Ok((StatusCode::ACCEPTED, Json(json!({ "revision": rev })))),
+        Err(e @ slipway_builder::SourceError::NoSuchImage(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
+        Err(e @ slipway_builder::SourceError::WrongSource(_)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    revision: Option<i64>,
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    let name = row.spec.name.to_string();
+    let req: RollbackBody = if body.is_empty() {
+        RollbackBody::default()
+    } else {
+        json_body(&headers, &body)?
+    };
+    let revs = api.store.revisions(&name).map_err(ApiError::internal)?;
+    let target = match req.revision {
+        Some(n) => revs.iter().find(|r| r.number == n).ok_or_else(|| {
+            let have: Vec<String> = revs.iter().map(|r| r.number.to_string()).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "service {name} has no revision {n} (kept revisions: {})",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            )
+        })?,
+        None => {
+            let active = row.active_revision.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("service {name} has no active revision to roll back from"),
+                )
+            })?;
+            revs.iter().find(|r| r.number < active).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("service {name} has no revision older than {active}"),
+                )
+            })?
+        }
+    };
+    let dep = api
+        .store
+        .deploy_revision(&name, target.number, "rollback")
+        .map_err(ApiError::internal)?;
+    let _ = api.store.event(
+        &name,
+        "deployment",
+        &format!(
+            "rollback to revision {} requested (deployment {dep})",
+            target.number
+        ),
+    );
+    api.deployer.wake(&name);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "revision": target.number, "deployment": dep })),
+    ))
+}
+
+async fn revisions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<slipway_store::RevisionRow>>> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    Ok(Json(
+        api.store
+            .revisions(row.spec.name.as_str())
+            .map_err(ApiError::internal)?,
+    ))
+}
+
+async fn deployments(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<slipway_store::DeploymentRow>>> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    Ok(Json(
+        api.store
+            .deployments(row.spec.name.as_str(), 100)
+            .map_err(ApiError::internal)?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+fn default_limit() -> i64 {
+    200
+}
+
+async fn events(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<slipway_store::EventRow>>> {
+    auth(&api, &headers)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let row = load(&api, &name)?;
+    Ok(Json(
+        api.store
+            .events(row.spec.name.as_str(), q.after, q.limit.clamp(1, 1000))
+            .map_err(ApiError::internal)?,
+    ))
+}
+
+async fn builds(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<slipway_store::BuildRow>>> {
+    auth(&api, &headers)?;
+    let row = load(&api, &name)?;
+    Ok(Json(
+        api.store
+            .builds(row.spec.name.as_str(), 20)
+            .map_err(ApiError::internal)?,
+    ))
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut text = api.router.metrics_text();
+    text.push_str(&api.deployer.metrics_text());
+    text.push_str(&(api.metrics)());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn git_http(
+    State(api): State<Api>,
+    Path((repo, path)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    match git_inner(api, repo, path, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn git_inner(api: Api, repo: String, path: String, req: Request) -> ApiResult<Response> {
+    auth(&api, req.headers())?;
+    let name = repo.strip_suffix(".git").unwrap_or(&repo);
+    let row = load(&api, name)?;
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "git smart HTTP uses GET and POST",
+        ));
+    }
+    let h = req.headers();
+    let get = |k: header::HeaderName| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = get(header::CONTENT_TYPE);
+    let content_encoding = get(header::CONTENT_ENCODING);
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = axum::body::to_bytes(req.into_body(), 512 << 20)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("push too large or cut short: {e}"),
+            )
+        })?;
+    let out = api
+        .builder
+        .git_http(
+            &row.spec,
+            GitRequest {
+                method: method.to_string(),
+                path: format!("/{path}"),
+                query,
+                content_type,
+                content_encoding,
+                body: body.to_vec(),
+                user: "slipway".into(),
+            },
+        )
+        .await;
+    let mut resp = Response::builder().status(out.status);
+    for (k, v) in out.headers {
+        resp = resp.header(k, v);
+    }
+    resp.body(axum::body::Body::from(out.body))
+        .map_err(ApiError::internal)
+}

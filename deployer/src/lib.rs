@@ -1,1 +1,243 @@
-//! placeholder
+//! The deployer: the one code path that changes containers.
+//!
+//! Each service gets a worker task that owns that service's instances. A worker is a
+//! reconciler: woken by a push, a rollback, the scaler or its health-check timer, it reads
+//! the desired state from the store (target revision, desired instance count), compares it
+//! with the instances it runs, and acts: a blue/green deployment when the target revision
+//! is not the active one, otherwise scaling and health-based replacement. One worker per
+//! service means one change at a time per service: never two half-swaps.
+//!
+//! At start, [`Deployer::start`] lists the platform's containers by label and adopts the
+//! ones that belong to a service's active revision; every other container (a deployment
+//! interrupted by a crash, a deleted service) is removed in that one pass.
+
+mod health;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use slipway_core::DeploymentState;
+use slipway_router::Router;
+use slipway_runtime::{DockerRuntime, Observed};
+use slipway_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use health::probe;
+pub use worker::route_for;
+
+/// Per-service counts the deployer publishes for metrics and the API.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct InstanceCounts {
+    /// Instances taking traffic.
+    pub ready: usize,
+    /// Instances paused (warm idle).
+    pub paused: usize,
+    /// Each instance.
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// One instance, as the API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InstanceInfo {
+    /// Instance id.
+    pub id: String,
+    /// Its revision.
+    pub revision: i64,
+    /// Where it listens (loopback).
+    pub addr: String,
+    /// Paused (warm idle).
+    pub paused: bool,
+}
+
+struct Handle {
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+/// Shared by the deployer and its workers.
+pub(crate) struct Ctx {
+    pub store: Arc<Store>,
+    pub runtime: DockerRuntime,
+    pub router: Arc<Router>,
+    pub counts: Mutex<HashMap<String, InstanceCounts>>,
+    pub shutdown: CancellationToken,
+}
+
+/// The deployer.
+pub struct Deployer {
+    ctx: Arc<Ctx>,
+    workers: Mutex<HashMap<String, Handle>>,
+}
+
+impl Deployer {
+    /// A deployer; call [`Deployer::start`] next.
+    pub fn new(
+        store: Arc<Store>,
+        runtime: DockerRuntime,
+        router: Arc<Router>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Deployer {
+            ctx: Arc::new(Ctx {
+                store,
+                runtime,
+                router,
+                counts: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reconciles what the engine runs with the store (one pass), then starts a worker
+    /// for every service.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        let store = &self.ctx.store;
+        let observed = self.ctx.runtime.list().await?;
+        let services = store.services()?;
+        let mut adopt: HashMap<String, Vec<Observed>> = HashMap::new();
+        for o in observed {
+            let keep = services.iter().any(|s| {
+                s.spec.name.as_str() == o.service
+                    && s.active_revision == Some(o.revision)
+                    && o.running
+                    && o.addr.is_some()
+            });
+            if keep {
+                adopt.entry(o.service.clone()).or_default().push(o);
+            } else {
+                tracing::info!(container = %o.container_id, service = %o.service, revision = o.revision, "removing a container no service runs");
+                self.ctx.runtime.remove(&o.container_id, 0).await?;
+            }
+        }
+        for s in &services {
+            let name = s.spec.name.as_str();
+            // A deployment the crash interrupted did not finish: record it, and deploy its
+            // revision again from the start (the old revision kept serving meanwhile).
+            for d in store.deployments(name, 50)? {
+                if !d.state.is_terminal() {
+                    let why = format!("interrupted in state {} by a server restart", d.state);
+                    if d.state != DeploymentState::Failed {
+                        store.set_deployment_state(d.id, DeploymentState::Failed, &why)?;
+                    }
+                    store.set_deployment_state(d.id, DeploymentState::RolledBack, &why)?;
+                    store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
+                }
+            }
+            if let Some(t) = s.target_revision.filter(|t| Some(*t) != s.active_revision) {
+                if store.revision(name, t)?.is_some() {
+                    let id = store.deploy_revision(name, t, "restart")?;
+                    store.event(
+                        name,
+                        "deployment",
+                        &format!(
+                            "deployment {id} of revision {t} restarted after the server restart"
+                        ),
+                    )?;
+                }
+            }
+            let adopted = adopt.remove(name).unwrap_or_default();
+            if !adopted.is_empty() {
+                store.event(
+                    name,
+                    "service",
+                    &format!(
+                        "server restarted: adopted {} running instance(s) of revision {}",
+                        adopted.len(),
+                        s.active_revision.unwrap_or(0)
+                    ),
+                )?;
+            }
+            self.spawn_worker(name, adopted);
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(self: &Arc<Self>, name: &str, adopted: Vec<Observed>) {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = workers.get(name) {
+            h.wake.notify_one();
+            return;
+        }
+        let wake = Arc::new(Notify::new());
+        let cancel = self.ctx.shutdown.child_token();
+        workers.insert(
+            name.to_string(),
+            Handle {
+                wake: wake.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let w = worker::Worker::new(self.ctx.clone(), name.to_string(), wake, cancel, adopted);
+        let me = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            w.run().await;
+            me.workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+        });
+    }
+
+    /// Wakes a service's worker (starting it for a new service).
+    pub fn wake(self: &Arc<Self>, service: &str) {
+        self.spawn_worker(service, Vec::new());
+    }
+
+    /// Stops a deleted service's worker, which removes its instances and routes; waits
+    /// (bounded) for it to finish.
+    pub async fn remove(self: &Arc<Self>, service: &str) {
+        let cancel = {
+            let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers.get(service).map(|h| h.cancel.clone())
+        };
+        if let Some(c) = cancel {
+            c.cancel();
+        }
+        for _ in 0..200 {
+            if !self
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(service)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.ctx.router.remove_service(service);
+    }
+
+    /// Instance counts per service.
+    pub fn counts(&self) -> HashMap<String, InstanceCounts> {
+        self.ctx
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Prometheus lines for instance counts.
+    pub fn metrics_text(&self) -> String {
+        let counts = self.counts();
+        let mut names: Vec<_> = counts.keys().collect();
+        names.sort();
+        let mut out = String::from("# HELP slipway_instances Instances per service and state.\n# TYPE slipway_instances gauge\n");
+        for n in names {
+            let c = &counts[n];
+            out.push_str(&format!(
+                "slipway_instances{{service=\"{n}\",state=\"ready\"}} {}\n",
+                c.ready
+            ));
+            out.push_str(&format!(
+                "slipway_instances{{service=\"{n}\",state=\"paused\"}} {}\n",
+                c.paused
+            ));
+        }
+        out
+    }
+}

@@ -240,7 +240,10 @@ pub fn decide(
                     secs(grace)
                 )
             } else {
-                format!("{stable_text}; holding {current}: min size {}", settings.min_size)
+                format!(
+                    "{stable_text}; holding {current}: min size {}",
+                    settings.min_size
+                )
             };
             (current, why)
         } else if same_tick {

@@ -61,7 +61,10 @@ fn stable_average_over_target_rounds_up() {
     assert!(!d.panicking);
     assert_eq!(d.stable_concurrency, 200.0);
     assert_eq!(d.panic_concurrency, 200.0);
-    assert_eq!(d.reason, "average concurrency 200.0 over 60s / target 70 -> 3");
+    assert_eq!(
+        d.reason,
+        "average concurrency 200.0 over 60s / target 70 -> 3"
+    );
     assert_eq!(state.panic_since, None);
     assert_eq!(state.last_active, Some(s(100)));
 }
@@ -177,14 +180,19 @@ fn no_scale_down_while_panicking_then_one_at_a_time() {
     }
     let held = at(120);
     assert!(
-        held.reason.contains("holding 5: no scale-down while panicking"),
+        held.reason
+            .contains("holding 5: no scale-down while panicking"),
         "{}",
         held.reason
     );
     // Panic over at 160; the 300s at t <= 100 are still in [100, 160], so hold on the peak.
     assert!(!at(160).panicking);
     assert_eq!(at(160).desired, 5);
-    assert!(at(160).reason.contains("peak concurrency"), "{}", at(160).reason);
+    assert!(
+        at(160).reason.contains("peak concurrency"),
+        "{}",
+        at(160).reason
+    );
     // From 161 the peak is 0: one instance per tick, down to the min size 1.
     assert_eq!(at(161).desired, 4);
     assert!(
@@ -333,7 +341,8 @@ fn tracking_starts_the_grace_period() {
     let (d, _) = decide(&settings, &w, 1, s(530), &state);
     assert_eq!(d.desired, 1);
     assert!(
-        d.reason.contains("not idle for the grace period yet (30s of 30s without load)"),
+        d.reason
+            .contains("not idle for the grace period yet (30s of 30s without load)"),
         "{}",
         d.reason
     );

@@ -1,1 +1,686 @@
-//! placeholder
+//! Slipway's state: one SQLite file in WAL mode under the data directory.
+//!
+//! The store holds what the user asked for (services and their specs), what the platform
+//! decided (revisions, the target and active revision of each service, the desired instance
+//! count) and what happened (deployments with their state, the activity log, build logs).
+//! What Docker actually runs is *not* stored: after a restart the deployer lists the
+//! containers by label and reconciles them with this desired state.
+//!
+//! Calls are synchronous and short (a few hundred microseconds); the connection sits behind
+//! a mutex that is never held across an await.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use slipway_core::{now_unix_ms, DeploymentState, ServiceSpec};
+
+/// A store error. Only corruption or a full disk produce these; a missing row is `None`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored spec no longer parses.
+    #[error("store: bad stored spec: {0}")]
+    Spec(#[from] serde_json::Error),
+    /// The service already exists.
+    #[error("service {0} already exists")]
+    Exists(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A service as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceRow {
+    /// The user's spec.
+    pub spec: ServiceSpec,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// The revision the service should serve (what the deployer works toward).
+    pub target_revision: Option<i64>,
+    /// The revision that serves now (set when traffic switches).
+    pub active_revision: Option<i64>,
+    /// Instances the scaler wants.
+    pub desired_instances: i64,
+}
+
+/// A revision: an image plus the commit it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct RevisionRow {
+    /// Service name.
+    pub service: String,
+    /// 1, 2, 3... per service.
+    pub number: i64,
+    /// Image id.
+    pub image: String,
+    /// The tag Slipway gave the image (kept so it is not garbage collected).
+    pub tag: String,
+    /// Source commit, for git sources.
+    pub commit: Option<String>,
+    /// ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// A deployment.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeploymentRow {
+    /// Id.
+    pub id: i64,
+    /// Service name.
+    pub service: String,
+    /// The revision it deploys.
+    pub revision: i64,
+    /// What started it: push, image, rollback, restart.
+    pub kind: String,
+    /// Current state.
+    pub state: DeploymentState,
+    /// Why it is in that state (failures explain themselves here).
+    pub reason: String,
+    /// ms since the epoch.
+    pub created_ms: i64,
+    /// ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// One line of a service's activity log.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    /// Id, increasing.
+    pub id: i64,
+    /// ms since the epoch.
+    pub at_ms: i64,
+    /// deployment, build, scale, health, service.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A build.
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildRow {
+    /// Id.
+    pub id: i64,
+    /// Service name.
+    pub service: String,
+    /// Commit built.
+    pub commit: String,
+    /// running, succeeded, failed.
+    pub state: String,
+    /// The build's output.
+    pub log: String,
+    /// ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// The store.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    target_revision INTEGER,
+    active_revision INTEGER,
+    desired_instances INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    service TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    image TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    commit_sha TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, number)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_service ON deployments (service, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
+CREATE TABLE IF NOT EXISTS builds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    state TEXT NOT NULL,
+    log TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS builds_service ON builds (service, id);
+"#;
+
+/// Events kept per service; older ones are pruned.
+const EVENTS_KEPT: i64 = 2000;
+/// Build log bytes kept per build.
+const BUILD_LOG_MAX: usize = 1 << 20;
+
+impl Store {
+    /// Opens (creating) `path` in WAL mode and applies the schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn memory() -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A value from the meta table, created by `init` when missing.
+    pub fn meta_or_init(&self, key: &str, init: impl FnOnce() -> String) -> Result<String> {
+        let db = self.db();
+        let v: Option<String> = db
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        if let Some(v) = v {
+            return Ok(v);
+        }
+        let v = init();
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, v],
+        )?;
+        Ok(v)
+    }
+
+    /// Creates a service; refuses a duplicate name.
+    pub fn create_service(&self, spec: &ServiceSpec) -> Result<()> {
+        let db = self.db();
+        let json = serde_json::to_string(spec)?;
+        let desired = spec.scaling.min_size.max(1) as i64;
+        match db.execute(
+            "INSERT INTO services (name, spec, created_ms, desired_instances) VALUES (?1, ?2, ?3, ?4)",
+            params![spec.name.as_str(), json, now_unix_ms(), desired],
+        ) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(spec.name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn row_to_service(
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(String, i64, Option<i64>, Option<i64>, i64)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    }
+
+    fn service_from(t: (String, i64, Option<i64>, Option<i64>, i64)) -> Result<ServiceRow> {
+        Ok(ServiceRow {
+            spec: serde_json::from_str(&t.0)?,
+            created_ms: t.1,
+            target_revision: t.2,
+            active_revision: t.3,
+            desired_instances: t.4,
+        })
+    }
+
+    /// One service.
+    pub fn service(&self, name: &str) -> Result<Option<ServiceRow>> {
+        let t = self
+            .db()
+            .query_row(
+                "SELECT spec, created_ms, target_revision, active_revision, desired_instances FROM services WHERE name = ?1",
+                [name],
+                Self::row_to_service,
+            )
+            .optional()?;
+        t.map(Self::service_from).transpose()
+    }
+
+    /// Every service, by name.
+    pub fn services(&self) -> Result<Vec<ServiceRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT spec, created_ms, target_revision, active_revision, desired_instances FROM services ORDER BY name",
+        )?;
+        let rows = st
+            .query_map([], Self::row_to_service)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(Self::service_from).collect()
+    }
+
+    /// Replaces a service's spec.
+    pub fn update_spec(&self, spec: &ServiceSpec) -> Result<bool> {
+        let json = serde_json::to_string(spec)?;
+        let n = self.db().execute(
+            "UPDATE services SET spec = ?2 WHERE name = ?1",
+            params![spec.name.as_str(), json],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes a service and everything recorded about it.
+    pub fn delete_service(&self, name: &str) -> Result<bool> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let n = tx.execute("DELETE FROM services WHERE name = ?1", [name])?;
+        for table in ["revisions", "deployments", "events", "builds"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Records a new revision (numbered after the last) and makes it the target, with a
+    /// pending deployment, in one transaction. Returns (revision, deployment id).
+    pub fn new_revision(
+        &self,
+        service: &str,
+        image: &str,
+        tag_for: impl FnOnce(i64) -> String,
+        commit: Option<&str>,
+        kind: &str,
+    ) -> Result<(RevisionRow, i64)> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let number: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE service = ?1",
+            [service],
+            |r| r.get(0),
+        )?;
+        let now = now_unix_ms();
+        let tag = tag_for(number);
+        tx.execute(
+            "INSERT INTO revisions (service, number, image, tag, commit_sha, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![service, number, image, tag, commit, now],
+        )?;
+        let dep = Self::start_deployment_tx(&tx, service, number, kind, now)?;
+        tx.commit()?;
+        Ok((
+            RevisionRow {
+                service: service.into(),
+                number,
+                image: image.into(),
+                tag,
+                commit: commit.map(str::to_string),
+                created_ms: now,
+            },
+            dep,
+        ))
+    }
+
+    fn start_deployment_tx(
+        tx: &rusqlite::Transaction<'_>,
+        service: &str,
+        revision: i64,
+        kind: &str,
+        now: i64,
+    ) -> Result<i64> {
+        // A newer deployment supersedes any that has not switched traffic yet.
+        tx.execute(
+            "UPDATE deployments SET state = 'superseded', reason = 'a newer deployment replaced it', updated_ms = ?2
+             WHERE service = ?1 AND state IN ('pending','building','starting','health_checking')",
+            params![service, now],
+        )?;
+        tx.execute(
+            "INSERT INTO deployments (service, revision, kind, state, reason, created_ms, updated_ms) VALUES (?1, ?2, ?3, 'pending', '', ?4, ?4)",
+            params![service, revision, kind, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE services SET target_revision = ?2 WHERE name = ?1",
+            params![service, revision],
+        )?;
+        Ok(id)
+    }
+
+    /// Starts a deployment of an existing revision (rollback, restart recovery).
+    pub fn deploy_revision(&self, service: &str, revision: i64, kind: &str) -> Result<i64> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let id = Self::start_deployment_tx(&tx, service, revision, kind, now_unix_ms())?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// One revision.
+    pub fn revision(&self, service: &str, number: i64) -> Result<Option<RevisionRow>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT service, number, image, tag, commit_sha, created_ms FROM revisions WHERE service = ?1 AND number = ?2",
+                params![service, number],
+                Self::revision_row,
+            )
+            .optional()?)
+    }
+
+    fn revision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {
+        Ok(RevisionRow {
+            service: r.get(0)?,
+            number: r.get(1)?,
+            image: r.get(2)?,
+            tag: r.get(3)?,
+            commit: r.get(4)?,
+            created_ms: r.get(5)?,
+        })
+    }
+
+    /// A service's revisions, newest first.
+    pub fn revisions(&self, service: &str) -> Result<Vec<RevisionRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT service, number, image, tag, commit_sha, created_ms FROM revisions WHERE service = ?1 ORDER BY number DESC",
+        )?;
+        let rows = st
+            .query_map([service], Self::revision_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Forgets a revision whose image was pruned.
+    pub fn delete_revision(&self, service: &str, number: i64) -> Result<()> {
+        self.db().execute(
+            "DELETE FROM revisions WHERE service = ?1 AND number = ?2",
+            params![service, number],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a deployment to `state` with `reason`.
+    pub fn set_deployment_state(
+        &self,
+        id: i64,
+        state: DeploymentState,
+        reason: &str,
+    ) -> Result<()> {
+        self.db().execute(
+            "UPDATE deployments SET state = ?2, reason = ?3, updated_ms = ?4 WHERE id = ?1",
+            params![id, state.as_str(), reason, now_unix_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+        let state: String = r.get(4)?;
+        Ok(DeploymentRow {
+            id: r.get(0)?,
+            service: r.get(1)?,
+            revision: r.get(2)?,
+            kind: r.get(3)?,
+            state: DeploymentState::parse(&state).unwrap_or(DeploymentState::Failed),
+            reason: r.get(5)?,
+            created_ms: r.get(6)?,
+            updated_ms: r.get(7)?,
+        })
+    }
+
+    /// One deployment.
+    pub fn deployment(&self, id: i64) -> Result<Option<DeploymentRow>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT id, service, revision, kind, state, reason, created_ms, updated_ms FROM deployments WHERE id = ?1",
+                [id],
+                Self::deployment_row,
+            )
+            .optional()?)
+    }
+
+    /// A service's deployments, newest first, at most `limit`.
+    pub fn deployments(&self, service: &str, limit: i64) -> Result<Vec<DeploymentRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, service, revision, kind, state, reason, created_ms, updated_ms FROM deployments WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![service, limit], Self::deployment_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The newest deployment of a service that is not over, if any.
+    pub fn open_deployment(&self, service: &str) -> Result<Option<DeploymentRow>> {
+        Ok(self
+            .deployments(service, 20)?
+            .into_iter()
+            .find(|d| !d.state.is_terminal() && d.state != DeploymentState::Failed))
+    }
+
+    /// Records that traffic now goes to `revision`.
+    pub fn set_active_revision(&self, service: &str, revision: i64) -> Result<()> {
+        self.db().execute(
+            "UPDATE services SET active_revision = ?2 WHERE name = ?1",
+            params![service, revision],
+        )?;
+        Ok(())
+    }
+
+    /// Points the target back at the active revision (after a failed deployment).
+    pub fn reset_target(&self, service: &str, failed_revision: i64) -> Result<()> {
+        self.db().execute(
+            "UPDATE services SET target_revision = active_revision WHERE name = ?1 AND target_revision = ?2",
+            params![service, failed_revision],
+        )?;
+        Ok(())
+    }
+
+    /// Records the scaler's wish.
+    pub fn set_desired_instances(&self, service: &str, n: i64) -> Result<()> {
+        self.db().execute(
+            "UPDATE services SET desired_instances = ?2 WHERE name = ?1",
+            params![service, n],
+        )?;
+        Ok(())
+    }
+
+    /// Appends to a service's activity log.
+    pub fn event(&self, service: &str, kind: &str, message: &str) -> Result<()> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![service, now_unix_ms(), kind, message],
+        )?;
+        let id = db.last_insert_rowid();
+        if id % 100 == 0 {
+            db.execute(
+                "DELETE FROM events WHERE service = ?1 AND id <= ?2",
+                params![service, id - EVENTS_KEPT],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A service's activity log after `after_id`, oldest first, at most `limit`.
+    pub fn events(&self, service: &str, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, at_ms, kind, message FROM (SELECT * FROM events WHERE service = ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id",
+        )?;
+        let rows = st
+            .query_map(params![service, after_id, limit], |r| {
+                Ok(EventRow {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Starts a build record.
+    pub fn start_build(&self, service: &str, commit: &str) -> Result<i64> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO builds (service, commit_sha, state, created_ms) VALUES (?1, ?2, 'running', ?3)",
+            params![service, commit, now_unix_ms()],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// Appends output to a build's log (bounded).
+    pub fn append_build_log(&self, id: i64, text: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE builds SET log = log || ?2 WHERE id = ?1 AND length(log) < ?3",
+            params![id, text, BUILD_LOG_MAX as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a build.
+    pub fn finish_build(&self, id: i64, state: &str) -> Result<()> {
+        self.db().execute(
+            "UPDATE builds SET state = ?2 WHERE id = ?1",
+            params![id, state],
+        )?;
+        Ok(())
+    }
+
+    /// A service's builds, newest first.
+    pub fn builds(&self, service: &str, limit: i64) -> Result<Vec<BuildRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, service, commit_sha, state, log, created_ms FROM builds WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![service, limit], |r| {
+                Ok(BuildRow {
+                    id: r.get(0)?,
+                    service: r.get(1)?,
+                    commit: r.get(2)?,
+                    state: r.get(3)?,
+                    log: r.get(4)?,
+                    created_ms: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Marks builds left running by a crash as failed.
+    pub fn fail_running_builds(&self) -> Result<usize> {
+        Ok(self.db().execute(
+            "UPDATE builds SET state = 'failed', log = log || '\n(interrupted: the server restarted)\n' WHERE state = 'running'",
+            [],
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_core::ServiceName;
+
+    fn spec(name: &str) -> ServiceSpec {
+        ServiceSpec::new(ServiceName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn services_round_trip_and_refuse_duplicates() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        assert!(matches!(
+            s.create_service(&spec("web")),
+            Err(StoreError::Exists(_))
+        ));
+        let row = s.service("web").unwrap().unwrap();
+        assert_eq!(row.spec, spec("web"));
+        assert_eq!(row.desired_instances, 1);
+        assert_eq!(s.services().unwrap().len(), 1);
+        assert!(s.delete_service("web").unwrap());
+        assert!(s.service("web").unwrap().is_none());
+        assert!(!s.delete_service("web").unwrap());
+    }
+
+    #[test]
+    fn new_revisions_supersede_open_deployments() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        let (r1, d1) = s
+            .new_revision("web", "sha256:a", |n| format!("t{n}"), Some("c1"), "push")
+            .unwrap();
+        assert_eq!(r1.number, 1);
+        assert_eq!(r1.tag, "t1");
+        s.set_deployment_state(d1, DeploymentState::Starting, "")
+            .unwrap();
+        let (r2, d2) = s
+            .new_revision("web", "sha256:b", |n| format!("t{n}"), Some("c2"), "push")
+            .unwrap();
+        assert_eq!(r2.number, 2);
+        assert_eq!(
+            s.deployment(d1).unwrap().unwrap().state,
+            DeploymentState::Superseded
+        );
+        assert_eq!(s.open_deployment("web").unwrap().unwrap().id, d2);
+        assert_eq!(s.service("web").unwrap().unwrap().target_revision, Some(2));
+        s.set_active_revision("web", 1).unwrap();
+        s.reset_target("web", 2).unwrap();
+        assert_eq!(s.service("web").unwrap().unwrap().target_revision, Some(1));
+    }
+
+    #[test]
+    fn events_and_builds() {
+        let s = Store::memory().unwrap();
+        s.event("web", "service", "created").unwrap();
+        s.event("web", "build", "started").unwrap();
+        let ev = s.events("web", 0, 10).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].message, "created");
+        assert_eq!(s.events("web", ev[0].id, 10).unwrap().len(), 1);
+        let b = s.start_build("web", "abc").unwrap();
+        s.append_build_log(b, "step 1\n").unwrap();
+        s.append_build_log(b, "step 2\n").unwrap();
+        assert_eq!(s.fail_running_builds().unwrap(), 1);
+        let builds = s.builds("web", 5).unwrap();
+        assert!(builds[0].log.starts_with("step 1\nstep 2\n"));
+        assert_eq!(builds[0].state, "failed");
+    }
+
+    #[test]
+    fn file_store_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("slipway-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.create_service(&spec("web")).unwrap();
+            assert_eq!(s.meta_or_init("platform", || "p1".into()).unwrap(), "p1");
+        }
+        let s = Store::open(&path).unwrap();
+        assert!(s.service("web").unwrap().is_some());
+        assert_eq!(s.meta_or_init("platform", || "p2".into()).unwrap(), "p1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,137 @@
+//! Health probes, App Runner's shape: a TCP connect, or an HTTP GET of a path that must
+//! answer 2xx or 3xx, each within the check's timeout. A probe says how it failed, because
+//! a failed deployment must explain itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use slipway_core::{HealthCheck, HealthProtocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Probes `addr` once.
+pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
+    let timeout = Duration::from_secs(hc.timeout_s as u64);
+    match tokio::time::timeout(timeout, probe_inner(addr, hc)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "{} check timed out after {} s",
+            describe(hc),
+            hc.timeout_s
+        )),
+    }
+}
+
+fn describe(hc: &HealthCheck) -> String {
+    match hc.protocol {
+        HealthProtocol::Tcp => "TCP".to_string(),
+        HealthProtocol::Http => format!("HTTP GET {}", hc.path),
+    }
+}
+
+async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{}: connect failed: {e}", describe(hc)))?;
+    if hc.protocol == HealthProtocol::Tcp {
+        // Docker's userland proxy accepts on the published port even when nothing listens
+        // inside the container, then closes at once: make sure the connection stays up.
+        let mut b = [0u8; 1];
+        return match tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(
+                "TCP: the connection was closed at once (nothing listens on the app's port)".into(),
+            ),
+            _ => Ok(()),
+        };
+    }
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: slipway-health-check\r\nConnection: close\r\n\r\n",
+        hc.path, addr
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{}: {e}", describe(hc)))?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("{}: {e}", describe(hc)))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let status: Option<u16> = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok());
+    match status {
+        Some(c) if (200..400).contains(&c) => Ok(()),
+        Some(c) => Err(format!("{} answered {c}", describe(hc))),
+        None if buf.is_empty() => Err(format!(
+            "{}: the connection closed without an answer",
+            describe(hc)
+        )),
+        None => Err(format!(
+            "{}: not an HTTP answer: {:?}",
+            describe(hc),
+            &line[..line.len().min(80)]
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn server(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b).await;
+                let _ = s.write_all(reply).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_checks_status() {
+        let mut hc = HealthCheck {
+            protocol: HealthProtocol::Http,
+            ..Default::default()
+        };
+        hc.path = "/healthz".into();
+        let ok = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert!(probe(ok, &hc).await.is_ok());
+        let bad = server(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
+        let e = probe(bad, &hc).await.unwrap_err();
+        assert!(e.contains("HTTP GET /healthz answered 500"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tcp_and_refused() {
+        let hc = HealthCheck::default();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(s);
+        });
+        assert!(probe(addr, &hc).await.is_ok());
+        hold.await.unwrap();
+        let e = probe(addr, &hc).await.unwrap_err();
+        assert!(e.contains("connect failed"), "{e}");
+    }
+}

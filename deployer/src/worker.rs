@@ -1,0 +1,768 @@
+//! One service's worker: the reconciler that deploys, scales and heals that service.
+//!
+//! A blue/green deployment walks the states of [`DeploymentState`], writing each step
+//! to the store and the activity log: new instances start beside the old ones, each must
+//! pass its healthy threshold, then the route table swaps to them in one step, the old
+//! instances drain (no new requests, in-flight ones finish, with a deadline) and stop. A
+//! deployment that fails at any point before the swap removes its instances; the old ones
+//! never stopped serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use slipway_core::{DeploymentState, IdleMode, ServiceSpec};
+use slipway_router::{InstanceRoute, ServiceRoute};
+use slipway_runtime::{InstanceConfig, Observed};
+use slipway_store::{DeploymentRow, RevisionRow};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::probe;
+use crate::{Ctx, InstanceCounts};
+
+/// Lines of an app's output quoted when it fails.
+const LOG_LINES: usize = 20;
+/// Seconds a stopping container gets after SIGTERM (apps run under an init process).
+const STOP_GRACE_S: i32 = 5;
+
+struct Instance {
+    id: String,
+    container: String,
+    addr: SocketAddr,
+    revision: i64,
+    paused: bool,
+    fails: u32,
+    started: Instant,
+}
+
+enum Abort {
+    Failed(String),
+    Superseded,
+    Cancelled,
+}
+
+pub(crate) struct Worker {
+    ctx: Arc<Ctx>,
+    name: String,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    instances: Vec<Instance>,
+    backoff: Duration,
+    next_start: Instant,
+}
+
+/// The router's view of a service: its settings and ready instances.
+pub fn route_for(spec: &ServiceSpec, instances: Vec<(String, SocketAddr)>) -> ServiceRoute {
+    let n = &spec.network;
+    ServiceRoute {
+        name: spec.name.to_string(),
+        hosts: Vec::new(),
+        instances: instances
+            .into_iter()
+            .map(|(id, addr)| InstanceRoute { id, addr })
+            .collect(),
+        max_concurrency: spec.scaling.max_concurrency as usize,
+        queue_size: n.queue_size as usize,
+        queue_timeout: Duration::from_millis(n.queue_timeout_ms as u64),
+        request_timeout: Duration::from_secs(n.request_timeout_s as u64),
+        idle_timeout: Duration::from_secs(n.idle_timeout_s as u64),
+        cold_start_timeout: Duration::from_millis(n.cold_start_timeout_ms as u64),
+        http2: n.http2,
+    }
+}
+
+fn new_id() -> String {
+    format!("{:010x}", fastrand::u64(..) & 0xff_ffff_ffff)
+}
+
+impl Worker {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        name: String,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+        adopted: Vec<Observed>,
+    ) -> Self {
+        let instances = adopted
+            .into_iter()
+            .filter_map(|o| {
+                Some(Instance {
+                    id: o.instance,
+                    container: o.container_id,
+                    addr: o.addr?,
+                    revision: o.revision,
+                    paused: o.paused,
+                    fails: 0,
+                    started: Instant::now(),
+                })
+            })
+            .collect();
+        Worker {
+            ctx,
+            name,
+            wake,
+            cancel,
+            instances,
+            backoff: Duration::from_secs(1),
+            next_start: Instant::now(),
+        }
+    }
+
+    fn event(&self, kind: &str, msg: &str) {
+        tracing::info!(service = %self.name, "{msg}");
+        if let Err(e) = self.ctx.store.event(&self.name, kind, msg) {
+            tracing::warn!("store: {e}");
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut published = false;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let row = match self.ctx.store.service(&self.name) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("store: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let spec = row.spec;
+            if !published && row.active_revision.is_some() {
+                self.publish(&spec);
+                published = true;
+            }
+            match self.ctx.store.open_deployment(&self.name) {
+                Ok(Some(dep)) => {
+                    self.deploy(&spec, dep).await;
+                    published = true;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("store: {e}"),
+            }
+            if let Some(active) = row.active_revision {
+                self.check_health(&spec).await;
+                self.scale(&spec, active, row.desired_instances).await;
+            }
+            self.publish_counts();
+            let tick = Duration::from_secs(spec.health_check.interval_s as u64);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.cancel.cancelled() => {}
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// On delete, remove everything; on server shutdown, leave the containers running so
+    /// the next start adopts them (the URL keeps answering across a restart's gap).
+    async fn shutdown(&mut self) {
+        let deleted = !self.ctx.shutdown.is_cancelled();
+        if deleted {
+            self.ctx.router.remove_service(&self.name);
+            let all: Vec<_> = self.instances.drain(..).collect();
+            join_all(all.iter().map(|i| self.ctx.runtime.remove(&i.container, 0))).await;
+            // Containers of a deployment in flight were not in `instances`: sweep by label.
+            if let Ok(list) = self.ctx.runtime.list().await {
+                for o in list.into_iter().filter(|o| o.service == self.name) {
+                    let _ = self.ctx.runtime.remove(&o.container_id, 0).await;
+                }
+            }
+        }
+        self.ctx
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
+
+    fn publish(&self, spec: &ServiceSpec) {
+        let ready = self
+            .instances
+            .iter()
+            .filter(|i| !i.paused)
+            .map(|i| (i.id.clone(), i.addr))
+            .collect();
+        self.ctx.router.upsert_service(route_for(spec, ready));
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
+        let paused = self.instances.iter().filter(|i| i.paused).count();
+        self.ctx
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                self.name.clone(),
+                InstanceCounts {
+                    ready: self.instances.len() - paused,
+                    paused,
+                    instances: self
+                        .instances
+                        .iter()
+                        .map(|i| crate::InstanceInfo {
+                            id: i.id.clone(),
+                            revision: i.revision,
+                            addr: i.addr.to_string(),
+                            paused: i.paused,
+                        })
+                        .collect(),
+                },
+            );
+    }
+
+    fn step(
+        &self,
+        dep: &DeploymentRow,
+        state: &mut DeploymentState,
+        next: DeploymentState,
+        why: &str,
+    ) {
+        match state.go_to(next) {
+            Ok(s) => *state = s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        }
+        if let Err(e) = self.ctx.store.set_deployment_state(dep.id, next, why) {
+            tracing::error!("store: {e}");
+        }
+        self.event(
+            "deployment",
+            &format!(
+                "deployment {} (revision {}): {next}: {why}",
+                dep.id, dep.revision
+            ),
+        );
+    }
+
+    async fn start_instance(
+        &self,
+        spec: &ServiceSpec,
+        rev: &RevisionRow,
+    ) -> Result<Instance, String> {
+        let id = new_id();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("PORT".into(), spec.port.to_string()));
+        env.push(("SLIPWAY_SERVICE".into(), spec.name.to_string()));
+        env.push(("SLIPWAY_REVISION".into(), rev.number.to_string()));
+        let cfg = InstanceConfig {
+            service: self.name.clone(),
+            revision: rev.number,
+            instance: id.clone(),
+            image: rev.image.clone(),
+            env,
+            port: spec.port as u16,
+            nano_cpus: spec.cpu.nano_cpus(),
+            memory_bytes: spec.memory.bytes(),
+        };
+        let (container, addr) = self.ctx.runtime.start(&cfg).await.map_err(|e| {
+            format!(
+                "could not start a container of revision {}: {e}",
+                rev.number
+            )
+        })?;
+        Ok(Instance {
+            id,
+            container,
+            addr,
+            revision: rev.number,
+            paused: false,
+            fails: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Why a container failed: how it ended and its last output.
+    async fn explain(&self, inst: &Instance, what: &str) -> String {
+        let info = self.ctx.runtime.exit_info(&inst.container).await.ok();
+        let logs = self.ctx.runtime.logs_tail(&inst.container, LOG_LINES).await;
+        let mut msg = what.to_string();
+        if let Some(info) = info.filter(|i| !i.running) {
+            msg.push_str(&format!("; the container {info}"));
+        }
+        let logs = logs.trim_end();
+        if logs.is_empty() {
+            msg.push_str("; the app printed nothing");
+        } else {
+            msg.push_str(&format!("; last output:\n{logs}"));
+        }
+        msg
+    }
+
+    /// Waits until `inst` passes `healthy_threshold` checks in a row. Until its first pass
+    /// it is probed quickly (50 ms, doubling to the interval) so a fast app takes traffic
+    /// fast; later passes are spaced by the interval, as configured.
+    async fn wait_healthy(
+        &self,
+        spec: &ServiceSpec,
+        inst: &Instance,
+        deadline: Instant,
+        superseded: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), Abort> {
+        let hc = &spec.health_check;
+        let interval = Duration::from_secs(hc.interval_s as u64);
+        let mut passes = 0;
+        let mut delay = Duration::from_millis(50);
+        let mut last = String::from("no check finished yet");
+        let mut checks = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Abort::Cancelled);
+            }
+            if superseded() {
+                return Err(Abort::Superseded);
+            }
+            if Instant::now() >= deadline {
+                let what = format!(
+                    "instance {} did not pass its health check within {} s ({checks} checks; last: {last})",
+                    inst.id, spec.deploy_timeout_s
+                );
+                return Err(Abort::Failed(self.explain(inst, &what).await));
+            }
+            checks += 1;
+            match probe(inst.addr, hc).await {
+                Ok(()) => {
+                    passes += 1;
+                    if passes >= hc.healthy_threshold {
+                        return Ok(());
+                    }
+                    self.sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
+                        .await;
+                }
+                Err(e) => {
+                    passes = 0;
+                    last = e;
+                    if let Ok(info) = self.ctx.runtime.exit_info(&inst.container).await {
+                        if !info.running {
+                            let what = format!(
+                                "instance {} stopped before it was healthy (last check: {last})",
+                                inst.id
+                            );
+                            return Err(Abort::Failed(self.explain(inst, &what).await));
+                        }
+                    }
+                    self.sleep(delay).await;
+                    delay = (delay * 2).min(interval);
+                }
+            }
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.cancel.cancelled() => {}
+        }
+    }
+
+    async fn remove_all(&self, insts: &[Instance]) {
+        join_all(
+            insts
+                .iter()
+                .map(|i| self.ctx.runtime.remove(&i.container, 0)),
+        )
+        .await;
+    }
+
+    /// Starts `n` instances of `rev` and waits for all of them to be healthy; on any
+    /// failure every one of them is removed.
+    async fn start_healthy(
+        &self,
+        spec: &ServiceSpec,
+        rev: &RevisionRow,
+        n: usize,
+        superseded: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<Instance>, Abort> {
+        let deadline = Instant::now() + Duration::from_secs(spec.deploy_timeout_s as u64);
+        let started = join_all((0..n).map(|_| self.start_instance(spec, rev))).await;
+        let mut ok = Vec::new();
+        let mut err = None;
+        for r in started {
+            match r {
+                Ok(i) => ok.push(i),
+                Err(e) => err = Some(e),
+            }
+        }
+        if let Some(e) = err {
+            self.remove_all(&ok).await;
+            return Err(Abort::Failed(e));
+        }
+        let results = join_all(
+            ok.iter()
+                .map(|i| self.wait_healthy(spec, i, deadline, superseded)),
+        )
+        .await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            self.remove_all(&ok).await;
+            return Err(e);
+        }
+        Ok(ok)
+    }
+
+    async fn deploy(&mut self, spec: &ServiceSpec, dep: DeploymentRow) {
+        let store = self.ctx.store.clone();
+        let mut state = dep.state;
+        let rev = match store.revision(&self.name, dep.revision) {
+            Ok(Some(r)) => r,
+            _ => {
+                let why = format!(
+                    "revision {} no longer exists (its image was pruned)",
+                    dep.revision
+                );
+                self.step(&dep, &mut state, DeploymentState::Failed, &why);
+                self.step(
+                    &dep,
+                    &mut state,
+                    DeploymentState::RolledBack,
+                    "nothing changed",
+                );
+                let _ = store.reset_target(&self.name, dep.revision);
+                return;
+            }
+        };
+        let s = &spec.scaling;
+        let n = (self.instances.len().max(1) as u32)
+            .max(s.min_size)
+            .min(s.max_size)
+            .max(1) as usize;
+        self.step(
+            &dep,
+            &mut state,
+            DeploymentState::Starting,
+            &format!("starting {n} instance(s) of image {}", short(&rev.image)),
+        );
+        let name = self.name.clone();
+        let dep_id = dep.id;
+        let superseded = move || match store.deployment(dep_id) {
+            Ok(Some(d)) => d.state == DeploymentState::Superseded,
+            Ok(None) => true,
+            Err(_) => false,
+        } || matches!(store.service(&name), Ok(None));
+        let hc = &spec.health_check;
+        let check = match hc.protocol {
+            slipway_core::HealthProtocol::Tcp => "TCP".to_string(),
+            slipway_core::HealthProtocol::Http => format!("HTTP GET {}", hc.path),
+        };
+        self.step(
+            &dep,
+            &mut state,
+            DeploymentState::HealthChecking,
+            &format!(
+                "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
+                hc.healthy_threshold, spec.deploy_timeout_s
+            ),
+        );
+        let new = match self.start_healthy(spec, &rev, n, &superseded).await {
+            Ok(new) => new,
+            Err(Abort::Cancelled) => return,
+            Err(Abort::Superseded) => {
+                self.event("deployment", &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
+                return;
+            }
+            Err(Abort::Failed(why)) => {
+                self.fail(&dep, &mut state, &why);
+                return;
+            }
+        };
+        self.step(
+            &dep,
+            &mut state,
+            DeploymentState::SwitchingTraffic,
+            "all new instances are healthy; swapping the route table",
+        );
+        let old = std::mem::replace(&mut self.instances, new);
+        self.publish(spec);
+        if let Err(e) = self.ctx.store.set_active_revision(&self.name, rev.number) {
+            tracing::error!("store: {e}");
+        }
+        let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
+        self.step(
+            &dep,
+            &mut state,
+            DeploymentState::Draining,
+            &format!(
+                "{} old instance(s) finish their in-flight requests (deadline {} s), then stop",
+                old.len(),
+                drain.as_secs()
+            ),
+        );
+        let router = self.ctx.router.clone();
+        let runtime = self.ctx.runtime.clone();
+        join_all(old.iter().map(|i| {
+            let router = router.clone();
+            let runtime = runtime.clone();
+            async move {
+                if !i.paused && !router.wait_drained(&i.id, drain).await {
+                    tracing::warn!(instance = %i.id, "drain deadline passed with requests in flight");
+                }
+                let _ = runtime.remove(&i.container, STOP_GRACE_S).await;
+            }
+        }))
+        .await;
+        self.step(
+            &dep,
+            &mut state,
+            DeploymentState::Succeeded,
+            &format!("revision {} serves all traffic", rev.number),
+        );
+        self.backoff = Duration::from_secs(1);
+        self.prune(spec, rev.number).await;
+    }
+
+    fn fail(&self, dep: &DeploymentRow, state: &mut DeploymentState, why: &str) {
+        self.step(dep, state, DeploymentState::Failed, why);
+        let _ = self.ctx.store.reset_target(&self.name, dep.revision);
+        let serving = match self.ctx.store.service(&self.name) {
+            Ok(Some(r)) => r.active_revision,
+            _ => None,
+        };
+        let msg = match serving {
+            Some(r) => format!("the new instances were removed; revision {r} keeps serving"),
+            None => "the new instances were removed; no revision serves yet".into(),
+        };
+        self.step(dep, state, DeploymentState::RolledBack, &msg);
+    }
+
+    /// Removes images of revisions beyond the newest `keep_revisions` (never the active one).
+    async fn prune(&self, spec: &ServiceSpec, active: i64) {
+        let Ok(revs) = self.ctx.store.revisions(&self.name) else {
+            return;
+        };
+        let keep = spec.keep_revisions as usize;
+        let kept: Vec<&RevisionRow> = revs
+            .iter()
+            .take(keep)
+            .chain(revs.iter().filter(|r| r.number == active))
+            .collect();
+        for r in revs.iter().skip(keep).filter(|r| r.number != active) {
+            if !kept.iter().any(|k| k.tag == r.tag) {
+                if let Err(e) = self.ctx.runtime.remove_image(&r.tag).await {
+                    tracing::warn!("pruning {}: {e}", r.tag);
+                    continue;
+                }
+            }
+            let _ = self.ctx.store.delete_revision(&self.name, r.number);
+            self.event(
+                "deployment",
+                &format!("pruned revision {} (keeping the newest {keep})", r.number),
+            );
+        }
+    }
+
+    /// Probes every running instance once; one that fails `unhealthy_threshold` checks in
+    /// a row, or whose container is gone, is taken out of routing and removed. The scale
+    /// step then replaces it, with backoff when instances keep dying young.
+    async fn check_health(&mut self, spec: &ServiceSpec) {
+        let hc = &spec.health_check;
+        let running: Vec<usize> = (0..self.instances.len())
+            .filter(|i| !self.instances[*i].paused)
+            .collect();
+        let results = join_all(running.iter().map(|i| probe(self.instances[*i].addr, hc))).await;
+        let mut dead = Vec::new();
+        for (idx, r) in running.into_iter().zip(results) {
+            let inst = &mut self.instances[idx];
+            match r {
+                Ok(()) => inst.fails = 0,
+                Err(e) => {
+                    inst.fails += 1;
+                    let gone = matches!(self.ctx.runtime.exit_info(&inst.container).await, Ok(i) if !i.running);
+                    if gone || inst.fails >= hc.unhealthy_threshold {
+                        dead.push((idx, e, gone));
+                    }
+                }
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        let mut removed = Vec::new();
+        for (idx, e, gone) in dead.into_iter().rev() {
+            let inst = self.instances.remove(idx);
+            let what = if gone {
+                format!("instance {} stopped", inst.id)
+            } else {
+                format!(
+                    "instance {} failed {} health checks in a row ({e})",
+                    inst.id, hc.unhealthy_threshold
+                )
+            };
+            removed.push((inst, what));
+        }
+        self.publish(spec);
+        for (inst, what) in removed {
+            let msg = self.explain(&inst, &what).await;
+            let young = inst.started.elapsed() < Duration::from_secs(30);
+            self.backoff = if young {
+                (self.backoff * 2).min(Duration::from_secs(60))
+            } else {
+                Duration::from_secs(1)
+            };
+            self.next_start = Instant::now() + if young { self.backoff } else { Duration::ZERO };
+            self.event(
+                "health",
+                &format!(
+                    "{msg}\nreplacing it{}",
+                    if young {
+                        format!(
+                            " after {} s (it died young: backing off)",
+                            self.backoff.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            let _ = self.ctx.runtime.remove(&inst.container, 0).await;
+        }
+    }
+
+    async fn scale(&mut self, spec: &ServiceSpec, active: i64, desired: i64) {
+        let s = &spec.scaling;
+        let desired = (desired.max(0) as u32).clamp(s.min_size, s.max_size) as usize;
+        let ready = self.instances.iter().filter(|i| !i.paused).count();
+        if ready < desired {
+            let mut need = desired - ready;
+            // Warm instances first: unpausing takes milliseconds.
+            let mut woke = 0;
+            for inst in self.instances.iter_mut().filter(|i| i.paused).take(need) {
+                match self.ctx.runtime.unpause(&inst.container).await {
+                    Ok(()) => {
+                        inst.paused = false;
+                        need -= 1;
+                        woke += 1;
+                    }
+                    Err(e) => tracing::warn!("unpause {}: {e}", inst.id),
+                }
+            }
+            if woke > 0 {
+                self.publish(spec);
+                self.event("scale", &format!("unpaused {woke} instance(s)"));
+            }
+            if need == 0 {
+                return;
+            }
+            if Instant::now() < self.next_start {
+                let wake = self.wake.clone();
+                let at = self.next_start;
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    wake.notify_one();
+                });
+                return;
+            }
+            let Ok(Some(rev)) = self.ctx.store.revision(&self.name, active) else {
+                return;
+            };
+            let never = || false;
+            match self.start_healthy(spec, &rev, need, &never).await {
+                Ok(new) => {
+                    let ids: Vec<_> = new.iter().map(|i| i.id.clone()).collect();
+                    self.instances.extend(new);
+                    self.publish(spec);
+                    self.event(
+                        "scale",
+                        &format!(
+                            "started {} instance(s) ({}): now {} ready",
+                            ids.len(),
+                            ids.join(", "),
+                            ready + woke + ids.len()
+                        ),
+                    );
+                }
+                Err(Abort::Failed(why)) => {
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+                    self.next_start = Instant::now() + self.backoff;
+                    self.event(
+                        "scale",
+                        &format!(
+                            "could not start an instance: {why}\nretrying in {} s",
+                            self.backoff.as_secs()
+                        ),
+                    );
+                }
+                Err(_) => {}
+            }
+        } else if ready > desired {
+            let excess = ready - desired;
+            if desired == 0 && s.idle_mode == IdleMode::Pause {
+                for inst in self.instances.iter_mut() {
+                    inst.paused = true;
+                }
+                self.publish(spec);
+                let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
+                let mut paused = 0;
+                for inst in self.instances.iter() {
+                    self.ctx.router.wait_drained(&inst.id, drain).await;
+                    match self.ctx.runtime.pause(&inst.container).await {
+                        Ok(()) => paused += 1,
+                        Err(e) => tracing::warn!("pause {}: {e}", inst.id),
+                    }
+                }
+                self.event(
+                    "scale",
+                    &format!("idle: paused {paused} instance(s) (they wake in milliseconds)"),
+                );
+                return;
+            }
+            // Remove the newest first: the oldest have warm caches.
+            let mut victims = Vec::new();
+            for _ in 0..excess {
+                if let Some(pos) = self.instances.iter().rposition(|i| !i.paused) {
+                    victims.push(self.instances.remove(pos));
+                }
+            }
+            self.publish(spec);
+            let ids: Vec<_> = victims.iter().map(|i| i.id.clone()).collect();
+            self.event(
+                "scale",
+                &format!(
+                    "removing {} instance(s) ({}) after they drain: now {} ready",
+                    ids.len(),
+                    ids.join(", "),
+                    ready - victims.len()
+                ),
+            );
+            let router = self.ctx.router.clone();
+            let runtime = self.ctx.runtime.clone();
+            let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
+            tokio::spawn(async move {
+                for v in victims {
+                    router.wait_drained(&v.id, drain).await;
+                    let _ = runtime.remove(&v.container, STOP_GRACE_S).await;
+                }
+            });
+        } else if s.idle_mode == IdleMode::Stop && self.instances.iter().any(|i| i.paused) {
+            // The idle mode changed from pause to stop: paused instances go.
+            let paused: Vec<_> = self
+                .instances
+                .iter()
+                .filter(|i| i.paused)
+                .map(|i| i.container.clone())
+                .collect();
+            self.instances.retain(|i| !i.paused);
+            for c in paused {
+                let _ = self.ctx.runtime.remove(&c, 0).await;
+            }
+            self.publish_counts();
+        }
+    }
+}
+
+fn short(image: &str) -> &str {
+    let id = image.strip_prefix("sha256:").unwrap_or(image);
+    &id[..12.min(id.len())]
+}

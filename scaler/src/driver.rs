@@ -1,0 +1,188 @@
+//! The scaler's loop: once a tick it samples every service's concurrency (in-flight plus
+//! waiting requests, read from the router), feeds the pure [`decide`] function, and when
+//! the desired instance count changes it writes it to the store with its reason and wakes
+//! the deployer. It never calls Docker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use slipway_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::decision::{decide, Decision, ScalerState};
+use crate::window::Window;
+
+/// One service's load at a tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    /// Requests in flight plus requests waiting (queued or held at the cold-start gate).
+    pub concurrency: f64,
+    /// Instances taking traffic.
+    pub ready: u32,
+}
+
+struct Track {
+    window: Window,
+    state: ScalerState,
+    last: Option<Decision>,
+}
+
+/// The autoscaler.
+pub struct Scaler {
+    store: Arc<Store>,
+    tick: Duration,
+    origin: Instant,
+    tracks: Mutex<HashMap<String, Track>>,
+}
+
+impl Scaler {
+    /// A scaler deciding every `tick` (Knative decides every 2 s; Slipway every 1 s).
+    pub fn new(store: Arc<Store>, tick: Duration) -> Arc<Self> {
+        Arc::new(Scaler {
+            store,
+            tick,
+            origin: Instant::now(),
+            tracks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// One decision round; returns the services whose desired count changed.
+    pub fn tick(&self, load: &HashMap<String, Load>) -> Vec<String> {
+        let now = self.now();
+        let Ok(services) = self.store.services() else {
+            return Vec::new();
+        };
+        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        tracks.retain(|name, _| services.iter().any(|s| s.spec.name.as_str() == name));
+        let mut changed = Vec::new();
+        for row in services {
+            if row.active_revision.is_none() {
+                continue;
+            }
+            let name = row.spec.name.to_string();
+            let s = &row.spec.scaling;
+            let l = load.get(&name).copied().unwrap_or_default();
+            let cap = (s.stable_window_s as f64 / self.tick.as_secs_f64()).ceil() as usize + 2;
+            let track = tracks.entry(name.clone()).or_insert_with(|| Track {
+                window: Window::new(cap),
+                state: ScalerState {
+                    last_active: Some(now),
+                    ..Default::default()
+                },
+                last: None,
+            });
+            track.window.push(now, l.concurrency);
+            let (decision, state) = decide(s, &track.window, l.ready, now, &track.state);
+            track.state = state;
+            let desired = decision.desired as i64;
+            if desired != row.desired_instances {
+                let msg = format!(
+                    "desired instances {} -> {}: {}{}",
+                    row.desired_instances,
+                    desired,
+                    decision.reason,
+                    if decision.panicking {
+                        " (panic mode)"
+                    } else {
+                        ""
+                    }
+                );
+                tracing::info!(service = %name, "{msg}");
+                let _ = self.store.set_desired_instances(&name, desired);
+                let _ = self.store.event(&name, "scale", &msg);
+                changed.push(name.clone());
+            }
+            track.last = Some(decision);
+        }
+        changed
+    }
+
+    /// A request reached a service with no instances: want one now, without waiting for
+    /// the next tick. Returns true when the desired count changed.
+    pub fn demand(&self, service: &str) -> bool {
+        let Ok(Some(row)) = self.store.service(service) else {
+            return false;
+        };
+        if row.desired_instances >= 1 {
+            return false;
+        }
+        let now = self.now();
+        if let Some(t) = self
+            .tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(service)
+        {
+            t.state.last_active = Some(now);
+        }
+        let _ = self.store.set_desired_instances(service, 1);
+        let _ = self.store.event(
+            service,
+            "scale",
+            "desired instances 0 -> 1: a request arrived while at zero (cold start)",
+        );
+        true
+    }
+
+    /// Runs until `shutdown`: each tick reads `load` and calls `on_change` for every
+    /// service whose desired count changed.
+    pub async fn run(
+        self: Arc<Self>,
+        load: impl Fn() -> HashMap<String, Load>,
+        on_change: impl Fn(&str),
+        shutdown: CancellationToken,
+    ) {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            for name in self.tick(&load()) {
+                on_change(&name);
+            }
+        }
+    }
+
+    /// Prometheus lines: desired count, observed concurrency, panic mode.
+    pub fn metrics_text(&self) -> String {
+        let tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<_> = tracks.keys().cloned().collect();
+        names.sort();
+        let mut out = String::new();
+        out.push_str("# HELP slipway_scaler_desired_instances Instances the scaler wants.\n# TYPE slipway_scaler_desired_instances gauge\n");
+        for n in &names {
+            if let Some(d) = &tracks[n].last {
+                out.push_str(&format!(
+                    "slipway_scaler_desired_instances{{service=\"{n}\"}} {}\n",
+                    d.desired
+                ));
+            }
+        }
+        out.push_str("# HELP slipway_scaler_stable_concurrency Average concurrency over the stable window.\n# TYPE slipway_scaler_stable_concurrency gauge\n");
+        for n in &names {
+            if let Some(d) = &tracks[n].last {
+                out.push_str(&format!(
+                    "slipway_scaler_stable_concurrency{{service=\"{n}\"}} {}\n",
+                    d.stable_concurrency
+                ));
+            }
+        }
+        out.push_str("# HELP slipway_scaler_panic Whether the service is in panic mode.\n# TYPE slipway_scaler_panic gauge\n");
+        for n in &names {
+            if let Some(d) = &tracks[n].last {
+                out.push_str(&format!(
+                    "slipway_scaler_panic{{service=\"{n}\"}} {}\n",
+                    d.panicking as u8
+                ));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,501 @@
+//! The CLI: each command is one or two API calls, printed for people (or as JSON with
+//! `show`).
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+/// Where the API is and how to authenticate.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The API's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SLIPWAY_API",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    api: String,
+    /// The API token (default: the `token` file in the data directory).
+    #[arg(long, global = true, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data directory whose token to use.
+    #[arg(long, global = true, env = "SLIPWAY_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// CLI commands.
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// Create a service.
+    Create(CreateArgs),
+    /// List services.
+    List(ConnOnly),
+    /// Show a service (JSON).
+    Show(NameArg),
+    /// A service's status, URL and instances.
+    Status(NameArg),
+    /// Print a service's URL.
+    Url(NameArg),
+    /// Print the git remote to push to (with the token in it).
+    Remote(NameArg),
+    /// Delete a service and its instances.
+    Delete(NameArg),
+    /// Deploy the image an image-sourced service names (again).
+    Deploy(NameArg),
+    /// Roll back to an earlier revision (default: the one before the active one).
+    Rollback(RollbackArgs),
+    /// A service's revisions.
+    Revisions(NameArg),
+    /// A service's deployments.
+    Deployments(NameArg),
+    /// The activity log, or with --build the latest build's output.
+    Logs(LogsArgs),
+}
+
+/// Just the connection flags.
+#[derive(Args)]
+pub struct ConnOnly {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// A service name.
+#[derive(Args)]
+pub struct NameArg {
+    /// The service.
+    name: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `slipway rollback`.
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The service.
+    name: String,
+    /// The revision to go back to.
+    revision: Option<i64>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `slipway logs`.
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The service.
+    name: String,
+    /// Show the latest build's output instead of the activity log.
+    #[arg(long)]
+    build: bool,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `slipway create`.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Service name (a DNS label: a-z, 0-9, '-').
+    name: String,
+    /// Deploy this image (already on the engine) instead of git pushes.
+    #[arg(long)]
+    image: Option<String>,
+    /// The branch whose pushes deploy.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// The port the app listens on (also passed as PORT).
+    #[arg(long)]
+    port: Option<u32>,
+    /// Environment variables, KEY=VALUE, repeatable.
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// CPU: 256, 512, 1024, 2048, 4096 or "0.25 vCPU".. "4 vCPU" (default 1 vCPU).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Memory: MB or "2 GB" (default 2 GB).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Fewest instances (0 scales to zero when idle).
+    #[arg(long)]
+    min_size: Option<u32>,
+    /// Most instances.
+    #[arg(long)]
+    max_size: Option<u32>,
+    /// Requests one instance serves at once (1 to 200).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Idle mode when scaled to zero: stop or pause.
+    #[arg(long)]
+    idle_mode: Option<String>,
+    /// Health check: tcp or http.
+    #[arg(long)]
+    health_protocol: Option<String>,
+    /// Health check path (HTTP).
+    #[arg(long)]
+    health_path: Option<String>,
+    /// Health check interval, seconds.
+    #[arg(long)]
+    health_interval: Option<u32>,
+    /// The app speaks HTTP/2 without TLS (gRPC).
+    #[arg(long)]
+    http2: bool,
+    /// Merge settings from a JSON file of the API's service shape.
+    #[arg(long)]
+    spec: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+struct Api {
+    base: String,
+    token: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    fn new(c: &Conn) -> Result<Api> {
+        let token = match &c.token {
+            Some(t) => t.clone(),
+            None => {
+                let dir = c.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+                let path = dir.join("token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("no --token given and cannot read {} (is `slipway serve` running with that data directory?)", path.display()))?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(Api {
+            base: c.api.trim_end_matches('/').to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", format!("Bearer {}", self.token));
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(serde_json::to_vec(&v)?))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = self.client.request(req.body(body)?).await.map_err(|e| {
+            anyhow!(
+                "cannot reach the API at {}: {e} (is `slipway serve` running?)",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let v: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()))
+        };
+        if !status.is_success() {
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            bail!("{} {}", status.as_u16(), msg);
+        }
+        Ok(v)
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn when(ms: &Value) -> String {
+    let ms = ms.as_i64().unwrap_or(0);
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+}
+
+pub async fn run(cmd: ClientCmd) -> Result<()> {
+    match cmd {
+        ClientCmd::Create(a) => create(a).await,
+        ClientCmd::List(c) => {
+            let api = Api::new(&c.conn)?;
+            let list = api.call("GET", "/v1/services", None).await?;
+            println!(
+                "{:<24} {:<22} {:>8} {:>6}  URL",
+                "NAME", "STATUS", "REVISION", "READY"
+            );
+            for v in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<22} {:>8} {:>6}  {}",
+                    s(v, "name"),
+                    s(v, "status"),
+                    s(v, "active_revision"),
+                    v["instances"]["ready"],
+                    s(v, "url")
+                );
+            }
+            Ok(())
+        }
+        ClientCmd::Show(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        ClientCmd::Status(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            println!("service:   {}", s(&v, "name"));
+            println!("status:    {}", s(&v, "status"));
+            println!("url:       {}", s(&v, "url"));
+            if v["git_remote"].is_string() {
+                println!("git:       {}", s(&v, "git_remote"));
+            }
+            println!(
+                "revision:  {} (target {})",
+                s(&v, "active_revision"),
+                s(&v, "target_revision")
+            );
+            println!(
+                "instances: {} ready, {} paused, {} desired",
+                v["instances"]["ready"], v["instances"]["paused"], v["desired_instances"]
+            );
+            if let Some(d) = v.get("latest_deployment").filter(|d| !d.is_null()) {
+                println!(
+                    "deployment {} of revision {}: {} {}",
+                    d["id"],
+                    d["revision"],
+                    s(d, "state"),
+                    s(d, "reason")
+                );
+            }
+            Ok(())
+        }
+        ClientCmd::Url(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            println!("{}", s(&v, "url"));
+            Ok(())
+        }
+        ClientCmd::Remote(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            let remote = v["git_remote"]
+                .as_str()
+                .ok_or_else(|| anyhow!("service {} deploys an image, not git pushes", a.name))?;
+            let with_token = remote.replacen("://", &format!("://slipway:{}@", api.token), 1);
+            println!("{with_token}");
+            Ok(())
+        }
+        ClientCmd::Delete(a) => {
+            let api = Api::new(&a.conn)?;
+            api.call("DELETE", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            println!("deleted {}", a.name);
+            Ok(())
+        }
+        ClientCmd::Deploy(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("POST", &format!("/v1/services/{}/deploy", a.name), None)
+                .await?;
+            println!("deploying revision {}", v["revision"]);
+            Ok(())
+        }
+        ClientCmd::Rollback(a) => {
+            let api = Api::new(&a.conn)?;
+            let body = a.revision.map(|r| json!({ "revision": r }));
+            let v = api
+                .call("POST", &format!("/v1/services/{}/rollback", a.name), body)
+                .await?;
+            println!(
+                "rolling back to revision {} (deployment {})",
+                v["revision"], v["deployment"]
+            );
+            Ok(())
+        }
+        ClientCmd::Revisions(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}/revisions", a.name), None)
+                .await?;
+            println!(
+                "{:>8}  {:<14} {:<14} CREATED",
+                "REVISION", "COMMIT", "IMAGE"
+            );
+            for r in v.as_array().into_iter().flatten() {
+                let commit: String = s(r, "commit").chars().take(12).collect();
+                let image: String = s(r, "image")
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+                println!(
+                    "{:>8}  {:<14} {:<14} {}",
+                    r["number"],
+                    commit,
+                    image,
+                    when(&r["created_ms"])
+                );
+            }
+            Ok(())
+        }
+        ClientCmd::Deployments(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}/deployments", a.name), None)
+                .await?;
+            for d in v.as_array().into_iter().flatten() {
+                println!(
+                    "{} {:>5} rev {:>4} {:<8} {:<18} {}",
+                    when(&d["updated_ms"]),
+                    d["id"],
+                    d["revision"],
+                    s(d, "kind"),
+                    s(d, "state"),
+                    s(d, "reason")
+                );
+            }
+            Ok(())
+        }
+        ClientCmd::Logs(a) => {
+            let api = Api::new(&a.conn)?;
+            if a.build {
+                let v = api
+                    .call("GET", &format!("/v1/services/{}/builds", a.name), None)
+                    .await?;
+                let b = v
+                    .as_array()
+                    .and_then(|b| b.first())
+                    .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))?;
+                println!(
+                    "build {} of commit {} ({})",
+                    b["id"],
+                    s(b, "commit"),
+                    s(b, "state")
+                );
+                print!("{}", s(b, "log"));
+            } else {
+                let v = api
+                    .call("GET", &format!("/v1/services/{}/events", a.name), None)
+                    .await?;
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:<10} {}",
+                        when(&e["at_ms"]),
+                        s(e, "kind"),
+                        s(e, "message")
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn create(a: CreateArgs) -> Result<()> {
+    let api = Api::new(&a.conn)?;
+    let mut spec: serde_json::Map<String, Value> = match &a.spec {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a JSON object", p.display()))?,
+        None => serde_json::Map::new(),
+    };
+    spec.insert("name".into(), json!(a.name));
+    if let Some(img) = &a.image {
+        spec.insert("source".into(), json!({ "type": "image", "image": img }));
+    } else if !spec.contains_key("source") {
+        spec.insert(
+            "source".into(),
+            json!({ "type": "git", "branch": a.branch }),
+        );
+    }
+    if let Some(p) = a.port {
+        spec.insert("port".into(), json!(p));
+    }
+    if !a.env.is_empty() {
+        let mut env = BTreeMap::new();
+        for kv in &a.env {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--env {kv:?}: write KEY=VALUE"))?;
+            env.insert(k.to_string(), v.to_string());
+        }
+        spec.insert("env".into(), json!(env));
+    }
+    if let Some(c) = &a.cpu {
+        spec.insert("cpu".into(), json!(c));
+    }
+    if let Some(m) = &a.memory {
+        spec.insert("memory".into(), json!(m));
+    }
+    let mut section = |key: &str, field: &str, v: Value| {
+        let obj = spec.entry(key.to_string()).or_insert_with(|| json!({}));
+        if let Some(o) = obj.as_object_mut() {
+            o.insert(field.into(), v);
+        }
+    };
+    if let Some(v) = a.min_size {
+        section("scaling", "min_size", json!(v));
+    }
+    if let Some(v) = a.max_size {
+        section("scaling", "max_size", json!(v));
+    }
+    if let Some(v) = a.max_concurrency {
+        section("scaling", "max_concurrency", json!(v));
+    }
+    if let Some(v) = &a.idle_mode {
+        section("scaling", "idle_mode", json!(v));
+    }
+    if let Some(v) = &a.health_protocol {
+        section("health_check", "protocol", json!(v));
+    }
+    if let Some(v) = &a.health_path {
+        section("health_check", "path", json!(v));
+    }
+    if let Some(v) = a.health_interval {
+        section("health_check", "interval_s", json!(v));
+    }
+    if a.http2 {
+        section("network", "http2", json!(true));
+    }
+    let v = api
+        .call("POST", "/v1/services", Some(Value::Object(spec)))
+        .await?;
+    println!("created {}", s(&v, "name"));
+    println!("  url: {}", s(&v, "url"));
+    if v["git_remote"].is_string() {
+        let remote = s(&v, "git_remote").replacen("://", &format!("://slipway:{}@", api.token), 1);
+        println!("  deploy with:");
+        println!("    git remote add slipway {remote}");
+        println!("    git push slipway {}", a.branch);
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `slipway serve`: wiring.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use slipway_builder::Builder;
+use slipway_console::Api;
+use slipway_deployer::Deployer;
+use slipway_router::{Router, RouterConfig};
+use slipway_runtime::DockerRuntime;
+use slipway_scaler::{Load, Scaler};
+use slipway_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `slipway serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// State directory: the SQLite store, the API token, hosted git repositories.
+    #[arg(long, env = "SLIPWAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where the API (and the git remote) listens.
+    #[arg(long, env = "SLIPWAY_API_ADDR", default_value = "127.0.0.1:7070")]
+    api_addr: SocketAddr,
+    /// Where the router listens for app traffic.
+    #[arg(long, env = "SLIPWAY_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
+    router_addr: SocketAddr,
+    /// The platform zone: services answer at `<service>.<zone>`.
+    #[arg(long, env = "SLIPWAY_ZONE", default_value = "slipway.localhost")]
+    zone: String,
+    /// Scaler tick in milliseconds.
+    #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
+    scaler_tick_ms: u64,
+}
+
+fn random_hex(n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:x}", fastrand::u8(..16)))
+        .collect()
+}
+
+pub async fn serve(a: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hyper=warn,bollard=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let zone = a.zone.trim_end_matches('.').to_ascii_lowercase();
+    if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        anyhow::bail!("--zone {:?} is not a valid domain name", a.zone);
+    }
+    let data = a.data_dir.unwrap_or_else(crate::default_data_dir);
+    std::fs::create_dir_all(data.join("repos"))
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let store = Arc::new(Store::open(&data.join("slipway.db")).context("cannot open the store")?);
+    let platform = store.meta_or_init("platform_id", || random_hex(12))?;
+    let token_path = data.join("token");
+    let token = match std::env::var("SLIPWAY_TOKEN") {
+        Ok(t) if !t.is_empty() => t,
+        _ => store.meta_or_init("api_token", || random_hex(32))?,
+    };
+    write_private(&token_path, &token)?;
+    let interrupted = store.fail_running_builds()?;
+    if interrupted > 0 {
+        tracing::warn!("{interrupted} build(s) were interrupted by the last shutdown");
+    }
+
+    let runtime = DockerRuntime::connect(&platform).await?;
+    let shutdown = CancellationToken::new();
+    let router = Router::new(RouterConfig {
+        zone: zone.clone(),
+        ..RouterConfig::default()
+    });
+    let deployer = Deployer::new(
+        store.clone(),
+        runtime.clone(),
+        router.clone(),
+        shutdown.clone(),
+    );
+    let wake_deployer: slipway_builder::Wake = {
+        let d = deployer.clone();
+        Arc::new(move |s: &str| d.wake(s))
+    };
+    let builder = Builder::new(
+        store.clone(),
+        runtime.clone(),
+        data.join("repos"),
+        wake_deployer,
+    );
+    let scaler = Scaler::new(
+        store.clone(),
+        Duration::from_millis(a.scaler_tick_ms.max(100)),
+    );
+
+    let router_listener = tokio::net::TcpListener::bind(a.router_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the router", a.router_addr))?;
+    let api_listener = tokio::net::TcpListener::bind(a.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API", a.api_addr))?;
+    let router_port = router_listener.local_addr()?.port();
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+
+    deployer
+        .start()
+        .await
+        .context("reconciling with the Docker engine")?;
+
+    // Cold starts: the router holds the request and tells us; the scaler wants one
+    // instance at once and the deployer starts (or unpauses) it.
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<String>(1024);
+    router.set_wake_sender(wake_tx);
+    {
+        let scaler = scaler.clone();
+        let deployer = deployer.clone();
+        tokio::spawn(async move {
+            while let Some(name) = wake_rx.recv().await {
+                scaler.demand(&name);
+                deployer.wake(&name);
+            }
+        });
+    }
+    {
+        let router = router.clone();
+        let deployer_l = deployer.clone();
+        let deployer_w = deployer.clone();
+        let load = move || {
+            let counts = deployer_l.counts();
+            router
+                .stats()
+                .into_iter()
+                .map(|s| {
+                    let ready = counts.get(&s.name).map(|c| c.ready as u32).unwrap_or(0);
+                    (
+                        s.name,
+                        Load {
+                            concurrency: (s.in_flight + s.queued) as f64,
+                            ready,
+                        },
+                    )
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        tokio::spawn(
+            scaler
+                .clone()
+                .run(load, move |s| deployer_w.wake(s), shutdown.clone()),
+        );
+    }
+
+    let metrics: slipway_console::MetricsFn = {
+        let scaler = scaler.clone();
+        Arc::new(move || scaler.metrics_text())
+    };
+    let api = Api {
+        store: store.clone(),
+        builder,
+        deployer: deployer.clone(),
+        router: router.clone(),
+        token,
+        zone: zone.clone(),
+        router_port,
+        api_url: api_url.clone(),
+        metrics,
+    };
+    let app = slipway_console::app(api);
+    let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
+    let api_shutdown = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+    });
+
+    println!("Slipway is running.");
+    println!(
+        "  console/API: {api_url}   (token in {})",
+        token_path.display()
+    );
+    println!(
+        "  router:      http://{}   (services at http://<service>.{zone}:{router_port})",
+        a.router_addr
+    );
+    println!("  data:        {}", data.display());
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm() => {}
+    }
+    eprintln!("slipway: shutting down (instances keep running and are adopted at the next start)");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = router_task.await;
+        let _ = api_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
