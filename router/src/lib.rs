@@ -1,1 +1,469 @@
-//! placeholder
+//! Slipway's managed router: the one HTTP entry point in front of every service.
+//!
+//! It is a reverse proxy on hyper 1 that knows only a route table (host -> service ->
+//! instance addresses), never Docker: the control plane pushes whole [`ServiceRoute`]s in
+//! with [`Router::upsert_service`], and the router turns them into atomically swapped
+//! snapshots. What makes it "managed" rather than a plain proxy is that it enforces the
+//! service's contract with its instances: at most `max_concurrency` requests per instance
+//! (exact counters, released when the response body ends), a bounded wait queue in front
+//! of that, a cold-start gate that holds requests while a scaled-to-zero service wakes up
+//! (and tells the scaler through the wake channel), and draining, so that an instance
+//! taken out of the table finishes what it has before it is stopped ([`Router::wait_drained`]).
+//! The autoscaler reads its input from [`Router::stats`].
+//!
+//! Modules: [`host`] parses hosts, `table` holds snapshots, `state` the counters that
+//! survive them, `pool` the instance connections, `proxy` the request path, [`error`] what
+//! the client is told when it goes wrong.
+
+pub mod error;
+pub mod host;
+mod metrics;
+mod pool;
+mod proxy;
+mod state;
+mod table;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Response;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Fault, ProxyError};
+pub use proxy::RouterBody;
+
+use state::{InstanceState, ServiceState};
+use table::{ServiceEntry, Table};
+
+/// How long [`Router::serve`] waits for open connections after shutdown is requested.
+pub const SHUTDOWN_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Router-wide settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// DNS zone of the implied hosts: `<service>.<zone>` routes to `<service>`.
+    /// Default `slipway.localhost`.
+    pub zone: String,
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    /// Default 64 KiB. hyper cannot go below 8 KiB, so smaller values act as 8 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head, on new and kept-alive
+    /// connections alike (slowloris guard). Default 10 s.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            zone: "slipway.localhost".to_owned(),
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the router needs to know about one service.
+#[derive(Debug, Clone)]
+pub struct ServiceRoute {
+    /// Service name; `<name>.<zone>` always routes here.
+    pub name: String,
+    /// Extra host names (custom domains).
+    pub hosts: Vec<String>,
+    /// The ready instances; empty means scaled to zero.
+    pub instances: Vec<InstanceRoute>,
+    /// Concurrent requests per instance, 1..=200 (values outside are clamped).
+    pub max_concurrency: usize,
+    /// Requests that may wait for a slot (or for a cold start) at once.
+    pub queue_size: usize,
+    /// How long a request waits in the queue before 503.
+    pub queue_timeout: Duration,
+    /// Time from sending a request to receiving response headers before 504.
+    pub request_timeout: Duration,
+    /// Upgraded (WebSocket) connections close after this long with no bytes either way.
+    pub idle_timeout: Duration,
+    /// How long a request waits for a first instance before 503.
+    pub cold_start_timeout: Duration,
+    /// Speak h2c (prior knowledge) to the instances, as gRPC needs.
+    pub http2: bool,
+}
+
+impl ServiceRoute {
+    /// A route with App Runner-like defaults: 100 concurrent requests per instance, a queue
+    /// of 100 waiting up to 10 s, 120 s to response headers, 300 s WebSocket idle time,
+    /// 30 s for a cold start, HTTP/1.1 to the instances.
+    pub fn new(name: impl Into<String>, instances: Vec<InstanceRoute>) -> Self {
+        ServiceRoute {
+            name: name.into(),
+            hosts: Vec::new(),
+            instances,
+            max_concurrency: 100,
+            queue_size: 100,
+            queue_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(300),
+            cold_start_timeout: Duration::from_secs(30),
+            http2: false,
+        }
+    }
+}
+
+/// One ready instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRoute {
+    /// Stable id (the container id, say); counters and pools follow it across updates.
+    pub id: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// A service's load as the autoscaler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Service name.
+    pub name: String,
+    /// Requests being served by its instances (including draining ones).
+    pub in_flight: usize,
+    /// Requests waiting in the queue or at the cold-start gate.
+    pub queued: usize,
+    /// Requests routed to the service since it was first added.
+    pub requests_total: u64,
+    /// Its instances, ready ones first in route order, then draining ones.
+    pub instances: Vec<InstanceStats>,
+}
+
+/// One instance's load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// Instance id.
+    pub id: String,
+    /// Requests it is serving now (WebSocket tunnels count).
+    pub in_flight: usize,
+    /// Requests sent to it since it was first listed.
+    pub requests_total: u64,
+    /// No longer in the route table; finishing its in-flight requests.
+    pub draining: bool,
+}
+
+/// State that only the control path touches, behind one mutex (never held across await).
+#[derive(Default)]
+struct Registry {
+    services: HashMap<String, Arc<ServiceState>>,
+    instances: HashMap<String, Arc<InstanceState>>,
+}
+
+/// The router. Cheap to share: hand out the `Arc` from [`Router::new`].
+pub struct Router {
+    config: RouterConfig,
+    zone: String,
+    table: ArcSwap<Table>,
+    registry: Mutex<Registry>,
+    wake: Mutex<Option<mpsc::Sender<String>>>,
+    /// Answers with no service: [0] = 400, [1] = 404.
+    unrouted: [AtomicU64; 2],
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.config)
+            .field("services", &self.table.load().services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with an empty route table.
+    pub fn new(config: RouterConfig) -> Arc<Router> {
+        let zone = host::normalize_host(&config.zone)
+            .map(|z| z.into_owned())
+            .unwrap_or_else(|_| config.zone.to_ascii_lowercase());
+        Arc::new(Router {
+            config,
+            zone,
+            table: ArcSwap::from_pointee(Table::default()),
+            registry: Mutex::new(Registry::default()),
+            wake: Mutex::new(None),
+            unrouted: Default::default(),
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Cold-start demand: when a request arrives for a service with no instances, the
+    /// router `try_send`s the service name here (dropped when the channel is full) and holds
+    /// the request.
+    pub fn set_wake_sender(&self, tx: mpsc::Sender<String>) {
+        if let Ok(mut w) = self.wake.lock() {
+            *w = Some(tx);
+        }
+    }
+
+    fn wake(&self, service: &str) {
+        let tx = self.wake.lock().ok().and_then(|w| w.clone());
+        if let Some(tx) = tx {
+            if tx.try_send(service.to_owned()).is_err() {
+                tracing::debug!(service, "wake channel full or closed; dropping wake");
+            }
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the maps inconsistent in a way that
+        // matters more than stopping routing, so recover the guard.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add or replace a service's route: one atomic swap of a whole new table. Instances
+    /// the new route no longer lists start draining: no new requests, in-flight ones finish.
+    pub fn upsert_service(&self, route: ServiceRoute) {
+        let mut reg = self.registry();
+        let state = Arc::clone(
+            reg.services
+                .entry(route.name.clone())
+                .or_insert_with(|| Arc::new(ServiceState::new(route.name.clone()))),
+        );
+        let mut seen = HashSet::new();
+        let mut instances = Vec::with_capacity(route.instances.len());
+        for ir in &route.instances {
+            if !seen.insert(ir.id.as_str()) {
+                continue;
+            }
+            let inst = match reg.instances.get(&ir.id) {
+                Some(i) if i.addr == ir.addr && i.service == route.name => Arc::clone(i),
+                other => {
+                    if let Some(old) = other {
+                        old.draining.store(true, Ordering::Release);
+                    }
+                    let i = Arc::new(InstanceState::new(
+                        ir.id.clone(),
+                        route.name.clone(),
+                        ir.addr,
+                    ));
+                    reg.instances.insert(ir.id.clone(), Arc::clone(&i));
+                    i
+                }
+            };
+            inst.draining.store(false, Ordering::Release);
+            instances.push(inst);
+        }
+        let entry = Arc::new(ServiceEntry {
+            max_concurrency: route.max_concurrency.clamp(1, 200),
+            route,
+            state: Arc::clone(&state),
+            instances,
+        });
+        let mut services = self.table.load().services.clone();
+        services.insert(entry.route.name.clone(), entry);
+        self.swap(&mut reg, services);
+        // Waiters re-read the table: instances may have appeared (cold start) or changed.
+        state.notify.notify_waiters();
+    }
+
+    /// Remove a service: its host stops routing (404) and its instances drain. Requests
+    /// waiting for it get 503.
+    pub fn remove_service(&self, name: &str) {
+        let mut reg = self.registry();
+        let mut services = self.table.load().services.clone();
+        if services.remove(name).is_none() {
+            return;
+        }
+        self.swap(&mut reg, services);
+        if let Some(state) = reg.services.remove(name) {
+            state.notify.notify_waiters();
+        }
+    }
+
+    /// Publish a new snapshot, then mark unlisted instances draining and forget idle ones.
+    fn swap(&self, reg: &mut Registry, services: BTreeMap<String, Arc<ServiceEntry>>) {
+        let table = Table::build(services, &self.zone);
+        let listed: HashSet<&str> = table
+            .services
+            .values()
+            .flat_map(|e| e.instances.iter().map(|i| i.id.as_str()))
+            .collect();
+        for inst in reg.instances.values() {
+            if !listed.contains(inst.id.as_str()) {
+                inst.draining.store(true, Ordering::Release);
+            }
+        }
+        reg.instances.retain(|id, inst| {
+            listed.contains(id.as_str()) || inst.in_flight.load(Ordering::Acquire) > 0
+        });
+        self.table.store(Arc::new(table));
+    }
+
+    /// Wait until the instance has no request in flight. True at once for an unknown or
+    /// idle instance; false if `timeout` passes first.
+    pub async fn wait_drained(&self, instance_id: &str, timeout: Duration) -> bool {
+        let Some(inst) = self.registry().instances.get(instance_id).cloned() else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Bounded by the deadline: each turn waits for a wakeup or returns.
+        loop {
+            let notified = inst.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inst.in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return inst.in_flight.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
+    /// Load per service and instance, services in name order.
+    pub fn stats(&self) -> Vec<ServiceStats> {
+        let table = self.table.load_full();
+        let reg = self.registry();
+        let mut draining: HashMap<&str, Vec<&Arc<InstanceState>>> = HashMap::new();
+        for inst in reg.instances.values() {
+            if inst.draining.load(Ordering::Acquire) {
+                draining
+                    .entry(inst.service.as_str())
+                    .or_default()
+                    .push(inst);
+            }
+        }
+        let inst_stats = |i: &InstanceState| InstanceStats {
+            id: i.id.clone(),
+            in_flight: i.in_flight.load(Ordering::Acquire),
+            requests_total: i.requests_total.load(Ordering::Relaxed),
+            draining: i.draining.load(Ordering::Acquire),
+        };
+        table
+            .services
+            .values()
+            .map(|e| {
+                let mut instances: Vec<InstanceStats> =
+                    e.instances.iter().map(|i| inst_stats(i)).collect();
+                if let Some(d) = draining.get(e.route.name.as_str()) {
+                    let mut d: Vec<InstanceStats> = d.iter().map(|i| inst_stats(i)).collect();
+                    d.sort_by(|a, b| a.id.cmp(&b.id));
+                    instances.extend(d);
+                }
+                ServiceStats {
+                    name: e.route.name.clone(),
+                    in_flight: e.state.in_flight.load(Ordering::Acquire),
+                    queued: e.state.queued.load(Ordering::Acquire),
+                    requests_total: e.state.requests_total.load(Ordering::Relaxed),
+                    instances,
+                }
+            })
+            .collect()
+    }
+
+    /// The service a host routes to now, if any (the same lookup requests use).
+    pub fn route_for_host(&self, host: &str) -> Option<String> {
+        let host = host::normalize_host(host).ok()?;
+        self.table
+            .load()
+            .hosts
+            .get(host.as_ref())
+            .map(|e| e.route.name.clone())
+    }
+
+    /// Request metrics in the Prometheus text exposition format (version 0.0.4).
+    pub fn metrics_text(&self) -> String {
+        metrics::render(self)
+    }
+
+    fn unrouted_response(&self, e: &ProxyError) -> Response<RouterBody> {
+        let resp = proxy::error_response(e);
+        proxy::record_unrouted(self, resp.status());
+        resp
+    }
+
+    /// Accept and serve connections until `shutdown` is cancelled, then stop accepting and
+    /// give open connections up to [`SHUTDOWN_DRAIN_DEADLINE`] to finish (hyper's graceful
+    /// shutdown: idle keep-alive connections close, busy ones finish their request).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually EMFILE or a connection reset before accept: back off a
+                        // little instead of spinning, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+            let router = Arc::clone(&self);
+            let first_request = Arc::new(Notify::new());
+            let seen = Arc::clone(&first_request);
+            let svc = service_fn(move |req| {
+                seen.notify_one();
+                proxy::handle(Arc::clone(&router), req, peer)
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            let head_timeout = self.config.header_read_timeout;
+            tokio::spawn(async move {
+                tokio::pin!(conn);
+                // hyper's header_read_timeout starts once the protocol is known; this
+                // covers the protocol sniffing before it (a client that connects and
+                // sends nothing, or half an h2 preface).
+                tokio::select! {
+                    r = &mut conn => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "connection error"); }
+                        return;
+                    }
+                    r = tokio::time::timeout(head_timeout, first_request.notified()) => {
+                        if r.is_err() { return; }
+                    }
+                }
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown drain deadline");
+        }
+        Ok(())
+    }
+}

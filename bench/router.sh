@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Router throughput: direct vs nginx vs slipway-router, on a 2-core machine.
+#
+# How to run (from anywhere): bench/router.sh [seconds-per-run, default 10]
+#
+# Method (docs/BENCHMARKS.md, FACTS.md "Measuring a proxy on two cores"): the backend and
+# every proxy are pinned to CPU 1, the load generator `taskset -c 0 wrk -t1 -c64` to CPU 0;
+# rounds are interleaved (direct, nginx, slipway, slipway with 1,000 services; 3 rounds)
+# and medians reported. wrk is closed-loop: its latencies are not open-loop latencies
+# (coordinated omission); use them to compare the proxies, not as user-facing figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR="${1:-10}"
+ROUNDS=3
+HOST_HDR="Host: bench.slipway.localhost"
+P_BACKEND=18081 P_NGINX=18082 P_SLIPWAY=18083 P_SLIPWAY1K=18084
+
+cargo build --release -p slipway-router --example bench_router --example bench_backend >&2
+BIN=target/release/examples
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cat > "$TMP/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/body;
+    proxy_temp_path $TMP/proxy;
+    fastcgi_temp_path $TMP/fastcgi;
+    uwsgi_temp_path $TMP/uwsgi;
+    scgi_temp_path $TMP/scgi;
+    upstream backend {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+        }
+    }
+}
+NGINX
+
+taskset -c 1 "$BIN/bench_backend" 127.0.0.1:$P_BACKEND & PIDS+=($!)
+taskset -c 1 /usr/sbin/nginx -p "$TMP" -c "$TMP/nginx.conf" & PIDS+=($!)
+taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY 127.0.0.1:$P_BACKEND 0 2>/dev/null & PIDS+=($!)
+taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY1K 127.0.0.1:$P_BACKEND 1000 2>/dev/null & PIDS+=($!)
+
+for p in $P_BACKEND $P_NGINX $P_SLIPWAY $P_SLIPWAY1K; do
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null -H "$HOST_HDR" "http://127.0.0.1:$p/" 2>/dev/null && break
+        sleep 0.1
+    done
+    curl -fsS -o /dev/null -H "$HOST_HDR" "http://127.0.0.1:$p/" || { echo "port $p not answering" >&2; exit 1; }
+done
+
+# wrk latency text (e.g. 812.00us, 1.20ms, 1.01s) -> microseconds
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n
+    }'
+}
+
+run() { # name port
+    local out
+    out="$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency -H "$HOST_HDR" "http://127.0.0.1:$2/")"
+    local rps p50 p99 errs
+    rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    p50="$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    p99="$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    errs="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')"
+    echo "$1 $rps $p50 $p99" >> "$TMP/results"
+    printf 'round %s %-12s %10s req/s  p50 %8s us  p99 %8s us %s\n' "$3" "$1" "$rps" "$p50" "$p99" "$errs" >&2
+}
+
+for r in $(seq $ROUNDS); do
+    run direct $P_BACKEND "$r"
+    run nginx $P_NGINX "$r"
+    run slipway $P_SLIPWAY "$r"
+    run slipway-1k $P_SLIPWAY1K "$r"
+done
+
+median() { # name column
+    awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$TMP/results" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
+}
+
+echo
+echo "wrk -t1 -c64 -d${DUR}s --latency, client on CPU 0, backend and proxy on CPU 1; medians of $ROUNDS interleaved rounds"
+printf '%-12s %12s %10s %10s\n' target "req/s" "p50 us" "p99 us"
+for n in direct nginx slipway slipway-1k; do
+    printf '%-12s %12s %10s %10s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)"
+done
+d="$(median direct 2)"; g="$(median nginx 2)"; s="$(median slipway 2)"; k="$(median slipway-1k 2)"
+awk -v d="$d" -v g="$g" -v s="$s" -v k="$k" 'BEGIN {
+    printf "slipway/direct %.2f  slipway/nginx %.2f  nginx/direct %.2f\n", s / d, s / g, g / d
+    printf "slipway-1k/direct %.2f  slipway-1k/nginx %.2f  slipway-1k/slipway %.2f\n", k / d, k / g, k / s
+}'

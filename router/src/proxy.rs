@@ -1,0 +1,553 @@
+//! The request path: route, admit, forward, stream back.
+//!
+//! Order matters and is the whole design: find the service from the host (one hash
+//! lookup), take a slot on an instance (or wait for one, boundedly), rewrite the head
+//! (hop-by-hop headers out, `X-Forwarded-*` set by us, never trusted from the client),
+//! send it with a deadline on the response head, then hand the response body to hyper
+//! wrapped in [`RouterBody`], which holds the slot until the body ends or is dropped. A
+//! body error from the instance is passed through as an error, so hyper aborts the client
+//! connection instead of ending a truncated body cleanly. Upgrades (WebSocket) are
+//! tunnelled only after the instance has said 101, by joining both hyper upgrade futures.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::ProxyError;
+use crate::host::normalize_host;
+use crate::pool::H1Conn;
+use crate::state::{InFlightGuard, QueueTicket};
+use crate::table::ServiceEntry;
+use crate::Router;
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Response body type of the router: its own short answers, or an instance's body that
+/// holds the instance slot until it ends.
+pub struct RouterBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Local(Option<Bytes>),
+    Proxied {
+        inner: Incoming,
+        done: Option<Finish>,
+    },
+}
+
+/// What happens when a proxied body ends: the slot is freed, the latency recorded, and the
+/// connection pooled again if the response ended cleanly and may be reused.
+struct Finish {
+    guard: InFlightGuard,
+    conn: Option<H1Conn>,
+    start: Instant,
+}
+
+impl Finish {
+    fn complete(self, clean: bool) {
+        let Finish { guard, conn, start } = self;
+        guard.service.latency.observe(start.elapsed());
+        if clean {
+            if let Some(conn) = conn {
+                guard.instance.pool.put(conn);
+            }
+        }
+        drop(guard);
+    }
+}
+
+impl RouterBody {
+    fn local(text: &'static str) -> Self {
+        RouterBody {
+            kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
+        }
+    }
+
+    fn empty() -> Self {
+        RouterBody {
+            kind: Kind::Local(None),
+        }
+    }
+}
+
+impl Body for RouterBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Proxied { inner, done } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(f) = done.take() {
+                            f.complete(true);
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(f) = done.take() {
+                            f.complete(false);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                        if let Some(f) = done.take() {
+                            f.complete(true);
+                        }
+                    }
+                    _ => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Local(data) => data.is_none(),
+            Kind::Proxied { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Proxied { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for RouterBody {
+    fn drop(&mut self) {
+        if let Kind::Proxied { inner, done } = &mut self.kind {
+            if let Some(f) = done.take() {
+                // Dropped without reaching the end: the client went away, or hyper never
+                // polled an empty body. Only the latter leaves the connection reusable.
+                f.complete(inner.is_end_stream());
+            }
+        }
+    }
+}
+
+/// Serve one request. Never fails: every error becomes a response.
+pub(crate) async fn handle(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<RouterBody>, Infallible> {
+    let start = Instant::now();
+    let (entry, fwd_host) = match route(&router, &req) {
+        Ok(found) => found,
+        Err(e) => return Ok(router.unrouted_response(&e)),
+    };
+    entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
+    let state = Arc::clone(&entry.state);
+    let resp = match proxy(&router, entry, req, peer, fwd_host, start).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
+            state.latency.observe(start.elapsed());
+            error_response(&e)
+        }
+    };
+    state.record_status(resp.status());
+    Ok(resp)
+}
+
+/// The authority (absolute-form or HTTP/2 URI first, then `Host`) and its service.
+fn route(
+    router: &Router,
+    req: &Request<Incoming>,
+) -> Result<(Arc<ServiceEntry>, HeaderValue), ProxyError> {
+    let (raw, value) = if let Some(auth) = req.uri().authority() {
+        let value =
+            HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadHost("authority"))?;
+        (auth.as_str(), value)
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let value = hosts.next().ok_or(ProxyError::BadHost("missing"))?;
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadHost("several Host headers"));
+        }
+        let raw = value
+            .to_str()
+            .map_err(|_| ProxyError::BadHost("not ASCII"))?;
+        (raw, value.clone())
+    };
+    let host = normalize_host(raw).map_err(|_| ProxyError::BadHost("malformed"))?;
+    let table = router.table.load();
+    let entry = table
+        .hosts
+        .get(host.as_ref())
+        .cloned()
+        .ok_or(ProxyError::UnknownHost)?;
+    Ok((entry, value))
+}
+
+/// Take a slot, waiting in the bounded queue or at the cold-start gate if needed.
+async fn admit(
+    router: &Router,
+    mut entry: Arc<ServiceEntry>,
+) -> Result<(Arc<ServiceEntry>, InFlightGuard), ProxyError> {
+    if let Some(g) = entry.try_acquire() {
+        return Ok((entry, g));
+    }
+    let mut ticket: Option<QueueTicket> = None;
+    let mut cold_deadline: Option<tokio::time::Instant> = None;
+    let mut queue_deadline: Option<tokio::time::Instant> = None;
+    // Each turn either returns or waits for a notification, and the deadlines below bound
+    // the total wait, so the loop is bounded in time.
+    loop {
+        let state = Arc::clone(&entry.state);
+        let notified = state.notify.notified();
+        tokio::pin!(notified);
+        // Register before checking, so a slot freed in between is not missed.
+        notified.as_mut().enable();
+        let cold = entry.instances.is_empty();
+        if !cold {
+            if let Some(g) = entry.try_acquire() {
+                return Ok((entry, g));
+            }
+        }
+        if cold && cold_deadline.is_none() {
+            router.wake(&entry.route.name);
+        }
+        if ticket.is_none() {
+            match QueueTicket::try_new(&state, entry.route.queue_size) {
+                Some(t) => ticket = Some(t),
+                None if cold => return Err(ProxyError::ColdStartTimeout),
+                None => return Err(ProxyError::QueueFull),
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let deadline = if cold {
+            *cold_deadline.get_or_insert(now + entry.route.cold_start_timeout)
+        } else {
+            *queue_deadline.get_or_insert(now + entry.route.queue_timeout)
+        };
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Err(if cold {
+                ProxyError::ColdStartTimeout
+            } else {
+                ProxyError::QueueTimeout
+            });
+        }
+        let table = router.table.load();
+        entry = match table.services.get(&entry.route.name) {
+            Some(e) => Arc::clone(e),
+            None => return Err(ProxyError::ServiceGone),
+        };
+    }
+}
+
+async fn proxy(
+    router: &Router,
+    entry: Arc<ServiceEntry>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    fwd_host: HeaderValue,
+    start: Instant,
+) -> Result<Response<RouterBody>, ProxyError> {
+    let (entry, guard) = admit(router, entry).await?;
+    let http2 = entry.route.http2;
+    let upgrade = if !http2 && req.version() == Version::HTTP_11 {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(up) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, up.clone());
+    }
+    set_forwarded(&mut parts.headers, peer, &fwd_host);
+
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let instance = Arc::clone(&guard.instance);
+    let timeout = entry.route.request_timeout;
+    let (resp, conn) = if http2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+        if wants_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let authority = fwd_host.to_str().unwrap_or_default();
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .or_else(|_| {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(instance.addr.to_string())
+                    .path_and_query(path)
+                    .build()
+            })
+            .map_err(|_| ProxyError::BadHost("authority"))?;
+        let req = Request::from_parts(parts, body);
+        let resp = tokio::time::timeout(timeout, instance.pool.send_h2(req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)??;
+        (resp, None)
+    } else {
+        parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, fwd_host.clone());
+        }
+        parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
+        let req = Request::from_parts(parts, body);
+        let (resp, conn) = tokio::time::timeout(timeout, instance.pool.send_h1(req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)??;
+        (resp, Some(conn))
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return tunnel_response(&entry, resp, client_upgrade, guard, start);
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    let mut reusable = true;
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // hyper framed the body by Transfer-Encoding (RFC 9112 §6.3); the length is a lie
+        // or an attack, so it must not reach the client, and the connection's framing can
+        // no longer be trusted.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        reusable = false;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    let body = RouterBody {
+        kind: Kind::Proxied {
+            inner: body,
+            done: Some(Finish {
+                guard,
+                conn: conn.filter(|_| reusable),
+                start,
+            }),
+        },
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The instance agreed to switch protocols: answer 101 and splice the two upgraded
+/// connections once hyper hands them over.
+fn tunnel_response(
+    entry: &ServiceEntry,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    guard: InFlightGuard,
+    start: Instant,
+) -> Result<Response<RouterBody>, ProxyError> {
+    let Some(client_upgrade) = client_upgrade else {
+        return Err(ProxyError::BadUpgrade);
+    };
+    let Some(proto) = resp.headers().get(header::UPGRADE).cloned() else {
+        return Err(ProxyError::BadUpgrade);
+    };
+    let backend_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, proto);
+    parts.version = Version::HTTP_11;
+    guard.service.latency.observe(start.elapsed());
+    let idle = entry.route.idle_timeout;
+    tokio::spawn(async move {
+        // The slot stays taken for the life of the tunnel: a WebSocket is load, and
+        // draining must wait for it.
+        let _guard = guard;
+        let joined = tokio::time::timeout(idle, async {
+            tokio::try_join!(client_upgrade, backend_upgrade)
+        })
+        .await;
+        match joined {
+            Ok(Ok((client, backend))) => {
+                splice(TokioIo::new(client), TokioIo::new(backend), idle).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "upgrade failed"),
+            Err(_) => tracing::debug!("upgrade did not complete within the idle timeout"),
+        }
+    });
+    Ok(Response::from_parts(parts, RouterBody::empty()))
+}
+
+/// Copy both ways until both sides have closed, either side errs, or no byte has moved in
+/// either direction for `idle`.
+async fn splice<A, B>(mut a: A, mut b: B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf_a = vec![0u8; 16 * 1024];
+    let mut buf_b = vec![0u8; 16 * 1024];
+    let (mut a_open, mut b_open) = (true, true);
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    while a_open || b_open {
+        tokio::select! {
+            r = a.read(&mut buf_a), if a_open => match r {
+                Ok(0) => { a_open = false; let _ = b.shutdown().await; }
+                Ok(n) => {
+                    if !matches!(tokio::time::timeout(idle, b.write_all(&buf_a[..n])).await, Ok(Ok(()))) { return; }
+                    if b.flush().await.is_err() { return; }
+                }
+                Err(_) => return,
+            },
+            r = b.read(&mut buf_b), if b_open => match r {
+                Ok(0) => { b_open = false; let _ = a.shutdown().await; }
+                Ok(n) => {
+                    if !matches!(tokio::time::timeout(idle, a.write_all(&buf_b[..n])).await, Ok(Ok(()))) { return; }
+                    if a.flush().await.is_err() { return; }
+                }
+                Err(_) => return,
+            },
+            () = &mut sleep => return,
+        }
+        sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+    }
+}
+
+/// Remove hop-by-hop headers, including every header the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Collected first, removed after the borrow ends. Rare and short.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Replace whatever the client claimed with what the router knows.
+fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &HeaderValue) {
+    headers.remove(FORWARDED);
+    let ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    headers.insert(X_FORWARDED_FOR, ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+/// The router's own answer for an error.
+pub(crate) fn error_response(e: &ProxyError) -> Response<RouterBody> {
+    let mut resp = Response::new(RouterBody::local(e.body()));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(secs) = e.retry_after() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// For the service-less answers' metrics.
+pub(crate) fn record_unrouted(router: &Router, status: StatusCode) {
+    let idx = usize::from(status == StatusCode::NOT_FOUND);
+    router.unrouted[idx].fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, Keep-Alive"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-other"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("7.7.7.7"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        set_forwarded(
+            &mut h,
+            "10.0.0.1:5".parse().unwrap(),
+            &HeaderValue::from_static("a.b"),
+        );
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "a.b");
+        assert!(!h.contains_key(FORWARDED));
+    }
+}

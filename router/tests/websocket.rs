@@ -1,0 +1,66 @@
+//! A WebSocket echo through the router: 1,000 messages, in order.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use slipway_router::RouterConfig;
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn ws_echo_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_echoes_a_thousand_messages() {
+    let b = ws_echo_backend().await;
+    let t = start_router(RouterConfig::default()).await;
+    t.router
+        .upsert_service(route("chat", vec![instance("a", b)]));
+
+    let stream = TcpStream::connect(t.addr).await.unwrap();
+    let req = "ws://chat.slipway.localhost/socket"
+        .into_client_request()
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+
+    let run = async {
+        for i in 0..1000u32 {
+            let text = format!("message {i}");
+            ws.send(Message::text(text.clone())).await.unwrap();
+            let echoed = ws.next().await.expect("stream ended").expect("ws error");
+            assert_eq!(echoed, Message::text(text));
+        }
+        ws.close(None).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("echo took over 60 s");
+    drop(ws);
+    let router = t.router.clone();
+    assert!(wait_for(Duration::from_secs(5), || router.stats()[0].in_flight == 0).await);
+}
