@@ -46,6 +46,8 @@ pub struct Api {
     pub api_url: String,
     /// More metrics.
     pub metrics: MetricsFn,
+    /// The platform id: the label value on every container this platform runs.
+    pub platform_id: String,
 }
 
 /// An API error: a status and a message.
@@ -80,6 +82,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Builds the API's router.
 pub fn app(api: Api) -> Router {
     let v1 = Router::new()
+        .route("/v1/platform", get(platform))
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
@@ -212,6 +215,17 @@ fn service_url(api: &Api, name: &str) -> String {
     } else {
         format!("http://{name}.{}:{}", api.zone, api.router_port)
     }
+}
+
+async fn platform(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+    auth(&api, &headers)?;
+    Ok(Json(json!({
+        "platform_id": api.platform_id,
+        "zone": api.zone,
+        "router_port": api.router_port,
+        "api_url": api.api_url,
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
 }
 
 async fn list_services(

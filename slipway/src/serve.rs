@@ -168,6 +168,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         router_port,
         api_url: api_url.clone(),
         metrics,
+        platform_id: platform.clone(),
     };
     let app = slipway_console::app(api);
     let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
