@@ -312,6 +312,7 @@ impl Worker {
         inst: &Instance,
         deadline: Instant,
         superseded: &(dyn Fn() -> bool + Sync),
+        progress: &(dyn Fn(&str) + Sync),
     ) -> Result<(), Abort> {
         let hc = &spec.health_check;
         let interval = Duration::from_secs(hc.interval_s as u64);
@@ -346,6 +347,10 @@ impl Worker {
                 Err(e) => {
                     passes = 0;
                     last = e;
+                    progress(&format!(
+                        "instance {} not healthy yet (check {checks}: {last})",
+                        inst.id
+                    ));
                     if let Ok(info) = self.ctx.runtime.exit_info(&inst.container).await {
                         if !info.running {
                             let what = format!(
@@ -386,6 +391,7 @@ impl Worker {
         rev: &RevisionRow,
         n: usize,
         superseded: &(dyn Fn() -> bool + Sync),
+        progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Vec<Instance>, Abort> {
         let deadline = Instant::now() + Duration::from_secs(spec.deploy_timeout_s as u64);
         let started = join_all((0..n).map(|_| self.start_instance(spec, rev))).await;
@@ -403,7 +409,7 @@ impl Worker {
         }
         let results = join_all(
             ok.iter()
-                .map(|i| self.wait_healthy(spec, i, deadline, superseded)),
+                .map(|i| self.wait_healthy(spec, i, deadline, superseded, progress)),
         )
         .await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
@@ -466,7 +472,21 @@ impl Worker {
                 hc.healthy_threshold, spec.deploy_timeout_s
             ),
         );
-        let new = match self.start_healthy(spec, &rev, n, &superseded).await {
+        let waiting = format!(
+            "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
+            hc.healthy_threshold, spec.deploy_timeout_s
+        );
+        let progress = |p: &str| {
+            let _ = self.ctx.store.set_deployment_state(
+                dep.id,
+                DeploymentState::HealthChecking,
+                &format!("{waiting}; {p}"),
+            );
+        };
+        let new = match self
+            .start_healthy(spec, &rev, n, &superseded, &progress)
+            .await
+        {
             Ok(new) => new,
             Err(Abort::Cancelled) => return,
             Err(Abort::Superseded) => {
@@ -537,7 +557,9 @@ impl Worker {
         self.step(dep, state, DeploymentState::RolledBack, &msg);
     }
 
-    /// Removes images of revisions beyond the newest `keep_revisions` (never the active one).
+    /// Keeps the images of the newest `keep_revisions` revisions that served (rollback
+    /// targets) and of any newer one; removes the rest: older served revisions, and
+    /// revisions older than the active one that never served (failed deployments).
     async fn prune(&self, spec: &ServiceSpec, active: i64) {
         let Ok(revs) = self.ctx.store.revisions(&self.name) else {
             return;
@@ -545,10 +567,14 @@ impl Worker {
         let keep = spec.keep_revisions as usize;
         let kept: Vec<&RevisionRow> = revs
             .iter()
+            .filter(|r| r.served || r.number >= active)
             .take(keep)
-            .chain(revs.iter().filter(|r| r.number == active))
+            .chain(revs.iter().filter(|r| r.number >= active))
             .collect();
-        for r in revs.iter().skip(keep).filter(|r| r.number != active) {
+        for r in revs
+            .iter()
+            .filter(|r| !kept.iter().any(|k| k.number == r.number))
+        {
             if !kept.iter().any(|k| k.tag == r.tag) {
                 if let Err(e) = self.ctx.runtime.remove_image(&r.tag).await {
                     tracing::warn!("pruning {}: {e}", r.tag);
@@ -556,9 +582,14 @@ impl Worker {
                 }
             }
             let _ = self.ctx.store.delete_revision(&self.name, r.number);
+            let why = if r.served {
+                format!("keeping the newest {keep} that served")
+            } else {
+                "it never served".into()
+            };
             self.event(
                 "deployment",
-                &format!("pruned revision {} (keeping the newest {keep})", r.number),
+                &format!("pruned revision {} ({why})", r.number),
             );
         }
     }
@@ -668,7 +699,8 @@ impl Worker {
                 return;
             };
             let never = || false;
-            match self.start_healthy(spec, &rev, need, &never).await {
+            let quiet = |_: &str| {};
+            match self.start_healthy(spec, &rev, need, &never, &quiet).await {
                 Ok(new) => {
                     let ids: Vec<_> = new.iter().map(|i| i.id.clone()).collect();
                     self.instances.extend(new);

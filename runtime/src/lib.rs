@@ -316,11 +316,17 @@ impl DockerRuntime {
         match host_port {
             Some(p) => Ok((id, SocketAddr::from(([127, 0, 0, 1], p)))),
             None => {
-                // The container exited before its port was published: report why.
+                // The container exited before its port was published: say how it ended
+                // and what it printed, then remove it.
                 let info = self.exit_info(&id).await.unwrap_or_default();
-                Err(RuntimeError::Engine(format!(
-                    "the container has no published port ({info})"
-                )))
+                let logs = self.logs_tail(&id, 20).await;
+                let _ = self.remove(&id, 0).await;
+                let logs = logs.trim_end();
+                Err(RuntimeError::Engine(if logs.is_empty() {
+                    format!("the container {info} at once; the app printed nothing")
+                } else {
+                    format!("the container {info} at once; last output:\n{logs}")
+                }))
             }
         }
     }

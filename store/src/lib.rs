@@ -63,6 +63,8 @@ pub struct RevisionRow {
     pub commit: Option<String>,
     /// ms since the epoch.
     pub created_ms: i64,
+    /// Whether this revision ever served traffic (failed deployments' revisions did not).
+    pub served: bool,
 }
 
 /// A deployment.
@@ -138,6 +140,7 @@ CREATE TABLE IF NOT EXISTS revisions (
     tag TEXT NOT NULL,
     commit_sha TEXT,
     created_ms INTEGER NOT NULL,
+    served INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (service, number)
 );
 CREATE TABLE IF NOT EXISTS deployments (
@@ -334,6 +337,7 @@ impl Store {
                 tag,
                 commit: commit.map(str::to_string),
                 created_ms: now,
+                served: false,
             },
             dep,
         ))
@@ -378,7 +382,7 @@ impl Store {
         Ok(self
             .db()
             .query_row(
-                "SELECT service, number, image, tag, commit_sha, created_ms FROM revisions WHERE service = ?1 AND number = ?2",
+                "SELECT service, number, image, tag, commit_sha, created_ms, served FROM revisions WHERE service = ?1 AND number = ?2",
                 params![service, number],
                 Self::revision_row,
             )
@@ -393,6 +397,7 @@ impl Store {
             tag: r.get(3)?,
             commit: r.get(4)?,
             created_ms: r.get(5)?,
+            served: r.get(6)?,
         })
     }
 
@@ -400,7 +405,7 @@ impl Store {
     pub fn revisions(&self, service: &str) -> Result<Vec<RevisionRow>> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT service, number, image, tag, commit_sha, created_ms FROM revisions WHERE service = ?1 ORDER BY number DESC",
+            "SELECT service, number, image, tag, commit_sha, created_ms, served FROM revisions WHERE service = ?1 ORDER BY number DESC",
         )?;
         let rows = st
             .query_map([service], Self::revision_row)?
@@ -479,10 +484,17 @@ impl Store {
 
     /// Records that traffic now goes to `revision`.
     pub fn set_active_revision(&self, service: &str, revision: i64) -> Result<()> {
-        self.db().execute(
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
             "UPDATE services SET active_revision = ?2 WHERE name = ?1",
             params![service, revision],
         )?;
+        tx.execute(
+            "UPDATE revisions SET served = 1 WHERE service = ?1 AND number = ?2",
+            params![service, revision],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

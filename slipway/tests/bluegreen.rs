@@ -1,0 +1,312 @@
+//! Issue 4 on the real engine: blue/green deployments gated by health checks, under load,
+//! failing safely, rolling back, and surviving kill -9 mid-deployment.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::load::Load;
+use support::{Platform, Repo};
+
+const HEALTHY: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n";
+const SLOW: &str =
+    "#!/bin/sh\nsleep 3\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n";
+
+/// A busybox app with a version page, a slow CGI and a health CGI.
+fn app(repo: &Repo, version: &str, health: &str, cmd: &str) {
+    repo.write(
+        "Dockerfile",
+        &format!("FROM busybox:latest\nCOPY www /www\nCMD {cmd}\n"),
+    );
+    repo.write("www/index.html", &format!("version {version}\n"));
+    repo.write("www/cgi-bin/slow", SLOW);
+    repo.write("www/cgi-bin/health", health);
+    repo.commit(version);
+}
+
+const SERVE: &str = "httpd -f -p $PORT -h /www";
+
+fn spec(name: &str) -> serde_json::Value {
+    json!({"name": name, "health_check": {"protocol": "http", "path": "/cgi-bin/health", "interval_s": 1,
+        "healthy_threshold": 2, "unhealthy_threshold": 2}, "deploy_timeout_s": 8,
+        "network": {"drain_timeout_s": 10}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_deployments_under_load_fail_no_request() {
+    let p = Platform::start().await;
+    p.create(spec("bg")).await;
+    let repo = Repo::new(&p, None, "bg");
+    app(&repo, "0", HEALTHY, SERVE);
+    repo.push();
+    p.wait_content("bg", "version 0", Duration::from_secs(120))
+        .await;
+
+    // ~200 requests/s of short requests plus long (3 s) requests that span the swaps.
+    let load = Load::start(
+        &p.http,
+        p.router_port,
+        "bg",
+        &[
+            ("/", 10, Duration::from_millis(50)),
+            ("/cgi-bin/slow", 3, Duration::from_millis(10)),
+        ],
+        Duration::from_secs(600),
+    );
+    for v in 1..=20 {
+        let last = p.latest_deployment_id("bg").await;
+        app(&repo, &v.to_string(), HEALTHY, SERVE);
+        repo.push();
+        let d = p
+            .wait_deployment_done("bg", last + 1, Duration::from_secs(120))
+            .await;
+        assert_eq!(d["state"], "succeeded", "deployment {v}: {d}");
+        assert!(p
+            .body("bg", "/")
+            .await
+            .unwrap()
+            .contains(&format!("version {v}")));
+    }
+    let tally = load.stop().await;
+    let ok = tally.ok.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ok > 1000, "the load ran: {}", tally.summary());
+    assert_eq!(tally.failures(), 0, "{}", tally.summary());
+    // Old instances were drained and stopped: one instance runs.
+    support::wait_for("old instances to stop", Duration::from_secs(30), || async {
+        p.containers().len() == 1
+    })
+    .await;
+    // Only the newest 5 revisions' images are kept.
+    let revs = p.get_json("/v1/services/bg/revisions").await;
+    assert_eq!(revs.as_array().unwrap().len(), 5, "{revs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_deployments_leave_the_old_version_serving() {
+    let p = Platform::start().await;
+    p.create(spec("safe")).await;
+    let repo = Repo::new(&p, None, "safe");
+    app(&repo, "good", HEALTHY, SERVE);
+    repo.push();
+    p.wait_content("safe", "version good", Duration::from_secs(120))
+        .await;
+
+    let sick_later = "#!/bin/sh\nstart=$(cat /tmp/started)\nnow=$(date +%s)\nif [ $((now - start)) -ge 1 ]; then printf 'Status: 500\\r\\nContent-Type: text/plain\\r\\n\\r\\nsick\\n'; else printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'; fi\n";
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "crash",
+            HEALTHY,
+            "echo 'fatal: DATABASE_URL is not set' && exit 3",
+            "exited with code 3",
+        ),
+        (
+            "deaf",
+            HEALTHY,
+            "echo 'starting, but never listening' && sleep 3600",
+            "did not pass its health check within 8 s",
+        ),
+        (
+            "http500",
+            "#!/bin/sh\nprintf 'Status: 500\\r\\nContent-Type: text/plain\\r\\n\\r\\nbroken\\n'\n",
+            SERVE,
+            "answered 500",
+        ),
+        (
+            "sick-later",
+            sick_later,
+            "date +%s > /tmp/started && httpd -f -p $PORT -h /www",
+            "answered 500",
+        ),
+    ];
+    let load = Load::start(
+        &p.http,
+        p.router_port,
+        "safe",
+        &[("/", 5, Duration::from_millis(50))],
+        Duration::from_secs(300),
+    );
+    for (version, health, cmd, why) in cases {
+        let last = p.latest_deployment_id("safe").await;
+        app(&repo, version, health, cmd);
+        repo.push();
+        if version == "deaf" {
+            // The failure explains itself while the deployment runs, in the API and the CLI.
+            support::wait_for("a progress reason", Duration::from_secs(60), || async {
+                let d = p.get_json("/v1/services/safe/deployments").await;
+                d[0]["state"] == "health_checking"
+                    && d[0]["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("not healthy yet (check")
+            })
+            .await;
+            let out = std::process::Command::new(support::bin())
+                .args(["status", "safe", "--api", &p.api, "--token", &p.token])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("health_checking") && text.contains("not healthy yet"),
+                "{text}"
+            );
+        }
+        let d = p
+            .wait_deployment_done("safe", last + 1, Duration::from_secs(120))
+            .await;
+        assert_eq!(d["state"], "rolled_back", "{version}: {d}");
+        let activity = p.activity("safe").await;
+        assert!(
+            activity.contains(why),
+            "{version}: activity lacks {why:?}:\n{activity}"
+        );
+        assert!(activity.contains("keeps serving"), "{activity}");
+        assert!(p.body("safe", "/").await.unwrap().contains("version good"));
+        let svc = p.service("safe").await;
+        assert_eq!(svc["active_revision"], 1, "{svc}");
+    }
+    let activity = p.activity("safe").await;
+    // The crash explains itself with the app's own last words.
+    assert!(
+        activity.contains("fatal: DATABASE_URL is not set"),
+        "{activity}"
+    );
+    let tally = load.stop().await;
+    assert_eq!(tally.failures(), 0, "{}", tally.summary());
+    assert_eq!(p.containers().len(), 1, "failed instances were removed");
+
+    // Rollback: to revision 1 explicitly, with no rebuild.
+    let builds_before = p
+        .get_json("/v1/services/safe/builds")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    app(&repo, "second", HEALTHY, SERVE);
+    let last = p.latest_deployment_id("safe").await;
+    repo.push();
+    p.wait_deployment_done("safe", last + 1, Duration::from_secs(120))
+        .await;
+    p.wait_content("safe", "version second", Duration::from_secs(10))
+        .await;
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "rollback", "safe", "1", "--api", &p.api, "--token", &p.token,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.wait_content("safe", "version good", Duration::from_secs(30))
+        .await;
+    let builds_after = p
+        .get_json("/v1/services/safe/builds")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        builds_after,
+        builds_before + 1,
+        "only the push built; the rollback reused the image"
+    );
+    let d = p
+        .wait_deployment_done("safe", 0, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (d["kind"].as_str(), d["state"].as_str()),
+        (Some("rollback"), Some("succeeded")),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_that_turn_unhealthy_are_replaced() {
+    let p = Platform::start().await;
+    p.create(spec("heal")).await;
+    let repo = Repo::new(&p, None, "heal");
+    // Healthy until /tmp/sick exists; the test makes it exist.
+    let health = "#!/bin/sh\nif [ -f /tmp/sick ]; then printf 'Status: 503\\r\\n\\r\\n'; else printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'; fi\n";
+    app(&repo, "one", health, SERVE);
+    repo.push();
+    p.wait_content("heal", "version one", Duration::from_secs(120))
+        .await;
+    let first = p.containers();
+    assert_eq!(first.len(), 1);
+    let st = std::process::Command::new("docker")
+        .args(["exec", &first[0], "touch", "/tmp/sick"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    support::wait_for(
+        "the sick instance to be replaced",
+        Duration::from_secs(60),
+        || async {
+            let now = p.containers();
+            now.len() == 1 && now[0] != first[0]
+        },
+    )
+    .await;
+    p.wait_content("heal", "version one", Duration::from_secs(30))
+        .await;
+    assert!(p
+        .activity("heal")
+        .await
+        .contains("failed 2 health checks in a row"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_deployment_leaves_one_revision_and_no_orphans() {
+    let mut p = Platform::start().await;
+    p.create(spec("crashy")).await;
+    let repo = Repo::new(&p, None, "crashy");
+    app(&repo, "old", HEALTHY, SERVE);
+    repo.push();
+    p.wait_content("crashy", "version old", Duration::from_secs(120))
+        .await;
+    // The new version takes 3 s to listen: kill the server while it is health-checked.
+    app(
+        &repo,
+        "new",
+        HEALTHY,
+        "sleep 3 && httpd -f -p $PORT -h /www",
+    );
+    repo.push();
+    support::wait_for(
+        "the deployment to reach health_checking",
+        Duration::from_secs(120),
+        || async {
+            let d = p.get_json("/v1/services/crashy/deployments").await;
+            d[0]["revision"] == 2 && d[0]["state"] == "health_checking"
+        },
+    )
+    .await;
+    assert_eq!(p.containers().len(), 2, "old and new run side by side");
+    p.kill9();
+    p.spawn().await;
+    // Right after the restart's reconcile pass: only the old revision's instance runs.
+    assert_eq!(
+        p.containers().len(),
+        1,
+        "the interrupted deployment's container was removed"
+    );
+    assert!(p.body("crashy", "/").await.unwrap().contains("version old"));
+    // The interrupted deployment is recorded and redone; the new revision then serves.
+    let d = p
+        .wait_deployment_done("crashy", 0, Duration::from_secs(60))
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    p.wait_content("crashy", "version new", Duration::from_secs(10))
+        .await;
+    support::wait_for("one container", Duration::from_secs(30), || async {
+        p.containers().len() == 1
+    })
+    .await;
+    assert!(p
+        .activity("crashy")
+        .await
+        .contains("interrupted in state health_checking by a server restart"));
+}
