@@ -70,6 +70,8 @@ impl DeploymentState {
     }
 
     /// Whether `next` may follow `self`.
+    // The match reads as the transition table; `matches!` would hide its rows.
+    #[allow(clippy::match_like_matches_macro)]
     pub fn can_go_to(self, next: DeploymentState) -> bool {
         use DeploymentState::*;
         match (self, next) {

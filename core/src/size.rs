@@ -155,7 +155,7 @@ impl fmt::Display for Cpu {
 
 impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 512 == 0 {
+        if self.0.is_multiple_of(512) {
             write!(f, "{} GB", self.0 as f64 / 1024.0)
         } else {
             write!(f, "{} MB", self.0)

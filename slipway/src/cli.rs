@@ -34,7 +34,7 @@ pub struct Conn {
 #[derive(Subcommand)]
 pub enum ClientCmd {
     /// Create a service.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List services.
     List(ConnOnly),
     /// Show a service (JSON).
@@ -234,7 +234,7 @@ fn when(ms: &Value) -> String {
 
 pub async fn run(cmd: ClientCmd) -> Result<()> {
     match cmd {
-        ClientCmd::Create(a) => create(a).await,
+        ClientCmd::Create(a) => create(*a).await,
         ClientCmd::List(c) => {
             let api = Api::new(&c.conn)?;
             let list = api.call("GET", "/v1/services", None).await?;

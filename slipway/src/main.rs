@@ -23,7 +23,7 @@ enum Cmd {
     /// Start the platform: API, router, deployer, scaler, in one process.
     Serve(serve::ServeArgs),
     #[command(flatten)]
-    Client(cli::ClientCmd),
+    Client(Box<cli::ClientCmd>),
 }
 
 /// Where state lives when `--data-dir` is not given.
@@ -48,7 +48,7 @@ fn main() {
     };
     let result = match args.cmd {
         Cmd::Serve(a) => rt.block_on(serve::serve(a)),
-        Cmd::Client(c) => rt.block_on(cli::run(c)),
+        Cmd::Client(c) => rt.block_on(cli::run(*c)),
     };
     if let Err(e) = result {
         eprintln!("slipway: {e:#}");

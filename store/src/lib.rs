@@ -118,6 +118,9 @@ pub struct BuildRow {
     pub created_ms: i64,
 }
 
+/// A services row before its spec is parsed: spec, created, target, active, desired.
+type RawService = (String, i64, Option<i64>, Option<i64>, i64);
+
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -241,13 +244,11 @@ impl Store {
         }
     }
 
-    fn row_to_service(
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(String, i64, Option<i64>, Option<i64>, i64)> {
+    fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawService> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     }
 
-    fn service_from(t: (String, i64, Option<i64>, Option<i64>, i64)) -> Result<ServiceRow> {
+    fn service_from(t: RawService) -> Result<ServiceRow> {
         Ok(ServiceRow {
             spec: serde_json::from_str(&t.0)?,
             created_ms: t.1,
