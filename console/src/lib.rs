@@ -217,7 +217,10 @@ fn service_url(api: &Api, name: &str) -> String {
     }
 }
 
-async fn platform(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+async fn platform(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
     auth(&api, &headers)?;
     Ok(Json(json!({
         "platform_id": api.platform_id,

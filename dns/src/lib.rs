@@ -17,6 +17,9 @@ mod tests {
     #[test]
     fn fqdn() {
         let n = slipway_core::ServiceName::parse("web").unwrap();
-        assert_eq!(super::service_fqdn(&n, "slipway.localhost."), "web.slipway.localhost");
+        assert_eq!(
+            super::service_fqdn(&n, "slipway.localhost."),
+            "web.slipway.localhost"
+        );
     }
 }
