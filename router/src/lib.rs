@@ -429,9 +429,10 @@ impl Router {
             let router = Arc::clone(&self);
             let first_request = Arc::new(Notify::new());
             let seen = Arc::clone(&first_request);
+            let peer_ip = proxy::peer_ip_value(peer);
             let svc = service_fn(move |req| {
                 seen.notify_one();
-                proxy::handle(Arc::clone(&router), req, peer)
+                proxy::handle(Arc::clone(&router), req, peer_ip.clone())
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)

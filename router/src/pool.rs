@@ -7,10 +7,21 @@
 //! `Content-Length` and `Transfer-Encoding`, a classic smuggling shape) is simply not given
 //! back. HTTP/1.1 connections are used one request at a time; for h2c instances one
 //! multiplexed connection is shared. The idle list is bounded; an idle connection the
-//! instance has closed is noticed (`is_closed`) and discarded at checkout.
+//! instance has closed is noticed at checkout (its I/O is polled once) and discarded.
+//!
+//! An HTTP/1.1 connection has no task of its own: its I/O (hyper's client dispatcher) is
+//! driven by whoever holds it, that is the client connection's task, while the request is
+//! sent and while the response body streams back ([`H1Conn::drive`]). Like nginx's single
+//! event loop, one request then costs one task wakeup per socket event instead of a
+//! ping-pong between the client's task and a per-instance-connection task (request in a
+//! channel, response head in a oneshot, body `want` signal, body chunk in a channel).
+//! Only an upgraded (WebSocket) connection gets a task, in the tunnel.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -28,8 +39,75 @@ const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 /// How long a pooled connection may take to report ready before we open a fresh one.
 const READY_GRACE: Duration = Duration::from_millis(50);
 
+/// hyper's connection future (with upgrades), boxed because its type cannot be named.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// An HTTP/1.1 connection handed out for one request; give it back with [`Pool::put`].
-pub(crate) type H1Conn = http1::SendRequest<Incoming>;
+pub(crate) struct H1Conn {
+    tx: http1::SendRequest<Incoming>,
+    /// `None` once the connection has finished (closed, failed or upgraded).
+    driver: Option<Driver>,
+}
+
+impl H1Conn {
+    /// Move the connection's I/O forward as far as it goes now, registering `cx` for
+    /// more. Returns false once the connection has finished.
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(d) = &mut self.driver {
+            if let Poll::Ready(r) = d.as_mut().poll(cx) {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "instance connection ended with an error");
+                }
+                // Dropping the dispatcher fails whatever waits on it (a pending response,
+                // `poll_ready`), so nobody waits forever on a dead connection.
+                self.driver = None;
+            }
+        }
+        self.driver.is_some()
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.drive(cx);
+        self.tx.poll_ready(cx)
+    }
+
+    /// Keep the connection's I/O going without us: for an upgrade, whose tunnel gets the
+    /// socket only once hyper's connection future has run to the end.
+    pub fn detach(mut self) {
+        if let Some(d) = self.driver.take() {
+            tokio::spawn(async move {
+                if let Err(e) = d.await {
+                    tracing::debug!(error = %e, "instance connection ended with an error");
+                }
+            });
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.tx.is_closed()
+    }
+
+    /// Send `req` and wait for the response head, driving the connection meanwhile.
+    async fn send(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
+        // The future does not borrow `tx`, so the connection can be driven beside it.
+        let fut = self.tx.try_send_request(req);
+        tokio::pin!(fut);
+        std::future::poll_fn(|cx| {
+            // Poll the response first: that registers it before the I/O that completes it.
+            if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            // If the dispatcher finishes here it is dropped, which resolves the response
+            // (with an error) rather than leaving it pending.
+            self.drive(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 pub(crate) struct Pool {
     addr: SocketAddr,
@@ -69,7 +147,8 @@ impl Pool {
     }
 
     /// Send over HTTP/1.1, reusing an idle connection when one works. Returns the
-    /// connection with the response so that the caller can give it back after the body.
+    /// connection with the response so that the caller can drive the response body and
+    /// give the connection back after it.
     pub async fn send_h1(
         &self,
         mut req: Request<Incoming>,
@@ -79,11 +158,23 @@ impl Pool {
             let Some(mut conn) = self.pop_idle() else {
                 break;
             };
-            match tokio::time::timeout(READY_GRACE, conn.ready()).await {
-                Ok(Ok(())) => {}
-                _ => continue,
+            // Usually ready at the first poll; no timer unless it is not.
+            let first = std::future::poll_fn(|cx| Poll::Ready(conn.poll_ready(cx))).await;
+            let ready = match first {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending => matches!(
+                    tokio::time::timeout(
+                        READY_GRACE,
+                        std::future::poll_fn(|cx| conn.poll_ready(cx))
+                    )
+                    .await,
+                    Ok(Ok(()))
+                ),
+            };
+            if !ready {
+                continue;
             }
-            match conn.try_send_request(req).await {
+            match conn.send(req).await {
                 Ok(resp) => return Ok((resp, conn)),
                 Err(mut e) => match e.take_message() {
                     // Never written to the connection: safe to try another one.
@@ -93,9 +184,13 @@ impl Pool {
             }
         }
         let mut conn = self.connect_h1().await?;
-        conn.ready().await.map_err(ProxyError::Upstream)?;
-        let resp = conn.send_request(req).await.map_err(ProxyError::Upstream)?;
-        Ok((resp, conn))
+        std::future::poll_fn(|cx| conn.poll_ready(cx))
+            .await
+            .map_err(ProxyError::Upstream)?;
+        match conn.send(req).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(e) => Err(ProxyError::Upstream(e.into_error())),
+        }
     }
 
     /// Send over the shared h2c connection, opening it if needed.
@@ -133,12 +228,10 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(ProxyError::Upstream)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "instance connection ended with an error");
-            }
-        });
-        Ok(tx)
+        Ok(H1Conn {
+            tx,
+            driver: Some(Box::pin(conn.with_upgrades())),
+        })
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {

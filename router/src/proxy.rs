@@ -62,6 +62,8 @@ enum Kind {
     Proxied {
         inner: Incoming,
         done: Option<Finish>,
+        /// An error from the instance, held back for one poll (see `poll_frame`).
+        failed: Option<hyper::Error>,
     },
 }
 
@@ -69,15 +71,25 @@ enum Kind {
 /// connection pooled again if the response ended cleanly and may be reused.
 struct Finish {
     guard: InFlightGuard,
+    /// The HTTP/1.1 connection the body arrives on, driven from `poll_frame` (it has no
+    /// task of its own); `None` for h2c.
     conn: Option<H1Conn>,
+    /// False when the response's framing was suspicious: the connection is then closed
+    /// after the body instead of pooled.
+    reusable: bool,
     start: Instant,
 }
 
 impl Finish {
     fn complete(self, clean: bool) {
-        let Finish { guard, conn, start } = self;
+        let Finish {
+            guard,
+            conn,
+            reusable,
+            start,
+        } = self;
         guard.service.latency.observe(start.elapsed());
-        if clean {
+        if clean && reusable {
             if let Some(conn) = conn {
                 guard.instance.pool.put(conn);
             }
@@ -110,8 +122,23 @@ impl Body for RouterBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Proxied { inner, done } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
+            Kind::Proxied {
+                inner,
+                done,
+                failed,
+            } => {
+                if let Some(e) = failed.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                let mut polled = Pin::new(&mut *inner).poll_frame(cx);
+                if polled.is_pending() {
+                    // The body arrives on a connection nobody else drives: read from it
+                    // (the poll above asked hyper for more), then look again.
+                    if let Some(conn) = done.as_mut().and_then(|f| f.conn.as_mut()) {
+                        conn.drive(cx);
+                        polled = Pin::new(&mut *inner).poll_frame(cx);
+                    }
+                }
                 match &polled {
                     Poll::Ready(None) => {
                         if let Some(f) = done.take() {
@@ -122,6 +149,16 @@ impl Body for RouterBody {
                         if let Some(f) = done.take() {
                             f.complete(false);
                         }
+                        // hyper drops the connection at a body error without flushing what
+                        // it has buffered: the head, maybe some data. The instance's bytes
+                        // often arrive in one read with its failure, so answer Pending once
+                        // (and wake at once): hyper flushes, and the client sees the status
+                        // and a truncated body rather than no response at all.
+                        if let Poll::Ready(Some(Err(e))) = polled {
+                            *failed = Some(e);
+                        }
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
                         if let Some(f) = done.take() {
@@ -152,7 +189,7 @@ impl Body for RouterBody {
 
 impl Drop for RouterBody {
     fn drop(&mut self) {
-        if let Kind::Proxied { inner, done } = &mut self.kind {
+        if let Kind::Proxied { inner, done, .. } = &mut self.kind {
             if let Some(f) = done.take() {
                 // Dropped without reaching the end: the client went away, or hyper never
                 // polled an empty body. Only the latter leaves the connection reusable.
@@ -163,10 +200,12 @@ impl Drop for RouterBody {
 }
 
 /// Serve one request. Never fails: every error becomes a response.
+///
+/// `peer_ip` is the client's address as a header value, made once per connection.
 pub(crate) async fn handle(
     router: Arc<Router>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer_ip: HeaderValue,
 ) -> Result<Response<RouterBody>, Infallible> {
     let start = Instant::now();
     let (entry, fwd_host) = match route(&router, &req) {
@@ -175,7 +214,7 @@ pub(crate) async fn handle(
     };
     entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
     let state = Arc::clone(&entry.state);
-    let resp = match proxy(&router, entry, req, peer, fwd_host, start).await {
+    let resp = match proxy(&router, entry, req, peer_ip, fwd_host, start).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
@@ -277,13 +316,16 @@ async fn proxy(
     router: &Router,
     entry: Arc<ServiceEntry>,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    peer_ip: HeaderValue,
     fwd_host: HeaderValue,
     start: Instant,
 ) -> Result<Response<RouterBody>, ProxyError> {
     let (entry, guard) = admit(router, entry).await?;
     let http2 = entry.route.http2;
-    let upgrade = if !http2 && req.version() == Version::HTTP_11 {
+    // One pass over the names; most requests carry no hop-by-hop header at all, and then
+    // the lookups below (upgrade, TE, the removals) are skipped.
+    let hop = has_hop_by_hop(req.headers());
+    let upgrade = if hop && !http2 && req.version() == Version::HTTP_11 {
         req.headers().get(header::UPGRADE).cloned()
     } else {
         None
@@ -291,25 +333,29 @@ async fn proxy(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let wants_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    strip_hop_by_hop(&mut parts.headers);
+    let wants_trailers = http2
+        && hop
+        && parts.headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    if hop {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     if let Some(up) = &upgrade {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, up.clone());
     }
-    set_forwarded(&mut parts.headers, peer, &fwd_host);
+    set_forwarded(&mut parts.headers, peer_ip, &fwd_host);
 
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let instance = Arc::clone(&guard.instance);
     let timeout = entry.route.request_timeout;
     let (resp, conn) = if http2 {
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
         if wants_trailers {
@@ -339,9 +385,14 @@ async fn proxy(
     } else {
         parts.version = Version::HTTP_11;
         if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, fwd_host.clone());
+            parts.headers.insert(header::HOST, fwd_host);
         }
-        parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
+        // Origin-form (`/path?query`, what HTTP/1.1 clients send) is forwarded as it is;
+        // an absolute-form or HTTP/2 URI is cut down to its path and query.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
+        }
         let req = Request::from_parts(parts, body);
         let (resp, conn) = tokio::time::timeout(timeout, instance.pool.send_h1(req))
             .await
@@ -350,28 +401,32 @@ async fn proxy(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return tunnel_response(&entry, resp, client_upgrade, guard, start);
+        return tunnel_response(&entry, resp, client_upgrade, conn, guard, start);
     }
 
     let (mut parts, body) = resp.into_parts();
     let mut reusable = true;
-    if parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        // hyper framed the body by Transfer-Encoding (RFC 9112 §6.3); the length is a lie
-        // or an attack, so it must not reach the client, and the connection's framing can
-        // no longer be trusted.
-        parts.headers.remove(header::CONTENT_LENGTH);
-        reusable = false;
+    if has_hop_by_hop(&parts.headers) {
+        if parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            // hyper framed the body by Transfer-Encoding (RFC 9112 §6.3); the length is a
+            // lie or an attack, so it must not reach the client, and the connection's
+            // framing can no longer be trusted.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            reusable = false;
+        }
+        strip_hop_by_hop(&mut parts.headers);
     }
-    strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     let body = RouterBody {
         kind: Kind::Proxied {
+            failed: None,
             inner: body,
             done: Some(Finish {
                 guard,
-                conn: conn.filter(|_| reusable),
+                conn,
+                reusable,
                 start,
             }),
         },
@@ -385,6 +440,7 @@ fn tunnel_response(
     entry: &ServiceEntry,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: Option<H1Conn>,
     guard: InFlightGuard,
     start: Instant,
 ) -> Result<Response<RouterBody>, ProxyError> {
@@ -395,6 +451,11 @@ fn tunnel_response(
         return Err(ProxyError::BadUpgrade);
     };
     let backend_upgrade = hyper::upgrade::on(&mut resp);
+    // hyper hands the instance's socket over only at the end of its connection future,
+    // which from now on needs a task of its own.
+    if let Some(conn) = conn {
+        conn.detach();
+    }
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts
@@ -459,6 +520,12 @@ where
     }
 }
 
+/// Whether any header is hop-by-hop. A header that `Connection` names can only be there
+/// if `Connection` is, so this is exact for deciding whether [`strip_hop_by_hop`] has work.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| HOP_BY_HOP.contains(k))
+}
+
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -478,12 +545,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client address as an `X-Forwarded-For` value; made once per connection.
+pub(crate) fn peer_ip_value(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Replace whatever the client claimed with what the router knows.
-fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &HeaderValue) {
+fn set_forwarded(headers: &mut HeaderMap, peer_ip: HeaderValue, host: &HeaderValue) {
     headers.remove(FORWARDED);
-    let ip = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or(HeaderValue::from_static("unknown"));
-    headers.insert(X_FORWARDED_FOR, ip);
+    headers.insert(X_FORWARDED_FOR, peer_ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.insert(X_FORWARDED_HOST, host.clone());
 }
@@ -541,7 +611,7 @@ mod tests {
         h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         set_forwarded(
             &mut h,
-            "10.0.0.1:5".parse().unwrap(),
+            peer_ip_value("10.0.0.1:5".parse().unwrap()),
             &HeaderValue::from_static("a.b"),
         );
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);

@@ -192,6 +192,37 @@ async fn keep_alive_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn idle_connection_closed_by_the_instance_is_not_reused() {
+    // The instance answers one request per connection and then closes it without saying
+    // so (no `Connection: close`). The router's pooled connection has no task watching it:
+    // it must notice the close when it takes the connection out, and open a fresh one
+    // instead of answering 502.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let b = raw_backend(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if read_head(&mut s).await.is_empty() {
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let t = router_for(b, Duration::from_secs(5)).await;
+    for _ in 0..3 {
+        let reply = get(t.addr, HOST, "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.unwrap(), "ok");
+        // Let the instance's FIN arrive before the next checkout.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn switching_protocols_then_data_is_tunnelled() {
     let b = raw_backend(|mut s| async move {
         let head = read_head(&mut s).await.to_ascii_lowercase();
