@@ -118,7 +118,21 @@ impl Deployer {
             // A deployment the crash interrupted did not finish: record it, and deploy its
             // revision again from the start (the old revision kept serving meanwhile).
             for d in store.deployments(name, 50)? {
-                if !d.state.is_terminal() {
+                let swapped = s.active_revision == Some(d.revision)
+                    && matches!(
+                        d.state,
+                        DeploymentState::SwitchingTraffic | DeploymentState::Draining
+                    );
+                if swapped {
+                    // Traffic had switched: the reconcile pass above removed the old
+                    // instances, so the deployment is complete.
+                    let why = "completed after a server restart (the old instances were removed)";
+                    if d.state == DeploymentState::SwitchingTraffic {
+                        store.set_deployment_state(d.id, DeploymentState::Draining, why)?;
+                    }
+                    store.set_deployment_state(d.id, DeploymentState::Succeeded, why)?;
+                    store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
+                } else if !d.state.is_terminal() {
                     let why = format!("interrupted in state {} by a server restart", d.state);
                     if d.state != DeploymentState::Failed {
                         store.set_deployment_state(d.id, DeploymentState::Failed, &why)?;

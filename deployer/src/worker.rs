@@ -24,6 +24,10 @@ use crate::{Ctx, InstanceCounts};
 
 /// Lines of an app's output quoted when it fails.
 const LOG_LINES: usize = 20;
+/// Until an instance's first passing check, probes come at most this far apart (starting
+/// at 20 ms and doubling), so an app that takes a second to start is not kept waiting for
+/// a whole interval; later checks keep the configured interval.
+const STARTUP_PROBE_MAX_GAP: Duration = Duration::from_millis(200);
 /// Seconds a stopping container gets after SIGTERM (apps run under an init process).
 const STOP_GRACE_S: i32 = 5;
 
@@ -304,7 +308,7 @@ impl Worker {
     }
 
     /// Waits until `inst` passes `healthy_threshold` checks in a row. Until its first pass
-    /// it is probed quickly (50 ms, doubling to the interval) so a fast app takes traffic
+    /// it is probed quickly (20 ms, doubling to at most 200 ms) so a fast app takes traffic
     /// fast; later passes are spaced by the interval, as configured.
     async fn wait_healthy(
         &self,
@@ -317,7 +321,7 @@ impl Worker {
         let hc = &spec.health_check;
         let interval = Duration::from_secs(hc.interval_s as u64);
         let mut passes = 0;
-        let mut delay = Duration::from_millis(50);
+        let mut delay = Duration::from_millis(20);
         let mut last = String::from("no check finished yet");
         let mut checks = 0u32;
         loop {
@@ -361,7 +365,7 @@ impl Worker {
                         }
                     }
                     self.sleep(delay).await;
-                    delay = (delay * 2).min(interval);
+                    delay = (delay * 2).min(interval).min(STARTUP_PROBE_MAX_GAP);
                 }
             }
         }
@@ -383,17 +387,13 @@ impl Worker {
         .await;
     }
 
-    /// Starts `n` instances of `rev` and waits for all of them to be healthy; on any
-    /// failure every one of them is removed.
-    async fn start_healthy(
+    /// Starts `n` instances of `rev`; on any failure the ones that started are removed.
+    async fn start_many(
         &self,
         spec: &ServiceSpec,
         rev: &RevisionRow,
         n: usize,
-        superseded: &(dyn Fn() -> bool + Sync),
-        progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Vec<Instance>, Abort> {
-        let deadline = Instant::now() + Duration::from_secs(spec.deploy_timeout_s as u64);
         let started = join_all((0..n).map(|_| self.start_instance(spec, rev))).await;
         let mut ok = Vec::new();
         let mut err = None;
@@ -407,16 +407,30 @@ impl Worker {
             self.remove_all(&ok).await;
             return Err(Abort::Failed(e));
         }
+        Ok(ok)
+    }
+
+    /// Waits for every instance to be healthy within the deploy deadline; on any failure
+    /// all of them are removed.
+    async fn wait_all_healthy(
+        &self,
+        spec: &ServiceSpec,
+        insts: &[Instance],
+        superseded: &(dyn Fn() -> bool + Sync),
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<(), Abort> {
+        let deadline = Instant::now() + Duration::from_secs(spec.deploy_timeout_s as u64);
         let results = join_all(
-            ok.iter()
+            insts
+                .iter()
                 .map(|i| self.wait_healthy(spec, i, deadline, superseded, progress)),
         )
         .await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
-            self.remove_all(&ok).await;
+            self.remove_all(insts).await;
             return Err(e);
         }
-        Ok(ok)
+        Ok(())
     }
 
     async fn deploy(&mut self, spec: &ServiceSpec, dep: DeploymentRow) {
@@ -463,19 +477,19 @@ impl Worker {
             slipway_core::HealthProtocol::Tcp => "TCP".to_string(),
             slipway_core::HealthProtocol::Http => format!("HTTP GET {}", hc.path),
         };
-        self.step(
-            &dep,
-            &mut state,
-            DeploymentState::HealthChecking,
-            &format!(
-                "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
-                hc.healthy_threshold, spec.deploy_timeout_s
-            ),
-        );
+        let new = match self.start_many(spec, &rev, n).await {
+            Ok(new) => new,
+            Err(Abort::Failed(why)) => {
+                self.fail(&dep, &mut state, &why);
+                return;
+            }
+            Err(_) => return,
+        };
         let waiting = format!(
             "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
             hc.healthy_threshold, spec.deploy_timeout_s
         );
+        self.step(&dep, &mut state, DeploymentState::HealthChecking, &waiting);
         let progress = |p: &str| {
             let _ = self.ctx.store.set_deployment_state(
                 dep.id,
@@ -483,11 +497,11 @@ impl Worker {
                 &format!("{waiting}; {p}"),
             );
         };
-        let new = match self
-            .start_healthy(spec, &rev, n, &superseded, &progress)
+        match self
+            .wait_all_healthy(spec, &new, &superseded, &progress)
             .await
         {
-            Ok(new) => new,
+            Ok(()) => {}
             Err(Abort::Cancelled) => return,
             Err(Abort::Superseded) => {
                 self.event("deployment", &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
@@ -497,7 +511,7 @@ impl Worker {
                 self.fail(&dep, &mut state, &why);
                 return;
             }
-        };
+        }
         self.step(
             &dep,
             &mut state,
@@ -700,7 +714,14 @@ impl Worker {
             };
             let never = || false;
             let quiet = |_: &str| {};
-            match self.start_healthy(spec, &rev, need, &never, &quiet).await {
+            let started = match self.start_many(spec, &rev, need).await {
+                Ok(insts) => self
+                    .wait_all_healthy(spec, &insts, &never, &quiet)
+                    .await
+                    .map(|()| insts),
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(new) => {
                     let ids: Vec<_> = new.iter().map(|i| i.id.clone()).collect();
                     self.instances.extend(new);

@@ -267,6 +267,7 @@ async fn kill9_mid_deployment_leaves_one_revision_and_no_orphans() {
     repo.push();
     p.wait_content("crashy", "version old", Duration::from_secs(120))
         .await;
+    let old = p.containers();
     // The new version takes 3 s to listen: kill the server while it is health-checked.
     app(
         &repo,
@@ -284,14 +285,21 @@ async fn kill9_mid_deployment_leaves_one_revision_and_no_orphans() {
         },
     )
     .await;
-    assert_eq!(p.containers().len(), 2, "old and new run side by side");
+    let both = p.containers();
+    assert_eq!(both.len(), 2, "old and new run side by side");
+    let interrupted: Vec<_> = both.iter().filter(|c| !old.contains(c)).cloned().collect();
     p.kill9();
     p.spawn().await;
-    // Right after the restart's reconcile pass: only the old revision's instance runs.
-    assert_eq!(
-        p.containers().len(),
-        1,
-        "the interrupted deployment's container was removed"
+    // After the restart's reconcile pass the interrupted deployment's container is gone
+    // (the redone deployment starts a fresh one) and the old instance still serves.
+    let now = p.containers();
+    assert!(
+        interrupted.iter().all(|c| !now.contains(c)),
+        "orphan left: {interrupted:?} in {now:?}"
+    );
+    assert!(
+        now.contains(&old[0]),
+        "the old instance was adopted: {now:?}"
     );
     assert!(p.body("crashy", "/").await.unwrap().contains("version old"));
     // The interrupted deployment is recorded and redone; the new revision then serves.
@@ -309,4 +317,61 @@ async fn kill9_mid_deployment_leaves_one_revision_and_no_orphans() {
         .activity("crashy")
         .await
         .contains("interrupted in state health_checking by a server restart"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_deployment_supersedes_it() {
+    let p = Platform::start().await;
+    p.create(spec("race")).await;
+    let repo = Repo::new(&p, None, "race");
+    app(&repo, "one", HEALTHY, SERVE);
+    repo.push();
+    p.wait_content("race", "version one", Duration::from_secs(120))
+        .await;
+    // "two" takes 4 s to listen; "three" is pushed while "two" is being health-checked.
+    app(
+        &repo,
+        "two",
+        HEALTHY,
+        "sleep 4 && httpd -f -p $PORT -h /www",
+    );
+    repo.push();
+    support::wait_for(
+        "two to be health-checked",
+        Duration::from_secs(60),
+        || async {
+            let d = p.get_json("/v1/services/race/deployments").await;
+            d[0]["revision"] == 2 && d[0]["state"] == "health_checking"
+        },
+    )
+    .await;
+    app(&repo, "three", HEALTHY, SERVE);
+    repo.push();
+    p.wait_content("race", "version three", Duration::from_secs(60))
+        .await;
+    let deps = p.get_json("/v1/services/race/deployments").await;
+    let states: Vec<(i64, String)> = deps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["revision"].as_i64().unwrap(),
+                d["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&(2, "superseded".into())), "{states:?}");
+    assert!(!p.body("race", "/").await.unwrap().contains("version two"));
+    let d = p
+        .wait_deployment_done("race", 0, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (d["revision"].as_i64(), d["state"].as_str()),
+        (Some(3), Some("succeeded"))
+    );
+    support::wait_for("one container", Duration::from_secs(30), || async {
+        p.containers().len() == 1
+    })
+    .await;
 }

@@ -348,3 +348,28 @@ async fn bad_input_gets_clear_4xx() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_says_what_to_do_when_no_engine_answers() {
+    let dir = std::env::temp_dir().join(format!("slipway-noengine-{}", std::process::id()));
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--router-addr",
+            "127.0.0.1:0",
+        ])
+        .env("SLIPWAY_DATA_DIR", &dir)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Docker engine answers at unix:///nonexistent/docker.sock")
+            && err.contains("scripts/install-engine.sh"),
+        "{err}"
+    );
+}
