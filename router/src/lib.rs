@@ -25,7 +25,7 @@ mod table;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -429,9 +429,14 @@ impl Router {
             let router = Arc::clone(&self);
             let first_request = Arc::new(Notify::new());
             let seen = Arc::clone(&first_request);
+            // Only the first request needs to tell the task below; after it, a plain load.
+            let told = AtomicBool::new(false);
             let peer_ip = proxy::peer_ip_value(peer);
             let svc = service_fn(move |req| {
-                seen.notify_one();
+                if !told.load(Ordering::Relaxed) {
+                    told.store(true, Ordering::Relaxed);
+                    seen.notify_one();
+                }
                 proxy::handle(Arc::clone(&router), req, peer_ip.clone())
             });
             let conn = builder

@@ -34,7 +34,7 @@ use crate::Router;
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection`.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
