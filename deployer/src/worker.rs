@@ -255,6 +255,9 @@ impl Worker {
         rev: &RevisionRow,
     ) -> Result<Instance, String> {
         let id = new_id();
+        // The revision's own configuration; revisions recorded before it was kept use the
+        // service's.
+        let spec = rev.spec.as_ref().unwrap_or(spec);
         let mut env: Vec<(String, String)> = spec
             .env
             .iter()

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A stored spec no longer parses.
     #[error("store: bad stored spec: {0}")]
     Spec(#[from] serde_json::Error),
+    /// The file was written by a newer Slipway.
+    #[error("the store was written by a newer Slipway (schema {0}); upgrade slipway")]
+    Newer(i64),
     /// The service already exists.
     #[error("service {0} already exists")]
     Exists(String),
@@ -65,6 +68,9 @@ pub struct RevisionRow {
     pub created_ms: i64,
     /// Whether this revision ever served traffic (failed deployments' revisions did not).
     pub served: bool,
+    /// The service's configuration when the revision was made: its instances run with
+    /// this revision's env, port, CPU and memory, also after a rollback.
+    pub spec: Option<ServiceSpec>,
 }
 
 /// A deployment.
@@ -144,6 +150,7 @@ CREATE TABLE IF NOT EXISTS revisions (
     commit_sha TEXT,
     created_ms INTEGER NOT NULL,
     served INTEGER NOT NULL DEFAULT 0,
+    spec TEXT,
     PRIMARY KEY (service, number)
 );
 CREATE TABLE IF NOT EXISTS deployments (
@@ -176,6 +183,9 @@ CREATE TABLE IF NOT EXISTS builds (
 CREATE INDEX IF NOT EXISTS builds_service ON builds (service, id);
 "#;
 
+/// The schema's version, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
 /// Events kept per service; older ones are pruned.
 const EVENTS_KEPT: i64 = 2000;
 /// Build log bytes kept per build.
@@ -189,7 +199,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer(version));
+        }
         conn.execute_batch(SCHEMA)?;
+        // Later schema changes go here as `if version < N { ALTER ...; }` steps.
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -325,8 +341,14 @@ impl Store {
         let now = now_unix_ms();
         let tag = tag_for(number);
         tx.execute(
-            "INSERT INTO revisions (service, number, image, tag, commit_sha, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO revisions (service, number, image, tag, commit_sha, created_ms, spec)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT spec FROM services WHERE name = ?1))",
             params![service, number, image, tag, commit, now],
+        )?;
+        let spec: Option<String> = tx.query_row(
+            "SELECT spec FROM revisions WHERE service = ?1 AND number = ?2",
+            params![service, number],
+            |r| r.get(0),
         )?;
         let dep = Self::start_deployment_tx(&tx, service, number, kind, now)?;
         tx.commit()?;
@@ -339,6 +361,7 @@ impl Store {
                 commit: commit.map(str::to_string),
                 created_ms: now,
                 served: false,
+                spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
             },
             dep,
         ))
@@ -383,7 +406,7 @@ impl Store {
         Ok(self
             .db()
             .query_row(
-                "SELECT service, number, image, tag, commit_sha, created_ms, served FROM revisions WHERE service = ?1 AND number = ?2",
+                "SELECT service, number, image, tag, commit_sha, created_ms, served, spec FROM revisions WHERE service = ?1 AND number = ?2",
                 params![service, number],
                 Self::revision_row,
             )
@@ -399,6 +422,9 @@ impl Store {
             commit: r.get(4)?,
             created_ms: r.get(5)?,
             served: r.get(6)?,
+            spec: r
+                .get::<_, Option<String>>(7)?
+                .and_then(|s| serde_json::from_str(&s).ok()),
         })
     }
 
@@ -406,7 +432,7 @@ impl Store {
     pub fn revisions(&self, service: &str) -> Result<Vec<RevisionRow>> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT service, number, image, tag, commit_sha, created_ms, served FROM revisions WHERE service = ?1 ORDER BY number DESC",
+            "SELECT service, number, image, tag, commit_sha, created_ms, served, spec FROM revisions WHERE service = ?1 ORDER BY number DESC",
         )?;
         let rows = st
             .query_map([service], Self::revision_row)?
@@ -646,6 +672,15 @@ mod tests {
             .unwrap();
         assert_eq!(r1.number, 1);
         assert_eq!(r1.tag, "t1");
+        assert_eq!(
+            r1.spec.as_ref(),
+            Some(&spec("web")),
+            "the revision keeps the config"
+        );
+        assert_eq!(
+            s.revision("web", 1).unwrap().unwrap().spec,
+            Some(spec("web"))
+        );
         s.set_deployment_state(d1, DeploymentState::Starting, "")
             .unwrap();
         let (r2, d2) = s
