@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The file was written by a newer Slipway.
     #[error("the store was written by a newer Slipway (schema {0}); upgrade slipway")]
     Newer(i64),
+    /// The service does not exist (it was deleted meanwhile).
+    #[error("no service named {0}")]
+    NoService(String),
     /// The service already exists.
     #[error("service {0} already exists")]
     Exists(String),
@@ -333,6 +336,14 @@ impl Store {
     ) -> Result<(RevisionRow, i64)> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM services WHERE name = ?1)",
+            [service],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Err(StoreError::NoService(service.to_string()));
+        }
         let number: i64 = tx.query_row(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE service = ?1",
             [service],
@@ -666,6 +677,10 @@ mod tests {
     #[test]
     fn new_revisions_supersede_open_deployments() {
         let s = Store::memory().unwrap();
+        assert!(matches!(
+            s.new_revision("web", "sha256:a", |n| format!("t{n}"), None, "push"),
+            Err(StoreError::NoService(_))
+        ));
         s.create_service(&spec("web")).unwrap();
         let (r1, d1) = s
             .new_revision("web", "sha256:a", |n| format!("t{n}"), Some("c1"), "push")
