@@ -94,6 +94,10 @@ pub struct LogsArgs {
     /// Show the latest build's output instead of the activity log.
     #[arg(long)]
     build: bool,
+    /// Keep printing new lines (of the running build, or of the activity log) until
+    /// interrupted; with --build, until the build ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -384,38 +388,64 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             }
             Ok(())
         }
-        ClientCmd::Logs(a) => {
-            let api = Api::new(&a.conn)?;
-            if a.build {
-                let v = api
-                    .call("GET", &format!("/v1/services/{}/builds", a.name), None)
-                    .await?;
-                let b = v
-                    .as_array()
-                    .and_then(|b| b.first())
-                    .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))?;
-                println!(
-                    "build {} of commit {} ({})",
-                    b["id"],
-                    s(b, "commit"),
-                    s(b, "state")
-                );
-                print!("{}", s(b, "log"));
-            } else {
-                let v = api
-                    .call("GET", &format!("/v1/services/{}/events", a.name), None)
-                    .await?;
-                for e in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{} {:<10} {}",
-                        when(&e["at_ms"]),
-                        s(e, "kind"),
-                        s(e, "message")
-                    );
-                }
+        ClientCmd::Logs(a) => logs(a).await,
+    }
+}
+
+async fn logs(a: LogsArgs) -> Result<()> {
+    let api = Api::new(&a.conn)?;
+    let poll = std::time::Duration::from_millis(500);
+    if a.build {
+        let path = format!("/v1/services/{}/builds", a.name);
+        let mut printed = 0usize;
+        let mut header = false;
+        // Bounded: a build has a timeout (at most two hours), so does this loop.
+        for _ in 0..(2 * 3600 * 2 + 120) {
+            let v = api.call("GET", &path, None).await?;
+            let b = v
+                .as_array()
+                .and_then(|b| b.first())
+                .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))?;
+            if !header {
+                println!("build {} of commit {}", b["id"], s(b, "commit"));
+                header = true;
             }
-            Ok(())
+            let log = b["log"].as_str().unwrap_or("");
+            if let Some(new) = log.get(printed..) {
+                print!("{new}");
+                printed = log.len();
+            }
+            let state = s(b, "state");
+            if !a.follow || state != "running" {
+                println!("({state})");
+                return Ok(());
+            }
+            tokio::time::sleep(poll).await;
         }
+        bail!("gave up following the build after two hours");
+    }
+    let mut after = 0i64;
+    loop {
+        let v = api
+            .call(
+                "GET",
+                &format!("/v1/services/{}/events?after={after}", a.name),
+                None,
+            )
+            .await?;
+        for e in v.as_array().into_iter().flatten() {
+            println!(
+                "{} {:<10} {}",
+                when(&e["at_ms"]),
+                s(e, "kind"),
+                s(e, "message")
+            );
+            after = after.max(e["id"].as_i64().unwrap_or(after));
+        }
+        if !a.follow {
+            return Ok(());
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 

@@ -73,7 +73,7 @@ async fn push_serves_updates_survives_bad_builds_and_kill9() {
     // `slipway logs --build` shows it.
     let out = std::process::Command::new(support::bin())
         .args([
-            "logs", "site", "--build", "--api", &p.api, "--token", &p.token,
+            "logs", "site", "--build", "--follow", "--api", &p.api, "--token", &p.token,
         ])
         .output()
         .unwrap();
