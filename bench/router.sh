@@ -8,6 +8,15 @@
 # rounds are interleaved (direct, nginx, slipway, slipway with 1,000 services; 3 rounds)
 # and medians reported. wrk is closed-loop: its latencies are not open-loop latencies
 # (coordinated omission); use them to compare the proxies, not as user-facing figures.
+#
+# Besides req/s and latency it reports the CPU time the proxy (or, for "direct", the
+# backend) used per request, from /proc/PID/stat: on a shared machine throughput moves
+# with whatever else runs, CPU per request much less.
+#
+# Build: release with thin LTO and one codegen unit, set here through cargo's
+# CARGO_PROFILE_RELEASE_* variables so the workspace profile stays as it is. The backend
+# is built the same way; it is the same binary behind every target. slipway-router runs
+# on tokio's current-thread runtime (one thread, like nginx's one worker process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +25,7 @@ ROUNDS=3
 HOST_HDR="Host: bench.slipway.localhost"
 P_BACKEND=18081 P_NGINX=18082 P_SLIPWAY=18083 P_SLIPWAY1K=18084
 
+export CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 cargo build --release -p slipway-router --example bench_router --example bench_backend >&2
 BIN=target/release/examples
 
@@ -36,6 +46,9 @@ error_log $TMP/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    # nginx closes a keep-alive connection after 1,000 requests by default (both sides);
+    # slipway never does, so lift the limit to compare like with like.
+    keepalive_requests 1000000;
     client_body_temp_path $TMP/body;
     proxy_temp_path $TMP/proxy;
     fastcgi_temp_path $TMP/fastcgi;
@@ -44,6 +57,7 @@ http {
     upstream backend {
         server 127.0.0.1:$P_BACKEND;
         keepalive 128;
+        keepalive_requests 1000000;
     }
     server {
         listen 127.0.0.1:$P_NGINX;
@@ -59,9 +73,13 @@ http {
 NGINX
 
 taskset -c 1 "$BIN/bench_backend" 127.0.0.1:$P_BACKEND & PIDS+=($!)
+PID_BACKEND=$!
 taskset -c 1 /usr/sbin/nginx -p "$TMP" -c "$TMP/nginx.conf" & PIDS+=($!)
-taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY 127.0.0.1:$P_BACKEND 0 2>/dev/null & PIDS+=($!)
-taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY1K 127.0.0.1:$P_BACKEND 1000 2>/dev/null & PIDS+=($!)
+PID_NGINX_MASTER=$!
+taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY 127.0.0.1:$P_BACKEND 0 current 2>/dev/null & PIDS+=($!)
+PID_SLIPWAY=$!
+taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY1K 127.0.0.1:$P_BACKEND 1000 current 2>/dev/null & PIDS+=($!)
+PID_SLIPWAY1K=$!
 
 for p in $P_BACKEND $P_NGINX $P_SLIPWAY $P_SLIPWAY1K; do
     for _ in $(seq 100); do
@@ -71,6 +89,13 @@ for p in $P_BACKEND $P_NGINX $P_SLIPWAY $P_SLIPWAY1K; do
     curl -fsS -o /dev/null -H "$HOST_HDR" "http://127.0.0.1:$p/" || { echo "port $p not answering" >&2; exit 1; }
 done
 
+PID_NGINX="$(pgrep -P "$PID_NGINX_MASTER" | head -1)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# utime + stime of a process, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK="$(getconf CLK_TCK)"
+
 # wrk latency text (e.g. 812.00us, 1.20ms, 1.01s) -> microseconds
 to_us() {
     awk -v v="$1" 'BEGIN {
@@ -79,23 +104,27 @@ to_us() {
     }'
 }
 
-run() { # name port
-    local out
+run() { # name port round pid
+    local out c0 c1
+    c0="$(cpu_ticks "$4")"
     out="$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" --latency -H "$HOST_HDR" "http://127.0.0.1:$2/")"
-    local rps p50 p99 errs
+    c1="$(cpu_ticks "$4")"
+    local rps p50 p99 errs n cpu
     rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+    n="$(awk '/requests in/ {print $1}' <<<"$out")"
+    cpu="$(awk -v a="$c0" -v b="$c1" -v n="$n" -v t="$TICK" 'BEGIN {printf "%.1f", (b - a) / t * 1e6 / n}')"
     p50="$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
     p99="$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
     errs="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')"
-    echo "$1 $rps $p50 $p99" >> "$TMP/results"
-    printf 'round %s %-12s %10s req/s  p50 %8s us  p99 %8s us %s\n' "$3" "$1" "$rps" "$p50" "$p99" "$errs" >&2
+    echo "$1 $rps $p50 $p99 $cpu" >> "$TMP/results"
+    printf 'round %s %-12s %10s req/s  p50 %8s us  p99 %8s us  cpu %6s us/req %s\n' "$3" "$1" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
 }
 
 for r in $(seq $ROUNDS); do
-    run direct $P_BACKEND "$r"
-    run nginx $P_NGINX "$r"
-    run slipway $P_SLIPWAY "$r"
-    run slipway-1k $P_SLIPWAY1K "$r"
+    run direct $P_BACKEND "$r" "$PID_BACKEND"
+    run nginx $P_NGINX "$r" "$PID_NGINX"
+    run slipway $P_SLIPWAY "$r" "$PID_SLIPWAY"
+    run slipway-1k $P_SLIPWAY1K "$r" "$PID_SLIPWAY1K"
 done
 
 median() { # name column
@@ -103,10 +132,12 @@ median() { # name column
 }
 
 echo
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t1 -c64 -d${DUR}s --latency, client on CPU 0, backend and proxy on CPU 1; medians of $ROUNDS interleaved rounds"
-printf '%-12s %12s %10s %10s\n' target "req/s" "p50 us" "p99 us"
+echo "(cpu us/req: CPU time of the proxy per request; for direct, of the backend)"
+printf '%-12s %12s %10s %10s %12s\n' target "req/s" "p50 us" "p99 us" "cpu us/req"
 for n in direct nginx slipway slipway-1k; do
-    printf '%-12s %12s %10s %10s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)"
+    printf '%-12s %12s %10s %10s %12s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)" "$(median $n 5)"
 done
 d="$(median direct 2)"; g="$(median nginx 2)"; s="$(median slipway 2)"; k="$(median slipway-1k 2)"
 awk -v d="$d" -v g="$g" -v s="$s" -v k="$k" 'BEGIN {

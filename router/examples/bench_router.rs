@@ -3,7 +3,8 @@
 //!
 //! How to run:
 //! `cargo run --release -p slipway-router --example bench_router -- 127.0.0.1:18083 127.0.0.1:18081 1000`
-//! (listen address, backend address, number of extra dummy services), then
+//! (listen address, backend address, number of extra dummy services, and optionally the
+//! tokio runtime: `current` (default) or `multi`), then
 //! `wrk -H 'Host: bench.slipway.localhost' http://127.0.0.1:18083/`.
 //!
 //! The dummy services make the host table as large as a busy installation's, to show that
@@ -28,8 +29,23 @@ where
         .map_err(|e| format!("argument {n}: {e}"))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `current` (default): one thread runs everything, as nginx's `worker_processes 1`
+    // does; `multi`: tokio's multi-thread scheduler, one worker per CPU it may use.
+    let runtime: String = arg(4, "current")?;
+    let rt = match runtime.as_str() {
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        "multi" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        other => return Err(format!("runtime {other:?}: expected current or multi").into()),
+    };
+    rt.block_on(run(runtime))
+}
+
+async fn run(runtime: String) -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = arg(1, "127.0.0.1:18083")?;
     let backend: SocketAddr = arg(2, "127.0.0.1:18081")?;
     let extra: usize = arg(3, "0")?;
@@ -66,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop.cancel();
     });
     eprintln!(
-        "bench_router: {listen} -> {backend}, {} services",
+        "bench_router: {listen} -> {backend}, {} services, {runtime} runtime",
         extra + 1
     );
     router.serve(listener, shutdown).await?;
