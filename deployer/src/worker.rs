@@ -654,12 +654,7 @@ impl Worker {
         for (inst, what) in removed {
             let msg = self.explain(&inst, &what).await;
             let young = inst.started.elapsed() < Duration::from_secs(30);
-            self.backoff = if young {
-                (self.backoff * 2).min(Duration::from_secs(60))
-            } else {
-                Duration::from_secs(1)
-            };
-            self.next_start = Instant::now() + if young { self.backoff } else { Duration::ZERO };
+            self.back_off(young);
             self.event(
                 "health",
                 &format!(
@@ -675,6 +670,19 @@ impl Worker {
                 ),
             );
             let _ = self.ctx.runtime.remove(&inst.container, 0).await;
+        }
+    }
+
+    /// After an instance died (or could not start): instances that die young wait a
+    /// doubling backoff (up to a minute) before the next start, so a crash loop is not a
+    /// busy loop; an instance that lived long resets it.
+    fn back_off(&mut self, young: bool) {
+        if young {
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+            self.next_start = Instant::now() + self.backoff;
+        } else {
+            self.backoff = Duration::from_secs(1);
+            self.next_start = Instant::now();
         }
     }
 
@@ -740,8 +748,7 @@ impl Worker {
                     );
                 }
                 Err(Abort::Failed(why)) => {
-                    self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
-                    self.next_start = Instant::now() + self.backoff;
+                    self.back_off(true);
                     self.event(
                         "scale",
                         &format!(

@@ -375,3 +375,56 @@ async fn a_push_during_a_deployment_supersedes_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loops_back_off_instead_of_busy_looping() {
+    let p = Platform::start().await;
+    p.create(spec("loop")).await;
+    let repo = Repo::new(&p, None, "loop");
+    // Healthy long enough to deploy, then the container exits: every replacement dies young.
+    app(
+        &repo,
+        "flaky",
+        HEALTHY,
+        "(httpd -f -p $PORT -h /www &) ; sleep 3 ; echo 'giving up' ; exit 9",
+    );
+    repo.push();
+    let d = p
+        .wait_deployment_done("loop", 0, Duration::from_secs(120))
+        .await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let started = std::time::Instant::now();
+    support::wait_for(
+        "three replacements with growing backoff",
+        Duration::from_secs(60),
+        || async {
+            p.activity("loop")
+                .await
+                .matches("it died young: backing off")
+                .count()
+                >= 3
+        },
+    )
+    .await;
+    let activity = p.activity("loop").await;
+    let waits: Vec<u64> = activity
+        .lines()
+        .filter_map(|l| l.strip_prefix("replacing it after "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        waits.len() >= 3 && waits.windows(2).all(|w| w[1] > w[0]),
+        "backoff grows: {waits:?}\n{activity}"
+    );
+    assert!(
+        activity.contains("exited with code 9") && activity.contains("giving up"),
+        "{activity}"
+    );
+    // Three deaths of 3 s lives with 2 + 4 s of backoff between them take well over 10 s:
+    // no busy loop.
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
