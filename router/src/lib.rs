@@ -15,6 +15,7 @@
 //! survive them, `pool` the instance connections, `proxy` the request path, [`error`] what
 //! the client is told when it goes wrong.
 
+mod conn;
 pub mod error;
 pub mod host;
 mod metrics;
@@ -24,20 +25,24 @@ mod state;
 mod table;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use conn::{ConnClock, Watchdog};
 use http::Response;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use error::{Fault, ProxyError};
 pub use proxy::RouterBody;
@@ -47,6 +52,9 @@ use table::{ServiceEntry, Table};
 
 /// How long [`Router::serve`] waits for open connections after shutdown is requested.
 pub const SHUTDOWN_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What an HTTP/2 prior-knowledge (h2c) client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Router-wide settings.
 #[derive(Debug, Clone)]
@@ -391,24 +399,35 @@ impl Router {
     /// Accept and serve connections until `shutdown` is cancelled, then stop accepting and
     /// give open connections up to [`SHUTDOWN_DRAIN_DEADLINE`] to finish (hyper's graceful
     /// shutdown: idle keep-alive connections close, busy ones finish their request).
+    ///
+    /// A connection whose first bytes are not the start of the HTTP/2 preface is served by
+    /// hyper's HTTP/1 connection directly (one `peek` decides); only h2c and the odd client
+    /// whose first bytes leave it open go through hyper-util's protocol-sniffing `auto`
+    /// builder, which wraps every read of the connection.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut h1 = http1::Builder::new();
+        // The slowloris guard of these connections is `conn::Watchdog`, one timer per
+        // connection instead of hyper's boxed sleep per request head.
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(self.config.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_read_timeout)
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .keep_alive(true);
-        builder
-            .http2()
+        auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Duration::from_secs(30));
-        let graceful = GracefulShutdown::new();
+        let builders = Arc::new((h1, auto));
+        let conns = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -426,50 +445,129 @@ impl Router {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "set_nodelay failed");
             }
-            let router = Arc::clone(&self);
-            let first_request = Arc::new(Notify::new());
-            let seen = Arc::clone(&first_request);
-            // Only the first request needs to tell the task below; after it, a plain load.
-            let told = AtomicBool::new(false);
-            let peer_ip = proxy::peer_ip_value(peer);
-            let svc = service_fn(move |req| {
-                if !told.load(Ordering::Relaxed) {
-                    told.store(true, Ordering::Relaxed);
-                    seen.notify_one();
-                }
-                proxy::handle(Arc::clone(&router), req, peer_ip.clone())
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            let head_timeout = self.config.header_read_timeout;
-            tokio::spawn(async move {
-                tokio::pin!(conn);
-                // hyper's header_read_timeout starts once the protocol is known; this
-                // covers the protocol sniffing before it (a client that connects and
-                // sends nothing, or half an h2 preface).
-                tokio::select! {
-                    r = &mut conn => {
-                        if let Err(e) = r { tracing::debug!(error = %e, "connection error"); }
-                        return;
-                    }
-                    r = tokio::time::timeout(head_timeout, first_request.notified()) => {
-                        if r.is_err() { return; }
-                    }
-                }
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection error");
-                }
-            });
+            conns.spawn(Arc::clone(&self).connection(
+                stream,
+                peer,
+                Arc::clone(&builders),
+                shutdown.clone(),
+            ));
         }
         drop(listener);
-        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, graceful.shutdown())
+        conns.close();
+        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, conns.wait())
             .await
             .is_err()
         {
             tracing::warn!("connections still open after the shutdown drain deadline");
         }
         Ok(())
+    }
+
+    /// Serve one accepted connection to its end (or to a graceful close at shutdown).
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        builders: Arc<(http1::Builder, auto::Builder<TokioExecutor>)>,
+        shutdown: CancellationToken,
+    ) {
+        let head_timeout = self.config.header_read_timeout;
+        let peer_ip = proxy::peer_ip_value(peer);
+        // The first bytes decide the protocol. A client that connects and sends nothing
+        // is dropped after the header-read timeout, like one that sends half a head.
+        let mut first = [0u8; H2_PREFACE.len()];
+        let n = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(head_timeout, stream.peek(&mut first)) => match r {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            },
+        };
+        if first[..n] != H2_PREFACE[..n] {
+            let clock = ConnClock::new();
+            let mut watchdog = Watchdog::new(Arc::clone(&clock), head_timeout);
+            let router = self;
+            let svc = service_fn(move |req| {
+                proxy::handle(
+                    Arc::clone(&router),
+                    req,
+                    peer_ip.clone(),
+                    Some(clock.begin()),
+                )
+            });
+            let conn = builders
+                .0
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let stop = shutdown.cancelled();
+            tokio::pin!(stop);
+            let mut stopping = false;
+            let r = std::future::poll_fn(|cx| {
+                if !stopping && stop.as_mut().poll(cx).is_ready() {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                if watchdog.poll_idle(cx).is_ready() {
+                    tracing::debug!("no request head within the header-read timeout; closing");
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection error");
+            }
+            return;
+        }
+        // h2c, or too few bytes to tell: hyper-util sniffs. hyper's header_read_timeout
+        // starts only once the protocol is known; the select below covers the sniffing
+        // before it (half an h2 preface, then nothing).
+        let first_request = Arc::new(Notify::new());
+        let seen = Arc::clone(&first_request);
+        let told = AtomicBool::new(false);
+        let router = self;
+        let svc = service_fn(move |req| {
+            if !told.load(Ordering::Relaxed) {
+                told.store(true, Ordering::Relaxed);
+                seen.notify_one();
+            }
+            proxy::handle(Arc::clone(&router), req, peer_ip.clone(), None)
+        });
+        let conn = builders
+            .1
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let mut shut = false;
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r { tracing::debug!(error = %e, "connection error"); }
+                return;
+            }
+            r = tokio::time::timeout(head_timeout, first_request.notified()) => {
+                if r.is_err() { return; }
+            }
+            () = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                shut = true;
+            }
+        }
+        let r = if shut {
+            conn.await
+        } else {
+            tokio::select! {
+                r = &mut conn => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "connection error");
+        }
     }
 }

@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::conn::{Active, ConnClock};
 use crate::error::ProxyError;
 use crate::host::normalize_host;
 use crate::pool::H1Conn;
@@ -55,6 +56,8 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// holds the instance slot until it ends.
 pub struct RouterBody {
     kind: Kind,
+    /// Marks the request in progress on its client connection until the body is done.
+    _active: Option<Active>,
 }
 
 enum Kind {
@@ -102,12 +105,14 @@ impl RouterBody {
     fn local(text: &'static str) -> Self {
         RouterBody {
             kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
+            _active: None,
         }
     }
 
     fn empty() -> Self {
         RouterBody {
             kind: Kind::Local(None),
+            _active: None,
         }
     }
 }
@@ -201,20 +206,28 @@ impl Drop for RouterBody {
 
 /// Serve one request. Never fails: every error becomes a response.
 ///
-/// `peer_ip` is the client's address as a header value, made once per connection.
+/// `peer_ip` is the client's address as a header value, made once per connection;
+/// `active` is the request's mark on its HTTP/1.1 connection's clock (`None` on the
+/// h2c/sniffed path, which uses a timer per request).
 pub(crate) async fn handle(
     router: Arc<Router>,
     req: Request<Incoming>,
     peer_ip: HeaderValue,
+    active: Option<Active>,
 ) -> Result<Response<RouterBody>, Infallible> {
     let start = Instant::now();
     let (entry, fwd_host) = match route(&router, &req) {
         Ok(found) => found,
-        Err(e) => return Ok(router.unrouted_response(&e)),
+        Err(e) => {
+            let mut resp = router.unrouted_response(&e);
+            resp.body_mut()._active = active;
+            return Ok(resp);
+        }
     };
     entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
     let state = Arc::clone(&entry.state);
-    let resp = match proxy(&router, entry, req, peer_ip, fwd_host, start).await {
+    let clock = active.as_ref().map(Active::clock);
+    let mut resp = match proxy(&router, entry, req, peer_ip, fwd_host, start, clock).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
@@ -223,6 +236,7 @@ pub(crate) async fn handle(
         }
     };
     state.record_status(resp.status());
+    resp.body_mut()._active = active;
     Ok(resp)
 }
 
@@ -319,6 +333,7 @@ async fn proxy(
     peer_ip: HeaderValue,
     fwd_host: HeaderValue,
     start: Instant,
+    clock: Option<&ConnClock>,
 ) -> Result<Response<RouterBody>, ProxyError> {
     let (entry, guard) = admit(router, entry).await?;
     let http2 = entry.route.http2;
@@ -394,9 +409,13 @@ async fn proxy(
             parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
         }
         let req = Request::from_parts(parts, body);
-        let (resp, conn) = tokio::time::timeout(timeout, instance.pool.send_h1(req))
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout)??;
+        let send = instance.pool.send_h1(req);
+        let (resp, conn) = match clock {
+            // The connection's clock: no timer of its own for this request.
+            Some(clock) => clock.within(start, timeout, send).await,
+            None => tokio::time::timeout(timeout, send).await.map_err(|_| ()),
+        }
+        .map_err(|()| ProxyError::UpstreamTimeout)??;
         (resp, Some(conn))
     };
 
@@ -430,6 +449,7 @@ async fn proxy(
                 start,
             }),
         },
+        _active: None,
     };
     Ok(Response::from_parts(parts, body))
 }

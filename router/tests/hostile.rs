@@ -402,3 +402,42 @@ async fn garbage_requests_never_kill_the_router() {
     }
     assert_eq!(get(t.addr, HOST, "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn slowloris_after_a_kept_alive_request_is_disconnected() {
+    // The guard is one clock per connection: a connection that served a request and then
+    // drips half a head is closed within two header-read periods; one that keeps sending
+    // whole requests, or waits on a slow response, is not.
+    let b = backend(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        Response::new(full("ok"))
+    })
+    .await;
+    let t = start_router(RouterConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..RouterConfig::default()
+    })
+    .await;
+    t.router
+        .upsert_service(route("web", vec![instance("a", b)]));
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    let mut buf = Vec::new();
+    // Busy for four periods, then a response slower than two periods.
+    for path in ["/", "/", "/", "/", "/", "/", "/slow"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        buf.clear();
+        read_until(&mut s, &mut buf, b"\r\n\r\nok", Duration::from_secs(5)).await;
+        if path == "/" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ").await.unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "kept-alive slowloris still open after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
