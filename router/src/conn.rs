@@ -129,6 +129,9 @@ pub(crate) struct Watchdog {
     sleep: Pin<Box<Sleep>>,
     next_check: Instant,
     seen: u64,
+    /// The sleep has been polled (its waker registered) since its last reset and had not
+    /// fired: until it fires or moves, polling it again is wasted work.
+    armed: bool,
 }
 
 impl Watchdog {
@@ -140,6 +143,7 @@ impl Watchdog {
             sleep: Box::pin(tokio::time::sleep_until(next_check)),
             next_check,
             seen: 0,
+            armed: false,
         }
     }
 
@@ -152,10 +156,19 @@ impl Watchdog {
             };
             if self.sleep.deadline() != target {
                 self.sleep.as_mut().reset(target);
+                self.armed = false;
             }
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            // The connection's task polls this after every poll of its connection, so
+            // several times per request; the waker is always that task's, so once it is
+            // registered only a reset or the timer firing needs a real poll.
+            if self.armed && !self.sleep.is_elapsed() {
                 return Poll::Pending;
             }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                self.armed = true;
+                return Poll::Pending;
+            }
+            self.armed = false;
             let now = Instant::now();
             if self.clock.request_deadline().is_some_and(|d| d <= now) {
                 self.clock.expired.store(true, Ordering::Release);

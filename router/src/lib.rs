@@ -415,6 +415,7 @@ impl Router {
         h1.timer(TokioTimer::new())
             .header_read_timeout(None)
             .max_buf_size(self.config.max_header_bytes.max(8192))
+            .writev(false)
             .keep_alive(true);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()

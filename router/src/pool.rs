@@ -225,6 +225,7 @@ impl Pool {
     async fn connect_h1(&self) -> Result<H1Conn, ProxyError> {
         let io = self.connect().await?;
         let (tx, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(ProxyError::Upstream)?;
