@@ -47,6 +47,11 @@ pub enum HostError {
 /// Borrows when the input is already in normal form (the common case), so the hot path
 /// allocates nothing here.
 pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
+    // Every request comes here; most hosts are already in normal form, and one pass over
+    // the bytes proves it (the general path below takes several).
+    if is_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
     // An authority may carry userinfo; it never takes part in routing.
     let raw = match raw.rfind('@') {
         Some(i) => &raw[i + 1..],
@@ -103,6 +108,30 @@ pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     }
 }
 
+/// Whether `raw` is a name already in normal form: non-empty, at most [`MAX_HOST_LEN`],
+/// only lowercase letters, digits, `-`, `_` and dots between non-empty labels. Exactly
+/// the inputs that the general path of [`normalize_host`] returns unchanged, borrowed
+/// (IPv6 literals and anything with a port take the general path).
+fn is_normal(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    if b.len() > MAX_HOST_LEN || first == b'.' || last == b'.' {
+        return false;
+    }
+    let mut prev_dot = false;
+    for &c in b {
+        let dot = c == b'.';
+        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_';
+        if !(ok || dot) || (dot && prev_dot) {
+            return false;
+        }
+        prev_dot = dot;
+    }
+    true
+}
+
 /// `""`, `":"` (an empty port is allowed by RFC 3986) or `":<0-65535>"`.
 fn check_port(port: &str) -> Result<(), HostError> {
     if port.is_empty() {
@@ -127,6 +156,20 @@ mod tests {
 
     fn n(s: &str) -> Result<String, HostError> {
         normalize_host(s).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn fast_path_accepts_only_normal_forms() {
+        for ok in ["a", "bench.slipway.localhost", "a-b_c.d9", "1.2.3.4"] {
+            assert!(is_normal(ok), "{ok}");
+            assert_eq!(n(ok).as_deref(), Ok(ok));
+        }
+        let long = "a".repeat(MAX_HOST_LEN + 1);
+        for not in [
+            "", ".", "a.", ".a", "a..b", "A.b", "a:80", "[::1]", "u@a", "a b", &long,
+        ] {
+            assert!(!is_normal(not), "{not}");
+        }
     }
 
     #[test]

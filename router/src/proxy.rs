@@ -346,40 +346,38 @@ async fn proxy(
         None
     };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-
+    // The request (and below, the response) is changed in place: taking it apart and
+    // putting it back together moves its head, a few hundred bytes, twice more.
     let wants_trailers = http2
         && hop
-        && parts.headers.get_all(header::TE).iter().any(|v| {
+        && req.headers().get_all(header::TE).iter().any(|v| {
             v.to_str().is_ok_and(|s| {
                 s.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
     if hop {
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(req.headers_mut());
     }
     if let Some(up) = &upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, up.clone());
+        let headers = req.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.clone());
     }
-    set_forwarded(&mut parts.headers, peer_ip, &fwd_host);
+    set_forwarded(req.headers_mut(), peer_ip, &fwd_host);
 
     let instance = Arc::clone(&guard.instance);
     let timeout = entry.route.request_timeout;
-    let (resp, conn) = if http2 {
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
+    let (mut resp, conn) = if http2 {
+        *req.version_mut() = Version::HTTP_2;
+        req.headers_mut().remove(header::HOST);
         if wants_trailers {
-            parts
-                .headers
+            req.headers_mut()
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let authority = fwd_host.to_str().unwrap_or_default();
-        parts.uri = Uri::builder()
+        let uri = Uri::builder()
             .scheme("http")
             .authority(authority)
             .path_and_query(path)
@@ -392,23 +390,23 @@ async fn proxy(
                     .build()
             })
             .map_err(|_| ProxyError::BadHost("authority"))?;
-        let req = Request::from_parts(parts, body);
+        *req.uri_mut() = uri;
         let resp = tokio::time::timeout(timeout, instance.pool.send_h2(req))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout)??;
         (resp, None)
     } else {
-        parts.version = Version::HTTP_11;
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, fwd_host);
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, fwd_host);
         }
         // Origin-form (`/path?query`, what HTTP/1.1 clients send) is forwarded as it is;
         // an absolute-form or HTTP/2 URI is cut down to its path and query.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
+            *req.uri_mut() = uri;
         }
-        let req = Request::from_parts(parts, body);
         let send = instance.pool.send_h1(req);
         let (resp, conn) = match clock {
             // The connection's clock: no timer of its own for this request.
@@ -423,22 +421,22 @@ async fn proxy(
         return tunnel_response(&entry, resp, client_upgrade, conn, guard, start);
     }
 
-    let (mut parts, body) = resp.into_parts();
     let mut reusable = true;
-    if has_hop_by_hop(&parts.headers) {
-        if parts.headers.contains_key(header::TRANSFER_ENCODING)
-            && parts.headers.contains_key(header::CONTENT_LENGTH)
+    let headers = resp.headers_mut();
+    if has_hop_by_hop(headers) {
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.contains_key(header::CONTENT_LENGTH)
         {
             // hyper framed the body by Transfer-Encoding (RFC 9112 §6.3); the length is a
             // lie or an attack, so it must not reach the client, and the connection's
             // framing can no longer be trusted.
-            parts.headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::CONTENT_LENGTH);
             reusable = false;
         }
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(headers);
     }
-    parts.version = Version::HTTP_11;
-    let body = RouterBody {
+    *resp.version_mut() = Version::HTTP_11;
+    Ok(resp.map(|body| RouterBody {
         kind: Kind::Proxied {
             failed: None,
             inner: body,
@@ -450,8 +448,7 @@ async fn proxy(
             }),
         },
         _active: None,
-    };
-    Ok(Response::from_parts(parts, body))
+    }))
 }
 
 /// The instance agreed to switch protocols: answer 101 and splice the two upgraded
@@ -543,7 +540,22 @@ where
 /// Whether any header is hop-by-hop. A header that `Connection` names can only be there
 /// if `Connection` is, so this is exact for deciding whether [`strip_hop_by_hop`] has work.
 fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.keys().any(|k| HOP_BY_HOP.contains(k))
+    // A match on the name's text instead of `HOP_BY_HOP.contains`: one dispatch on the
+    // length per header instead of nine comparisons (this runs twice per request).
+    headers.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+        )
+    })
 }
 
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
