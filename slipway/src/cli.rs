@@ -182,6 +182,12 @@ impl Api {
         })
     }
 
+    /// `GET /v1/services/{name}`.
+    async fn service(&self, name: &str) -> Result<Value> {
+        self.call("GET", &format!("/v1/services/{name}"), None)
+            .await
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let uri = format!("{}{path}", self.base);
         let mut req = hyper::Request::builder()
@@ -260,17 +266,13 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         }
         ClientCmd::Show(a) => {
             let api = Api::new(&a.conn)?;
-            let v = api
-                .call("GET", &format!("/v1/services/{}", a.name), None)
-                .await?;
+            let v = api.service(&a.name).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
         ClientCmd::Status(a) => {
             let api = Api::new(&a.conn)?;
-            let v = api
-                .call("GET", &format!("/v1/services/{}", a.name), None)
-                .await?;
+            let v = api.service(&a.name).await?;
             println!("service:   {}", s(&v, "name"));
             println!("status:    {}", s(&v, "status"));
             println!("url:       {}", s(&v, "url"));
@@ -299,17 +301,13 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         }
         ClientCmd::Url(a) => {
             let api = Api::new(&a.conn)?;
-            let v = api
-                .call("GET", &format!("/v1/services/{}", a.name), None)
-                .await?;
+            let v = api.service(&a.name).await?;
             println!("{}", s(&v, "url"));
             Ok(())
         }
         ClientCmd::Remote(a) => {
             let api = Api::new(&a.conn)?;
-            let v = api
-                .call("GET", &format!("/v1/services/{}", a.name), None)
-                .await?;
+            let v = api.service(&a.name).await?;
             let remote = v["git_remote"]
                 .as_str()
                 .ok_or_else(|| anyhow!("service {} deploys an image, not git pushes", a.name))?;
