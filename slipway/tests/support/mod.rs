@@ -302,6 +302,25 @@ impl Drop for Platform {
                     .args(&ids)
                     .output();
             }
+            // The images this platform built or tagged: `slipway/<platform>/<service>:...`.
+            let prefix = format!("slipway/{}/", self.platform_id);
+            if let Ok(out) = Command::new("docker")
+                .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+                .output()
+            {
+                let refs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|r| r.starts_with(&prefix))
+                    .map(str::to_string)
+                    .collect();
+                if !refs.is_empty() {
+                    let _ = Command::new("docker")
+                        .arg("rmi")
+                        .arg("-f")
+                        .args(&refs)
+                        .output();
+                }
+            }
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
