@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use slipway_core::{ServiceSpec, Source};
+use slipway_core::{short_id, ServiceSpec, Source};
 use slipway_runtime::DockerRuntime;
 use slipway_store::Store;
 
@@ -112,7 +112,7 @@ impl Builder {
         if is_push {
             let after = git::branch_commit(&repo, branch).await;
             if let Some(commit) = after.filter(|a| Some(a) != before.as_ref()) {
-                let short = &commit[..12.min(commit.len())];
+                let short = short_id(&commit);
                 self.log(
                     service,
                     "build",
@@ -142,7 +142,7 @@ impl Builder {
                     "build",
                     &format!(
                         "commit {} superseded before its build started",
-                        &old[..12.min(old.len())]
+                        short_id(&old)
                     ),
                 );
             }
@@ -176,7 +176,7 @@ impl Builder {
         let Ok(Some(row)) = self.store.service(service) else {
             return; // deleted meanwhile
         };
-        let short = &commit[..12.min(commit.len())];
+        let short = short_id(commit);
         let build_id = match self.store.start_build(service, commit) {
             Ok(id) => id,
             Err(e) => {
@@ -302,11 +302,6 @@ impl Builder {
         (self.wake)(service);
         Ok(rev.number)
     }
-}
-
-fn short_id(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..12.min(id.len())]
 }
 
 /// Filters a `git archive` tar through the tree's `.dockerignore` and checks that a

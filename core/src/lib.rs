@@ -17,10 +17,27 @@ pub use service::{
 };
 pub use size::{Cpu, InstanceSize, Memory, SizeError};
 
+/// The short form of a commit or image id shown to people: without a `sha256:` prefix,
+/// at most 12 characters.
+pub fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    id.get(..12).unwrap_or(id)
+}
+
 /// Milliseconds since the Unix epoch, the timestamp unit of the store and the API.
 pub fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_ids() {
+        assert_eq!(super::short_id("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(super::short_id("0123456789abcdef0123"), "0123456789ab");
+        assert_eq!(super::short_id("abc"), "abc");
+    }
 }

@@ -22,7 +22,8 @@ pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
     }
 }
 
-fn describe(hc: &HealthCheck) -> String {
+/// How a check is shown to people: `TCP` or `HTTP GET <path>`.
+pub(crate) fn describe(hc: &HealthCheck) -> String {
     match hc.protocol {
         HealthProtocol::Tcp => "TCP".to_string(),
         HealthProtocol::Http => format!("HTTP GET {}", hc.path),

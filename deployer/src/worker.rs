@@ -466,7 +466,10 @@ impl Worker {
             &dep,
             &mut state,
             DeploymentState::Starting,
-            &format!("starting {n} instance(s) of image {}", short(&rev.image)),
+            &format!(
+                "starting {n} instance(s) of image {}",
+                slipway_core::short_id(&rev.image)
+            ),
         );
         let name = self.name.clone();
         let dep_id = dep.id;
@@ -476,10 +479,7 @@ impl Worker {
             Err(_) => false,
         } || matches!(store.service(&name), Ok(None));
         let hc = &spec.health_check;
-        let check = match hc.protocol {
-            slipway_core::HealthProtocol::Tcp => "TCP".to_string(),
-            slipway_core::HealthProtocol::Http => format!("HTTP GET {}", hc.path),
-        };
+        let check = crate::health::describe(hc);
         let new = match self.start_many(spec, &rev, n).await {
             Ok(new) => new,
             Err(Abort::Failed(why)) => {
@@ -823,9 +823,4 @@ impl Worker {
             self.publish_counts();
         }
     }
-}
-
-fn short(image: &str) -> &str {
-    let id = image.strip_prefix("sha256:").unwrap_or(image);
-    &id[..12.min(id.len())]
 }
