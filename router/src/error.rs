@@ -49,6 +49,14 @@ pub enum ProxyError {
     /// malformed or oversized head).
     #[error("instance failed before response headers: {0}")]
     Upstream(#[source] hyper::Error),
+    /// The same, seen by the HTTP/1.1 fast path: the instance's connection failed or
+    /// closed before a complete response head.
+    #[error("instance connection failed before response headers: {0}")]
+    UpstreamIo(#[source] std::io::Error),
+    /// The instance's response head was malformed, oversized, or framed in a way that
+    /// cannot be trusted.
+    #[error("instance sent an invalid response: {0}")]
+    BadResponse(&'static str),
     /// The instance answered an upgrade in a way that cannot be tunnelled.
     #[error("instance sent an unusable upgrade response")]
     BadUpgrade,
@@ -68,6 +76,8 @@ impl ProxyError {
             | ProxyError::ServiceGone => Fault::Internal,
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_)
             | ProxyError::BadUpgrade
             | ProxyError::UpstreamTimeout => Fault::Upstream,
         }
@@ -82,9 +92,11 @@ impl ProxyError {
             | ProxyError::QueueTimeout
             | ProxyError::ColdStartTimeout
             | ProxyError::ServiceGone => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::BadUpgrade => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_)
+            | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -107,9 +119,11 @@ impl ProxyError {
             ProxyError::QueueTimeout => "slipway: service at capacity, timed out in queue\n",
             ProxyError::ColdStartTimeout => "slipway: service is starting, try again\n",
             ProxyError::ServiceGone => "slipway: service was removed\n",
-            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::BadUpgrade => {
-                "slipway: bad gateway\n"
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_)
+            | ProxyError::BadUpgrade => "slipway: bad gateway\n",
             ProxyError::UpstreamTimeout => "slipway: gateway timeout\n",
         }
     }
@@ -123,6 +137,8 @@ mod tests {
     fn upstream_failures_are_never_4xx() {
         let errs = [
             ProxyError::Connect(std::io::Error::other("x")),
+            ProxyError::UpstreamIo(std::io::Error::other("x")),
+            ProxyError::BadResponse("x"),
             ProxyError::BadUpgrade,
             ProxyError::UpstreamTimeout,
         ];

@@ -17,6 +17,7 @@
 
 mod conn;
 pub mod error;
+mod fast;
 pub mod host;
 mod metrics;
 mod pool;
@@ -68,6 +69,10 @@ pub struct RouterConfig {
     /// Time a client has to send a complete request head, on new and kept-alive
     /// connections alike (slowloris guard). Default 10 s.
     pub header_read_timeout: Duration,
+    /// Serve plain HTTP/1.1 requests on the hand-written fast path (`fast`), leaving
+    /// the rest to hyper. Default true; false sends every request through hyper, which
+    /// the tests use to keep both paths honest.
+    pub fast_path: bool,
 }
 
 impl Default for RouterConfig {
@@ -76,6 +81,7 @@ impl Default for RouterConfig {
             zone: "slipway.localhost".to_owned(),
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            fast_path: true,
         }
     }
 }
@@ -485,6 +491,16 @@ impl Router {
             },
         };
         if first[..n] != H2_PREFACE[..n] {
+            let mut stream = stream;
+            let prefix = if self.config.fast_path {
+                match fast::serve(&self, &mut stream, peer_ip.as_bytes(), &shutdown).await {
+                    fast::End::Closed => return,
+                    fast::End::HandOff(prefix) => prefix,
+                }
+            } else {
+                Vec::new()
+            };
+            let stream = fast::Prefixed::new(prefix, stream);
             let clock = ConnClock::new();
             let mut watchdog = Watchdog::new(Arc::clone(&clock), head_timeout);
             let router = self;

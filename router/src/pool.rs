@@ -31,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
+use crate::fast::Buf;
 
 /// Most idle HTTP/1.1 connections kept per instance.
 const MAX_IDLE: usize = 256;
@@ -109,9 +110,17 @@ impl H1Conn {
     }
 }
 
+/// A plain keep-alive connection for the HTTP/1.1 fast path (`crate::fast`), with the
+/// bytes read from it and not yet consumed.
+pub(crate) struct RawConn {
+    pub stream: TcpStream,
+    pub buf: Buf,
+}
+
 pub(crate) struct Pool {
     addr: SocketAddr,
     idle: Mutex<Vec<(H1Conn, Instant)>>,
+    raw: Mutex<Vec<(RawConn, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
@@ -120,8 +129,49 @@ impl Pool {
         Pool {
             addr,
             idle: Mutex::new(Vec::new()),
+            raw: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
         }
+    }
+
+    /// An idle fast-path connection that still looks open, newest first.
+    ///
+    /// "Looks open" costs no system call: the socket's readiness is polled with a no-op
+    /// waker. An idle connection becomes readable only when the instance closes it (or
+    /// sends bytes nobody asked for); either way it is dropped. The event loop learns of a
+    /// close between requests, so the race left is a close that arrives while the request
+    /// is being written, which `crate::fast` answers by retrying idempotent requests once.
+    pub fn take_raw(&self) -> Option<RawConn> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut idle = self.raw.lock().ok()?;
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_EXPIRY && conn.stream.poll_read_ready(&mut cx).is_pending()
+            {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Return a fast-path connection whose last response ended cleanly and exactly.
+    pub fn put_raw(&self, conn: RawConn) {
+        if let Ok(mut idle) = self.raw.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push((conn, Instant::now()));
+            }
+        }
+    }
+
+    /// A new fast-path connection.
+    pub async fn connect_raw(&self) -> Result<RawConn, ProxyError> {
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(ProxyError::Connect)?;
+        stream.set_nodelay(true).map_err(ProxyError::Connect)?;
+        Ok(RawConn {
+            stream,
+            buf: Buf::new(),
+        })
     }
 
     /// Return a connection whose last response ended cleanly.

@@ -271,7 +271,7 @@ fn route(
 }
 
 /// Take a slot, waiting in the bounded queue or at the cold-start gate if needed.
-async fn admit(
+pub(crate) async fn admit(
     router: &Router,
     mut entry: Arc<ServiceEntry>,
 ) -> Result<(Arc<ServiceEntry>, InFlightGuard), ProxyError> {

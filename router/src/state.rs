@@ -77,7 +77,11 @@ impl ServiceState {
     }
 
     pub fn record_status(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.record_status_code(status.as_u16());
+    }
+
+    pub fn record_status_code(&self, code: u16) {
+        let class = (code / 100).clamp(1, 5) as usize - 1;
         self.status[class].fetch_add(1, Ordering::Relaxed);
     }
 }

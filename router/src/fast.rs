@@ -1,0 +1,1382 @@
+//! The HTTP/1.1 fast path: plain requests proxied without hyper's machinery.
+//!
+//! Most requests a router sees are the plainest kind: HTTP/1.1, origin-form, no body or a
+//! small one with `Content-Length`, no upgrade. For those, hyper's server and client each
+//! parse the head into a `HeaderMap`, the proxy edits the map, and each encodes it again;
+//! requests and responses cross a dispatcher, a channel and a body type per side. The
+//! profile of the hyper path showed that machinery as most of the router's user-space
+//! time. Here a client connection's task reads the request into a buffer, parses it with
+//! `httparse` (what hyper uses underneath), writes the instance's request head straight
+//! from the parsed slices into an output buffer (hop-by-hop and forwarding headers out, our
+//! own `X-Forwarded-*` in), writes it to a pooled connection of its own, parses the
+//! response head the same way and streams the body back by its framing. Like nginx: one
+//! task, one buffer per side, about one system call per socket event.
+//!
+//! What the fast path does not fully understand it does not touch: HTTP/1.0, absolute-form
+//! or `*` targets, `Upgrade`, `Expect`, `TE`, request `Transfer-Encoding`, a `Connection`
+//! header naming anything but `keep-alive` or `close`, a missing or repeated `Host`, an
+//! h2c service, a body larger than [`MAX_INLINE_BODY`], a head that does not parse or is
+//! too large. Such a request, and the rest of its connection, is handed to the hyper path
+//! ([`End::HandOff`]) with every byte read so far, before anything is consumed or sent;
+//! hyper then gives the same answers it always did (400, 431, tunnels, h2c).
+//!
+//! The rules are the hyper path's (see `crate::proxy`): the same admission (slots, queue,
+//! cold-start gate), the same error answers, the same metrics. Response framing follows
+//! RFC 9112 §6.3: no body for `HEAD`, 204 and 304; `Transfer-Encoding` wins over
+//! `Content-Length`, which is then dropped and the connection not reused; chunked bodies
+//! are checked chunk by chunk and passed through as they are; a body delimited by the
+//! instance closing is passed on with `Connection: close`. An instance that fails
+//! mid-body makes the router reset the client connection, so a truncated body can never
+//! look complete. One thing it does better than the hyper path: a pooled connection the
+//! instance closed just as the request was written is retried once on a new connection
+//! when the method is idempotent (nginx's `proxy_next_upstream error` default).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant as StdInstant;
+
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProxyError;
+use crate::host::normalize_host;
+use crate::pool::RawConn;
+use crate::proxy;
+use crate::state::{InFlightGuard, InstanceState};
+use crate::table::ServiceEntry;
+use crate::Router;
+
+/// Most header fields in a request or response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest request body the fast path carries; bigger ones go to the hyper path, which
+/// streams them.
+pub(crate) const MAX_INLINE_BODY: usize = 64 * 1024;
+/// Informational (1xx) responses skipped before the final one.
+const MAX_INFORMATIONAL: usize = 8;
+/// Trailer section of a chunked body, at most.
+const MAX_TRAILER: usize = 64 * 1024;
+/// Chunk extensions on one chunk-size line, at most.
+const MAX_CHUNK_EXT: usize = 4 * 1024;
+/// First size of a connection's buffer; it grows to what the heads and bodies need.
+const BUF_START: usize = 8 * 1024;
+/// Read at least this much room at a time.
+const READ_ROOM: usize = 4 * 1024;
+
+/// How the fast path left a client connection.
+pub(crate) enum End {
+    /// Finished: closed by the client, by the router after an error or a
+    /// `Connection: close`, by shutdown, or by the header-read timeout.
+    Closed,
+    /// The hyper path serves the rest of the connection, starting with these bytes, which
+    /// were read from the client and not consumed.
+    HandOff(Vec<u8>),
+}
+
+/// A byte buffer holding `data[start..end]`, filled by reads into its spare room. All of
+/// it is initialised (reads go through `ReadBuf::new`, no unsafe code), so it grows by
+/// zero-filling, which happens only when a head or body outgrows it.
+pub(crate) struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub fn new() -> Buf {
+        Buf {
+            data: vec![0; BUF_START],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    fn take_vec(&mut self) -> Vec<u8> {
+        let v = self.filled().to_vec();
+        self.consume(v.len());
+        v
+    }
+
+    /// Room for at least `min` more bytes: compact first, grow only if still short.
+    fn room(&mut self, min: usize) -> &mut [u8] {
+        if self.data.len() - self.end < min {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.data.len() - self.end < min {
+                let size = (self.end + min).max(self.data.len() * 2);
+                self.data.resize(size, 0);
+            }
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// Read once from `io` into the spare room. `Ok(0)` is end of stream.
+    fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut rb = ReadBuf::new(self.room(READ_ROOM));
+        match Pin::new(io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                self.end += n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    async fn fill(&mut self, io: &mut TcpStream) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(io, cx)).await
+    }
+}
+
+/// One timer per client connection, moved lazily.
+///
+/// Each request has deadlines (its head must arrive within `header_read_timeout`, the
+/// instance's response head within `request_timeout`), but arming a timer per deadline
+/// costs a timer-wheel insert and removal per request. The sleep here is moved earlier
+/// only when a deadline comes before it; when it fires before the current deadline, it is
+/// moved to that deadline. So a busy connection touches the wheel about once per timeout
+/// period, not once per request.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Timer {
+    fn new(first: Instant) -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+        }
+    }
+
+    /// True once `deadline` has passed; otherwise registers `cx` to be woken by then.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        // Bounded: after a reset to a deadline still ahead, the sleep is pending.
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
+    }
+
+    /// Run `fut` until `deadline`; `None` if the deadline came first.
+    async fn within<F: Future>(&mut self, deadline: Instant, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            if self.poll_expired(cx, deadline) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// What waiting for a request head came to.
+enum Wait {
+    More,
+    Stopped,
+    TimedOut,
+    Failed,
+}
+
+/// A request the fast path will forward, described by what the rest of the path needs
+/// once the client's buffer may change again.
+struct Forward {
+    entry: Arc<ServiceEntry>,
+    /// Bytes of the client buffer this request (head and body) takes.
+    consumed: usize,
+    /// The client asked to close after this response.
+    close: bool,
+    head: bool,
+    idempotent: bool,
+}
+
+/// What the client's buffer holds.
+enum Prepared {
+    /// Not a whole request yet.
+    Partial,
+    /// Not for the fast path: the hyper path serves it.
+    HandOff,
+    /// Answered by the router: a host nobody serves.
+    Unrouted { consumed: usize, close: bool },
+    Forward(Forward),
+}
+
+/// How the instance frames its response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the instance closes the connection.
+    Close,
+}
+
+/// The instance's response head, turned into the client's.
+struct ResponseHead {
+    status: u16,
+    framing: Framing,
+    /// The instance connection may carry another request afterwards.
+    reusable: bool,
+}
+
+/// Serve a client connection's plain HTTP/1.1 requests until it ends or a request needs
+/// the hyper path.
+pub(crate) async fn serve(
+    router: &Router,
+    client: &mut TcpStream,
+    peer_ip: &[u8],
+    shutdown: &CancellationToken,
+) -> End {
+    let head_timeout = router.config.header_read_timeout;
+    let mut stop = std::pin::pin!(shutdown.cancelled());
+    let mut buf = Buf::new();
+    let mut out: Vec<u8> = Vec::with_capacity(BUF_START);
+    let mut resp_out: Vec<u8> = Vec::with_capacity(BUF_START);
+    let mut timer = Timer::new(Instant::now() + head_timeout);
+    // Bounded: each turn serves one request or ends the connection, and the wait for a
+    // request is bounded by the header-read timeout.
+    loop {
+        let head_deadline = Instant::now() + head_timeout;
+        // Read until the buffer holds a whole request, or something else happens. Each
+        // turn reads more bytes (bounded by the head limit) or returns.
+        let prepared = loop {
+            if !buf.is_empty() {
+                out.clear();
+                match prepare(router, buf.filled(), peer_ip, &mut out) {
+                    Prepared::Partial => {}
+                    done => break done,
+                }
+                // `prepare` hands off a head over the limit, so this is the body's bound.
+                if buf.len() > head_limit(router) + MAX_INLINE_BODY {
+                    break Prepared::HandOff;
+                }
+            }
+            let idle = buf.is_empty();
+            let wait = std::future::poll_fn(|cx| {
+                if idle && stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wait::Stopped);
+                }
+                match buf.poll_fill(client, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Wait::Failed),
+                    Poll::Ready(Ok(_)) => Poll::Ready(Wait::More),
+                    Poll::Pending if timer.poll_expired(cx, head_deadline) => {
+                        Poll::Ready(Wait::TimedOut)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match wait {
+                Wait::More => {}
+                Wait::Stopped | Wait::Failed => return End::Closed,
+                Wait::TimedOut => {
+                    tracing::debug!("no request head within the header-read timeout; closing");
+                    return End::Closed;
+                }
+            }
+        };
+        let fwd = match prepared {
+            Prepared::Partial => return unreachable_partial(),
+            Prepared::HandOff => return End::HandOff(buf.take_vec()),
+            Prepared::Unrouted { consumed, close } => {
+                buf.consume(consumed);
+                let e = ProxyError::UnknownHost;
+                proxy::record_unrouted(router, e.status());
+                local_response(&mut out, &e, close);
+                if client.write_all(&out).await.is_err() || close {
+                    return End::Closed;
+                }
+                continue;
+            }
+            Prepared::Forward(fwd) => fwd,
+        };
+        // `out` now holds the request for the instance (head and body).
+        buf.consume(fwd.consumed);
+        let close = fwd.close;
+        if !exchange(router, client, fwd, &mut out, &mut resp_out, &mut timer).await || close {
+            let _ = client.shutdown().await;
+            return End::Closed;
+        }
+        if shutdown.is_cancelled() {
+            return End::Closed;
+        }
+    }
+}
+
+/// `prepare` never reports `Partial` out of the read loop above.
+fn unreachable_partial() -> End {
+    tracing::error!("fast path: partial request left the read loop");
+    End::Closed
+}
+
+/// Route and forward one request, then stream the response to the client. Returns false
+/// when the client connection must close (an I/O error on it, or an instance failure
+/// mid-response that the client must see as such).
+async fn exchange(
+    router: &Router,
+    client: &mut TcpStream,
+    fwd: Forward,
+    out: &mut Vec<u8>,
+    resp_head: &mut Vec<u8>,
+    timer: &mut Timer,
+) -> bool {
+    let start = StdInstant::now();
+    let Forward {
+        entry,
+        close,
+        head,
+        idempotent,
+        ..
+    } = fwd;
+    entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
+    let state = Arc::clone(&entry.state);
+    let (entry, guard) = match proxy::admit(router, entry).await {
+        Ok(admitted) => admitted,
+        Err(e) => return answer_error(client, out, &state, &e, start, close).await,
+    };
+    let deadline = Instant::now() + entry.route.request_timeout;
+    let sent = timer
+        .within(
+            deadline,
+            send(&guard.instance, out, head, idempotent, close, resp_head),
+        )
+        .await;
+    let (mut conn, resp) = match sent {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return answer_error(client, out, &state, &e, start, close).await,
+        None => {
+            return answer_error(
+                client,
+                out,
+                &state,
+                &ProxyError::UpstreamTimeout,
+                start,
+                close,
+            )
+            .await
+        }
+    };
+    state.record_status_code(resp.status);
+    let streamed = stream_body(client, &mut conn, resp.framing, resp_head).await;
+    finish(guard, conn, resp.reusable && streamed == Streamed::Clean, start);
+    match streamed {
+        Streamed::Clean => resp.framing != Framing::Close,
+        Streamed::ClientGone => false,
+        Streamed::InstanceFailed => {
+            // A reset, not a FIN: the client must not take what it got for the whole body.
+            let _ = client.set_zero_linger();
+            false
+        }
+    }
+}
+
+fn finish(guard: InFlightGuard, conn: RawConn, reuse: bool, start: StdInstant) {
+    guard.service.latency.observe(start.elapsed());
+    if reuse && conn.buf.is_empty() {
+        guard.instance.pool.put_raw(conn);
+    }
+    drop(guard);
+}
+
+async fn answer_error(
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    state: &crate::state::ServiceState,
+    e: &ProxyError,
+    start: StdInstant,
+    close: bool,
+) -> bool {
+    tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
+    state.latency.observe(start.elapsed());
+    state.record_status(e.status());
+    local_response(out, e, close);
+    client.write_all(out).await.is_ok()
+}
+
+/// Send the request in `req` and read the response head, retrying once on a fresh
+/// connection when a pooled one turns out to have been closed by the instance and the
+/// request may be repeated. On success the connection's buffer holds the bytes after the
+/// head and `resp_head` the client's response head.
+async fn send(
+    instance: &InstanceState,
+    req: &[u8],
+    head: bool,
+    idempotent: bool,
+    client_close: bool,
+    resp_head: &mut Vec<u8>,
+) -> Result<(RawConn, ResponseHead), ProxyError> {
+    let mut pooled = instance.pool.take_raw();
+    // Two attempts at most: a pooled connection, then a new one.
+    for _ in 0..2 {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => instance.pool.connect_raw().await?,
+        };
+        match send_on(&mut conn, req, head, client_close, resp_head).await {
+            Ok(resp) => return Ok((conn, resp)),
+            Err(Failure::Stale(_)) if reused && idempotent => {
+                tracing::debug!("pooled instance connection was closed; retrying on a new one");
+            }
+            Err(Failure::Stale(e) | Failure::Io(e)) => return Err(ProxyError::UpstreamIo(e)),
+            Err(Failure::Bad(e)) => return Err(e),
+        }
+    }
+    Err(ProxyError::UpstreamIo(io::Error::other(
+        "instance closed a new connection before answering",
+    )))
+}
+
+enum Failure {
+    /// Closed or reset before a single response byte: what a pooled connection the
+    /// instance had just closed looks like.
+    Stale(io::Error),
+    Io(io::Error),
+    Bad(ProxyError),
+}
+
+async fn send_on(
+    conn: &mut RawConn,
+    req: &[u8],
+    head: bool,
+    client_close: bool,
+    resp_head: &mut Vec<u8>,
+) -> Result<ResponseHead, Failure> {
+    if let Err(e) = conn.stream.write_all(req).await {
+        return Err(Failure::Stale(e));
+    }
+    let mut informational = 0;
+    let mut received = false;
+    // Bounded: each turn reads more bytes of a head limited to the router's head size, or
+    // skips one of at most MAX_INFORMATIONAL informational responses, or returns.
+    loop {
+        if !conn.buf.is_empty() {
+            resp_head.clear();
+            match parse_response(conn.buf.filled(), head, client_close, resp_head) {
+                Parsed::Partial => {
+                    if conn.buf.len() > MAX_RESPONSE_HEAD {
+                        return Err(Failure::Bad(ProxyError::BadResponse("head too large")));
+                    }
+                }
+                Parsed::Informational(len) => {
+                    conn.buf.consume(len);
+                    informational += 1;
+                    if informational > MAX_INFORMATIONAL {
+                        return Err(Failure::Bad(ProxyError::BadResponse(
+                            "too many informational responses",
+                        )));
+                    }
+                    continue;
+                }
+                Parsed::Invalid(why) => return Err(Failure::Bad(ProxyError::BadResponse(why))),
+                Parsed::SwitchingProtocols => return Err(Failure::Bad(ProxyError::BadUpgrade)),
+                Parsed::Complete(len, resp) => {
+                    conn.buf.consume(len);
+                    return Ok(resp);
+                }
+            }
+        }
+        match conn.buf.fill(&mut conn.stream).await {
+            Ok(0) if !received => {
+                return Err(Failure::Stale(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "instance closed the connection before answering",
+                )))
+            }
+            Ok(0) => {
+                return Err(Failure::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "instance closed the connection mid-head",
+                )))
+            }
+            Ok(_) => received = true,
+            Err(e) if !received => return Err(Failure::Stale(e)),
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+/// Largest response head from an instance (hyper's client limit is about this too).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Streamed {
+    Clean,
+    ClientGone,
+    InstanceFailed,
+}
+
+/// Write the head and the body to the client. Bytes of the body already read are in the
+/// connection's buffer; what belongs to the body is consumed from it, so anything left
+/// there afterwards is bytes the instance sent beyond its response.
+async fn stream_body(
+    client: &mut TcpStream,
+    conn: &mut RawConn,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) -> Streamed {
+    match framing {
+        Framing::None => write(client, out).await,
+        Framing::Length(total) => {
+            let mut left = total;
+            // The common case: the whole (small) body came with the head: one write.
+            let first = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+            out.extend_from_slice(&conn.buf.filled()[..first]);
+            conn.buf.consume(first);
+            left -= first as u64;
+            if write(client, out).await != Streamed::Clean {
+                return Streamed::ClientGone;
+            }
+            // Bounded by the body length: each turn moves at least one byte or returns.
+            while left > 0 {
+                match conn.buf.fill(&mut conn.stream).await {
+                    Ok(0) | Err(_) => return Streamed::InstanceFailed,
+                    Ok(_) => {}
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                if write(client, &conn.buf.filled()[..n]).await != Streamed::Clean {
+                    return Streamed::ClientGone;
+                }
+                conn.buf.consume(n);
+                left -= n as u64;
+            }
+            Streamed::Clean
+        }
+        Framing::Chunked => {
+            let mut chunks = Chunks::default();
+            let pending = out;
+            // Bounded by the body: each turn moves at least one byte or returns.
+            loop {
+                let n = match chunks.feed(conn.buf.filled()) {
+                    Ok(n) => n,
+                    Err(()) => {
+                        let _ = write(client, pending).await;
+                        return Streamed::InstanceFailed;
+                    }
+                };
+                pending.extend_from_slice(&conn.buf.filled()[..n]);
+                conn.buf.consume(n);
+                if write(client, pending).await != Streamed::Clean {
+                    return Streamed::ClientGone;
+                }
+                pending.clear();
+                if chunks.done() {
+                    return Streamed::Clean;
+                }
+                match conn.buf.fill(&mut conn.stream).await {
+                    Ok(0) | Err(_) => return Streamed::InstanceFailed,
+                    Ok(_) => {}
+                }
+            }
+        }
+        Framing::Close => {
+            out.extend_from_slice(conn.buf.filled());
+            conn.buf.consume(conn.buf.len());
+            if write(client, out).await != Streamed::Clean {
+                return Streamed::ClientGone;
+            }
+            // Bounded by the instance: each turn moves at least one byte or returns.
+            loop {
+                match conn.buf.fill(&mut conn.stream).await {
+                    Ok(0) => return Streamed::Clean,
+                    Err(_) => return Streamed::InstanceFailed,
+                    Ok(_) => {
+                        if write(client, conn.buf.filled()).await != Streamed::Clean {
+                            return Streamed::ClientGone;
+                        }
+                        conn.buf.consume(conn.buf.len());
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write(client: &mut TcpStream, bytes: &[u8]) -> Streamed {
+    if bytes.is_empty() {
+        return Streamed::Clean;
+    }
+    match client.write_all(bytes).await {
+        Ok(()) => Streamed::Clean,
+        Err(_) => Streamed::ClientGone,
+    }
+}
+
+/// How a request header is treated.
+#[derive(Debug, PartialEq, Eq)]
+enum ReqField {
+    Copy,
+    /// Hop-by-hop or forwarding information the router replaces: not forwarded.
+    Drop,
+    Host,
+    ContentLength,
+    Connection,
+    /// Needs the hyper path.
+    HandOff,
+}
+
+fn classify_request_field(name: &str) -> ReqField {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => ReqField::HandOff,
+        4 if is("host") => ReqField::Host,
+        6 if is("expect") => ReqField::HandOff,
+        7 if is("upgrade") || is("trailer") => ReqField::HandOff,
+        9 if is("forwarded") => ReqField::Drop,
+        10 if is("connection") => ReqField::Connection,
+        10 if is("keep-alive") => ReqField::Drop,
+        14 if is("content-length") => ReqField::ContentLength,
+        15 if is("x-forwarded-for") => ReqField::Drop,
+        16 if is("x-forwarded-host") || is("proxy-connection") => ReqField::Drop,
+        17 if is("x-forwarded-proto") => ReqField::Drop,
+        17 if is("transfer-encoding") => ReqField::HandOff,
+        18 if is("proxy-authenticate") => ReqField::Drop,
+        19 if is("proxy-authorization") => ReqField::Drop,
+        _ => ReqField::Copy,
+    }
+}
+
+/// Largest request head, as the hyper path applies it (hyper cannot go below 8 KiB).
+fn head_limit(router: &Router) -> usize {
+    router.config.max_header_bytes.max(8192)
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Split a comma-separated header value into trimmed, non-empty tokens.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Parse the request at the front of `buf` and, if the fast path takes it, write what the
+/// instance gets into `out`.
+fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Prepared {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        // hyper answers 431 for heads over the limit, so they go there.
+        Ok(httparse::Status::Complete(n)) if n <= head_limit(router) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= head_limit(router) => {
+            return Prepared::Partial
+        }
+        Ok(_) | Err(_) => return Prepared::HandOff,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Prepared::HandOff;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Prepared::HandOff;
+    }
+    let mut host: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    let mut close = false;
+    for f in req.headers.iter() {
+        match classify_request_field(f.name) {
+            ReqField::Copy | ReqField::Drop => {}
+            ReqField::HandOff => return Prepared::HandOff,
+            ReqField::Host => {
+                if host.replace(f.value).is_some() {
+                    return Prepared::HandOff;
+                }
+            }
+            ReqField::ContentLength => match (length, parse_length(f.value)) {
+                (None, Some(n)) => length = Some(n),
+                _ => return Prepared::HandOff,
+            },
+            ReqField::Connection => {
+                for t in tokens(f.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        return Prepared::HandOff;
+                    }
+                }
+            }
+        }
+    }
+    let body = usize::try_from(length.unwrap_or(0)).unwrap_or(usize::MAX);
+    if body > MAX_INLINE_BODY {
+        return Prepared::HandOff;
+    }
+    let Some(host) = host else {
+        return Prepared::HandOff;
+    };
+    let Ok(host_text) = std::str::from_utf8(host) else {
+        return Prepared::HandOff;
+    };
+    let Ok(name) = normalize_host(host_text) else {
+        return Prepared::HandOff;
+    };
+    let consumed = head_len + body;
+    if buf.len() < consumed {
+        return Prepared::Partial;
+    }
+    let table = router.table.load();
+    let Some(entry) = table.hosts.get(name.as_ref()) else {
+        return Prepared::Unrouted { consumed, close };
+    };
+    if entry.route.http2 {
+        return Prepared::HandOff;
+    }
+    let entry = Arc::clone(entry);
+
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for f in req.headers.iter() {
+        if matches!(
+            classify_request_field(f.name),
+            ReqField::Copy | ReqField::Host | ReqField::ContentLength
+        ) {
+            out.extend_from_slice(f.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(f.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    out.extend_from_slice(peer_ip);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&buf[head_len..consumed]);
+    Prepared::Forward(Forward {
+        entry,
+        consumed,
+        close,
+        head: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+    })
+}
+
+/// What the front of an instance connection's buffer holds.
+enum Parsed {
+    Partial,
+    /// A 1xx other than 101, this long: skipped (never forwarded, as hyper's client does).
+    Informational(usize),
+    /// 101 to a request that asked for no upgrade.
+    SwitchingProtocols,
+    Invalid(&'static str),
+    Complete(usize, ResponseHead),
+}
+
+/// How a response header is treated.
+#[derive(Debug, PartialEq, Eq)]
+enum RespField {
+    Copy,
+    Drop,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+}
+
+fn classify_response_field(name: &str) -> RespField {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => RespField::Drop,
+        7 if is("upgrade") || is("trailer") => RespField::Drop,
+        10 if is("connection") => RespField::Connection,
+        10 if is("keep-alive") => RespField::Drop,
+        14 if is("content-length") => RespField::ContentLength,
+        16 if is("proxy-connection") => RespField::Drop,
+        17 if is("transfer-encoding") => RespField::TransferEncoding,
+        18 if is("proxy-authenticate") => RespField::Drop,
+        19 if is("proxy-authorization") => RespField::Drop,
+        _ => RespField::Copy,
+    }
+}
+
+/// Parse the response head at the front of `buf` and write the client's version of it
+/// into `out`: hop-by-hop fields and whatever the instance's `Connection` names removed,
+/// framing fields set by what the router will send.
+fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid("too many header fields"),
+        Err(_) => return Parsed::Invalid("malformed head"),
+    };
+    let (Some(code), Some(version)) = (resp.code, resp.version) else {
+        return Parsed::Invalid("malformed status line");
+    };
+    if code == 101 {
+        return Parsed::SwitchingProtocols;
+    }
+    if (100..200).contains(&code) {
+        return Parsed::Informational(head_len);
+    }
+    let mut reusable = version == 1;
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut named = false;
+    for f in resp.headers.iter() {
+        match classify_response_field(f.name) {
+            RespField::Connection => {
+                for t in tokens(f.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        named = true;
+                    }
+                }
+            }
+            RespField::ContentLength => match (length, parse_length(f.value)) {
+                (_, None) => return Parsed::Invalid("invalid Content-Length"),
+                (Some(a), Some(b)) if a != b => {
+                    return Parsed::Invalid("conflicting Content-Length values")
+                }
+                (_, n) => length = n,
+            },
+            RespField::TransferEncoding => {
+                // The last coding decides: chunked last frames the body, anything else
+                // leaves it delimited by the close (RFC 9112 §6.3).
+                if let Some(last) = tokens(f.value).last() {
+                    chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                }
+            }
+            RespField::Copy | RespField::Drop => {}
+        }
+    }
+    let bodiless = head || code == 204 || code == 304;
+    let framing = if bodiless {
+        Framing::None
+    } else if let Some(chunked) = chunked {
+        if length.is_some() {
+            // A length beside Transfer-Encoding is a lie or an attack: it is dropped and
+            // the connection's framing no longer trusted.
+            reusable = false;
+        }
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    if framing == Framing::Close {
+        reusable = false;
+    }
+    // Fields the instance's Connection header names are its hop-by-hop fields too.
+    let connection_named: Vec<&[u8]> = if named {
+        resp.headers
+            .iter()
+            .filter(|f| classify_response_field(f.name) == RespField::Connection)
+            .flat_map(|f| tokens(f.value))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for f in resp.headers.iter() {
+        let keep = match classify_response_field(f.name) {
+            RespField::Copy => true,
+            // Forwarded only when it frames what the client gets (or, bodiless, says
+            // what a GET would have carried).
+            RespField::ContentLength => chunked.is_none() || bodiless,
+            _ => false,
+        };
+        if !keep
+            || connection_named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))
+        {
+            continue;
+        }
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if client_close || framing == Framing::Close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Parsed::Complete(
+        head_len,
+        ResponseHead {
+            status: code,
+            framing,
+            reusable,
+        },
+    )
+}
+
+/// The router's own answer, as HTTP/1.1 bytes: the same as `proxy::error_response`.
+fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
+    use std::io::Write as _;
+    out.clear();
+    let status = e.status();
+    let body = e.body();
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    if let Some(secs) = e.retry_after() {
+        let _ = write!(out, "retry-after: {secs}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// Where a chunked body's parser is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerLineStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Finds where a chunked body ends (RFC 9112 §7.1) without changing it, so it can be
+/// passed through as it is: chunk sizes in hex, optional extensions, CRLF after each
+/// size line and each chunk, a zero chunk, optional trailer fields, a final CRLF. Sizes,
+/// extensions and trailers are bounded.
+#[derive(Debug, Default)]
+struct Chunks {
+    state: ChunkState,
+    /// Bytes of chunk data left, or the size being read.
+    size: u64,
+    digits: u8,
+    /// Extension or trailer bytes seen, for the bounds.
+    extra: usize,
+}
+
+impl Chunks {
+    fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consume as much of `input` as belongs to the body; how much that was, or `Err` if
+    /// the framing is broken.
+    fn feed(&mut self, input: &[u8]) -> Result<usize, ()> {
+        let mut i = 0;
+        // Bounded by the input: every turn consumes at least one byte or returns.
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                ChunkState::Done => return Ok(i),
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.digits >= 15 {
+                            return Err(());
+                        }
+                        let d = (b as char).to_digit(16).ok_or(())?;
+                        self.size = self.size * 16 + u64::from(d);
+                        self.digits += 1;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => {
+                        self.state = ChunkState::Ext;
+                        self.extra = 0;
+                    }
+                    b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
+                    _ => return Err(()),
+                },
+                ChunkState::Ext => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => return Err(()),
+                    _ => {
+                        self.extra += 1;
+                        if self.extra > MAX_CHUNK_EXT {
+                            return Err(());
+                        }
+                    }
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.digits = 0;
+                    if self.size == 0 {
+                        self.state = ChunkState::TrailerLineStart;
+                        self.extra = 0;
+                    } else {
+                        self.state = ChunkState::Data;
+                    }
+                }
+                ChunkState::Data => {
+                    let avail = (input.len() - i) as u64;
+                    let n = self.size.min(avail);
+                    self.size -= n;
+                    i += n as usize;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return Err(());
+                    }
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerLineStart => match b {
+                    b'\r' => self.state = ChunkState::EndLf,
+                    b'\n' => return Err(()),
+                    _ => {
+                        self.state = ChunkState::TrailerLine;
+                        self.extra += 1;
+                    }
+                },
+                ChunkState::TrailerLine => match b {
+                    b'\r' => self.state = ChunkState::TrailerLf,
+                    b'\n' => return Err(()),
+                    _ => {
+                        self.extra += 1;
+                        if self.extra > MAX_TRAILER {
+                            return Err(());
+                        }
+                    }
+                },
+                ChunkState::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = ChunkState::TrailerLineStart;
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(i + 1);
+                }
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+}
+
+/// A client connection handed to the hyper path: the bytes the fast path read and did not
+/// consume come first, then the socket.
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Prefixed {
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn chunked_end_is_found_and_nothing_after_it_is_taken() {
+        let body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nHTTP/1.1 200";
+        let mut c = Chunks::default();
+        let n = c.feed(body).unwrap();
+        assert!(c.done());
+        assert_eq!(&body[n..], b"HTTP/1.1 200");
+    }
+
+    #[test]
+    fn chunked_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\r\nhelloXX",
+            b"5\nhello",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nX-T: 1\n",
+        ] {
+            assert!(Chunks::default().feed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Any split of a valid chunked body into pieces finds the same end.
+        #[test]
+        fn chunked_split_anywhere(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..6),
+            cut in proptest::collection::vec(0usize..400, 0..5),
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            let total = body.len();
+            body.extend_from_slice(b"tail");
+            let mut cuts: Vec<usize> = cut.into_iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            let mut c = Chunks::default();
+            let mut pos = 0;
+            for end in cuts {
+                if end <= pos || c.done() { continue; }
+                pos += c.feed(&body[pos..end]).unwrap();
+            }
+            prop_assert!(c.done());
+            prop_assert_eq!(pos, total);
+        }
+
+        /// The request parser never panics and never forwards a request it did not fully
+        /// understand: whatever it takes has one Host and a head that httparse accepts.
+        #[test]
+        fn prepare_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let router = Router::new(crate::RouterConfig::default());
+            let mut out = Vec::new();
+            let _ = prepare(&router, &bytes, b"127.0.0.1", &mut out);
+        }
+
+        #[test]
+        fn parse_response_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut out = Vec::new();
+            let _ = parse_response(&bytes, false, false, &mut out);
+        }
+    }
+
+    fn response(raw: &str) -> (String, ResponseHead) {
+        let mut out = Vec::new();
+        match parse_response(raw.as_bytes(), false, false, &mut out) {
+            Parsed::Complete(_, h) => (String::from_utf8(out).unwrap(), h),
+            _ => panic!("not complete: {raw:?}"),
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        let (head, r) = response("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(r.framing, Framing::Length(2));
+        assert!(r.reusable);
+        assert!(head.contains("Content-Length: 2\r\n"), "{head}");
+
+        let (head, r) = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!r.reusable);
+        assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+
+        let (head, r) = response("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n");
+        assert_eq!(r.framing, Framing::Close);
+        assert!(head.contains("connection: close\r\n"), "{head}");
+
+        let (_, r) = response("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!(r.framing, Framing::None);
+
+        let (head, r) = response(
+            "HTTP/1.1 200 OK\r\nConnection: x-secret, close\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(!r.reusable);
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("x-secret") && !lower.contains("keep-alive"), "{head}");
+    }
+
+    #[test]
+    fn conflicting_lengths_are_refused() {
+        let mut out = Vec::new();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
+        assert!(matches!(
+            parse_response(raw, false, false, &mut out),
+            Parsed::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn requests_the_fast_path_leaves_to_hyper() {
+        let router = Router::new(crate::RouterConfig::default());
+        for raw in [
+            "GET / HTTP/1.0\r\nHost: a.slipway.localhost\r\n\r\n",
+            "GET http://a.slipway.localhost/ HTTP/1.1\r\nHost: a.slipway.localhost\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
+            "GET\x01 / HTTP/1.1\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            assert!(
+                matches!(prepare(&router, raw.as_bytes(), b"1.2.3.4", &mut out), Prepared::HandOff),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_head_is_rewritten() {
+        let router = Router::new(crate::RouterConfig::default());
+        router.upsert_service(crate::ServiceRoute::new(
+            "web",
+            vec![crate::InstanceRoute {
+                id: "a".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            }],
+        ));
+        let raw = "POST /p?q=1 HTTP/1.1\r\nHost: Web.Slipway.Localhost:8080\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=x\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Keep: yes\r\nContent-Length: 3\r\n\r\nabcGET";
+        let mut out = Vec::new();
+        let Prepared::Forward(f) = prepare(&router, raw.as_bytes(), b"10.0.0.9", &mut out) else {
+            panic!("not forwarded");
+        };
+        assert_eq!(&raw.as_bytes()[f.consumed..], b"GET");
+        assert!(!f.close && !f.head && !f.idempotent);
+        let sent = String::from_utf8(out).unwrap();
+        assert_eq!(
+            sent,
+            "POST /p?q=1 HTTP/1.1\r\nHost: Web.Slipway.Localhost:8080\r\nX-Keep: yes\r\nContent-Length: 3\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: Web.Slipway.Localhost:8080\r\n\r\nabc"
+        );
+        let mut out = Vec::new();
+        assert!(matches!(
+            prepare(&router, b"GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n", b"1", &mut out),
+            Prepared::Unrouted { close: true, .. }
+        ));
+        assert!(matches!(
+            prepare(&router, b"POST / HTTP/1.1\r\nHost: web.slipway.localhost\r\nContent-Length: 4\r\n\r\nab", b"1", &mut out),
+            Prepared::Partial
+        ));
+    }
+}
