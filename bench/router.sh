@@ -5,7 +5,8 @@
 #
 # Method (docs/BENCHMARKS.md, FACTS.md "Measuring a proxy on two cores"): the backend and
 # every proxy are pinned to CPU 1, the load generator `taskset -c 0 wrk -t1 -c64` to CPU 0;
-# rounds are interleaved (direct, nginx, slipway, slipway with 1,000 services; 3 rounds)
+# rounds are interleaved (direct, nginx, slipway, slipway with 1,000 services, slipway with
+# its fast path off; ROUNDS=5 by default)
 # and medians reported. wrk is closed-loop: its latencies are not open-loop latencies
 # (coordinated omission); use them to compare the proxies, not as user-facing figures.
 #
@@ -21,9 +22,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR="${1:-10}"
-ROUNDS=3
+ROUNDS="${ROUNDS:-5}"
+# WORK_US=N: the backend burns N microseconds of CPU per request (an app doing work).
+WORK_US="${WORK_US:-0}"
+# The targets to run, in round order.
+TARGETS="${TARGETS:-direct nginx slipway slipway-1k slipway-hyper}"
 HOST_HDR="Host: bench.slipway.localhost"
-P_BACKEND=18081 P_NGINX=18082 P_SLIPWAY=18083 P_SLIPWAY1K=18084
+P_BACKEND=18081 P_NGINX=18082 P_SLIPWAY=18083 P_SLIPWAY1K=18084 P_HYPER=18085
 
 export CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 cargo build --release -p slipway-router --example bench_router --example bench_backend >&2
@@ -72,7 +77,7 @@ http {
 }
 NGINX
 
-taskset -c 1 "$BIN/bench_backend" 127.0.0.1:$P_BACKEND & PIDS+=($!)
+taskset -c 1 "$BIN/bench_backend" 127.0.0.1:$P_BACKEND "$WORK_US" & PIDS+=($!)
 PID_BACKEND=$!
 taskset -c 1 /usr/sbin/nginx -p "$TMP" -c "$TMP/nginx.conf" & PIDS+=($!)
 PID_NGINX_MASTER=$!
@@ -80,8 +85,10 @@ taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY 127.0.0.1:$P_BACKEND 0 cur
 PID_SLIPWAY=$!
 taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_SLIPWAY1K 127.0.0.1:$P_BACKEND 1000 current 2>/dev/null & PIDS+=($!)
 PID_SLIPWAY1K=$!
+taskset -c 1 "$BIN/bench_router" 127.0.0.1:$P_HYPER 127.0.0.1:$P_BACKEND 0 current hyper 2>/dev/null & PIDS+=($!)
+PID_HYPER=$!
 
-for p in $P_BACKEND $P_NGINX $P_SLIPWAY $P_SLIPWAY1K; do
+for p in $P_BACKEND $P_NGINX $P_SLIPWAY $P_SLIPWAY1K $P_HYPER; do
     for _ in $(seq 100); do
         curl -fsS -o /dev/null -H "$HOST_HDR" "http://127.0.0.1:$p/" 2>/dev/null && break
         sleep 0.1
@@ -120,11 +127,17 @@ run() { # name port round pid
     printf 'round %s %-12s %10s req/s  p50 %8s us  p99 %8s us  cpu %6s us/req %s\n' "$3" "$1" "$rps" "$p50" "$p99" "$cpu" "$errs" >&2
 }
 
-for r in $(seq $ROUNDS); do
-    run direct $P_BACKEND "$r" "$PID_BACKEND"
-    run nginx $P_NGINX "$r" "$PID_NGINX"
-    run slipway $P_SLIPWAY "$r" "$PID_SLIPWAY"
-    run slipway-1k $P_SLIPWAY1K "$r" "$PID_SLIPWAY1K"
+for r in $(seq "$ROUNDS"); do
+    for t in $TARGETS; do
+        case "$t" in
+            direct) run direct $P_BACKEND "$r" "$PID_BACKEND" ;;
+            nginx) run nginx $P_NGINX "$r" "$PID_NGINX" ;;
+            slipway) run slipway $P_SLIPWAY "$r" "$PID_SLIPWAY" ;;
+            slipway-1k) run slipway-1k $P_SLIPWAY1K "$r" "$PID_SLIPWAY1K" ;;
+            slipway-hyper) run slipway-hyper $P_HYPER "$r" "$PID_HYPER" ;;
+            *) echo "unknown target $t" >&2; exit 2 ;;
+        esac
+    done
 done
 
 median() { # name column
@@ -133,14 +146,25 @@ median() { # name column
 
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk -t1 -c64 -d${DUR}s --latency, client on CPU 0, backend and proxy on CPU 1; medians of $ROUNDS interleaved rounds"
+echo "wrk -t1 -c64 -d${DUR}s --latency, client on CPU 0, backend and proxy on CPU 1; medians of $ROUNDS interleaved rounds; backend work ${WORK_US} us/request"
 echo "(cpu us/req: CPU time of the proxy per request; for direct, of the backend)"
-printf '%-12s %12s %10s %10s %12s\n' target "req/s" "p50 us" "p99 us" "cpu us/req"
-for n in direct nginx slipway slipway-1k; do
-    printf '%-12s %12s %10s %10s %12s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)" "$(median $n 5)"
+printf '%-14s %12s %10s %10s %12s\n' target "req/s" "p50 us" "p99 us" "cpu us/req"
+for n in $TARGETS; do
+    printf '%-14s %12s %10s %10s %12s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)" "$(median $n 5)"
 done
-d="$(median direct 2)"; g="$(median nginx 2)"; s="$(median slipway 2)"; k="$(median slipway-1k 2)"
-awk -v d="$d" -v g="$g" -v s="$s" -v k="$k" 'BEGIN {
-    printf "slipway/direct %.2f  slipway/nginx %.2f  nginx/direct %.2f\n", s / d, s / g, g / d
-    printf "slipway-1k/direct %.2f  slipway-1k/nginx %.2f  slipway-1k/slipway %.2f\n", k / d, k / g, k / s
-}'
+# "a/b" ratio of two medians (column $3), printed only when both targets ran.
+ratio() { # a b column label
+    local x y
+    x="$(median "$1" "$3")"; y="$(median "$2" "$3")"
+    [ -n "$x" ] && [ -n "$y" ] && awk -v x="$x" -v y="$y" -v a="$1" -v b="$2" -v l="$4" \
+        'BEGIN { if (y > 0) printf "%s %s/%s %.2f\n", l, a, b, x / y }'
+    return 0
+}
+ratio slipway direct 2 req/s
+ratio nginx direct 2 req/s
+ratio slipway nginx 2 req/s
+ratio slipway-1k nginx 2 req/s
+ratio slipway-1k slipway 2 req/s
+ratio slipway slipway-hyper 2 "req/s (fast path vs hyper on both sides)"
+ratio slipway nginx 4 "p99 (below 1 is better)"
+ratio slipway-1k nginx 4 "p99 (below 1 is better)"

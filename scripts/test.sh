@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it (.ci/run calls this).
 #
-# NOTE for the lead: the cargo invocations below are a starting point; adjust them
-# (nextest, feature flags, ignored docker tests, thread count) as the workspace needs.
 # Tests that talk to the Docker engine rely on scripts/setup.sh having started it.
 set -euo pipefail
 
@@ -16,4 +14,7 @@ echo "[test] cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "[test] cargo test"
 cargo test --workspace -- --test-threads=2
+echo "[test] router suites again through the hyper path (fast path off)"
+SLIPWAY_ROUTER_PATH=hyper cargo test -p slipway-router --test hostile --test semantics \
+    --test limits --test websocket --test h2c -- --test-threads=2
 echo "[test] all passed"

@@ -4,7 +4,8 @@
 //! How to run:
 //! `cargo run --release -p slipway-router --example bench_router -- 127.0.0.1:18083 127.0.0.1:18081 1000`
 //! (listen address, backend address, number of extra dummy services, and optionally the
-//! tokio runtime: `current` (default) or `multi`), then
+//! tokio runtime: `current` (default) or `multi`, and the request path: `fast` (default)
+//! or `hyper`, which turns `RouterConfig::fast_path` off), then
 //! `wrk -H 'Host: bench.slipway.localhost' http://127.0.0.1:18083/`.
 //!
 //! The dummy services make the host table as large as a busy installation's, to show that
@@ -50,7 +51,16 @@ async fn run(runtime: String) -> Result<(), Box<dyn std::error::Error>> {
     let backend: SocketAddr = arg(2, "127.0.0.1:18081")?;
     let extra: usize = arg(3, "0")?;
 
-    let router = Router::new(RouterConfig::default());
+    let path: String = arg(5, "fast")?;
+    let fast_path = match path.as_str() {
+        "fast" => true,
+        "hyper" => false,
+        other => return Err(format!("path {other:?}: expected fast or hyper").into()),
+    };
+    let router = Router::new(RouterConfig {
+        fast_path,
+        ..RouterConfig::default()
+    });
     let mut bench = ServiceRoute::new(
         "bench",
         vec![InstanceRoute {
@@ -82,7 +92,7 @@ async fn run(runtime: String) -> Result<(), Box<dyn std::error::Error>> {
         stop.cancel();
     });
     eprintln!(
-        "bench_router: {listen} -> {backend}, {} services, {runtime} runtime",
+        "bench_router: {listen} -> {backend}, {} services, {runtime} runtime, {path} path",
         extra + 1
     );
     router.serve(listener, shutdown).await?;

@@ -234,7 +234,10 @@ enum Prepared {
     /// Not for the fast path: the hyper path serves it.
     HandOff,
     /// Answered by the router: a host nobody serves.
-    Unrouted { consumed: usize, close: bool },
+    Unrouted {
+        consumed: usize,
+        close: bool,
+    },
     Forward(Forward),
 }
 
@@ -267,8 +270,9 @@ pub(crate) async fn serve(
     let head_timeout = router.config.header_read_timeout;
     let mut stop = std::pin::pin!(shutdown.cancelled());
     let mut buf = Buf::new();
-    let mut out: Vec<u8> = Vec::with_capacity(BUF_START);
-    let mut resp_out: Vec<u8> = Vec::with_capacity(BUF_START);
+    // Both grow once to what this connection's heads need.
+    let mut out: Vec<u8> = Vec::new();
+    let mut resp_out: Vec<u8> = Vec::new();
     let mut timer = Timer::new(Instant::now() + head_timeout);
     // Bounded: each turn serves one request or ends the connection, and the wait for a
     // request is bounded by the header-read timeout.
@@ -330,9 +334,14 @@ pub(crate) async fn serve(
         // `out` now holds the request for the instance (head and body).
         buf.consume(fwd.consumed);
         let close = fwd.close;
-        if !exchange(router, client, fwd, &mut out, &mut resp_out, &mut timer).await || close {
-            let _ = client.shutdown().await;
-            return End::Closed;
+        match exchange(router, client, fwd, &mut out, &mut resp_out, &mut timer).await {
+            After::KeepOpen if !close => {}
+            After::KeepOpen | After::Close => {
+                let _ = client.shutdown().await;
+                return End::Closed;
+            }
+            // Dropped with a zero linger: a reset, never a clean end.
+            After::Abort => return End::Closed,
         }
         if shutdown.is_cancelled() {
             return End::Closed;
@@ -346,9 +355,17 @@ fn unreachable_partial() -> End {
     End::Closed
 }
 
-/// Route and forward one request, then stream the response to the client. Returns false
-/// when the client connection must close (an I/O error on it, or an instance failure
-/// mid-response that the client must see as such).
+/// What becomes of the client connection after a response.
+enum After {
+    KeepOpen,
+    /// Close it cleanly: the response was delimited by the close, or writing failed.
+    Close,
+    /// Reset it: the instance failed mid-response, and the client must not take what it
+    /// got for a whole response.
+    Abort,
+}
+
+/// Route and forward one request, then stream the response to the client.
 async fn exchange(
     router: &Router,
     client: &mut TcpStream,
@@ -356,7 +373,7 @@ async fn exchange(
     out: &mut Vec<u8>,
     resp_head: &mut Vec<u8>,
     timer: &mut Timer,
-) -> bool {
+) -> After {
     let start = StdInstant::now();
     let Forward {
         entry,
@@ -395,14 +412,18 @@ async fn exchange(
     };
     state.record_status_code(resp.status);
     let streamed = stream_body(client, &mut conn, resp.framing, resp_head).await;
-    finish(guard, conn, resp.reusable && streamed == Streamed::Clean, start);
+    finish(
+        guard,
+        conn,
+        resp.reusable && streamed == Streamed::Clean,
+        start,
+    );
     match streamed {
-        Streamed::Clean => resp.framing != Framing::Close,
-        Streamed::ClientGone => false,
+        Streamed::Clean if resp.framing != Framing::Close => After::KeepOpen,
+        Streamed::Clean | Streamed::ClientGone => After::Close,
         Streamed::InstanceFailed => {
-            // A reset, not a FIN: the client must not take what it got for the whole body.
             let _ = client.set_zero_linger();
-            false
+            After::Abort
         }
     }
 }
@@ -422,12 +443,15 @@ async fn answer_error(
     e: &ProxyError,
     start: StdInstant,
     close: bool,
-) -> bool {
+) -> After {
     tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
     state.latency.observe(start.elapsed());
     state.record_status(e.status());
     local_response(out, e, close);
-    client.write_all(out).await.is_ok()
+    match client.write_all(out).await {
+        Ok(()) => After::KeepOpen,
+        Err(_) => After::Close,
+    }
 }
 
 /// Send the request in `req` and read the response head, retrying once on a fresh
@@ -557,7 +581,9 @@ async fn stream_body(
         Framing::Length(total) => {
             let mut left = total;
             // The common case: the whole (small) body came with the head: one write.
-            let first = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+            let first = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(conn.buf.len());
             out.extend_from_slice(&conn.buf.filled()[..first]);
             conn.buf.consume(first);
             left -= first as u64;
@@ -570,7 +596,9 @@ async fn stream_body(
                     Ok(0) | Err(_) => return Streamed::InstanceFailed,
                     Ok(_) => {}
                 }
-                let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                let n = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(conn.buf.len());
                 if write(client, &conn.buf.filled()[..n]).await != Streamed::Clean {
                     return Streamed::ClientGone;
                 }
@@ -1290,12 +1318,14 @@ mod tests {
         assert!(r.reusable);
         assert!(head.contains("Content-Length: 2\r\n"), "{head}");
 
-        let (head, r) = response(
-            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
-        );
+        let (head, r) =
+            response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(r.framing, Framing::Chunked);
         assert!(!r.reusable);
-        assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
 
         let (head, r) = response("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n");
         assert_eq!(r.framing, Framing::Close);
@@ -1309,7 +1339,10 @@ mod tests {
         );
         assert!(!r.reusable);
         let lower = head.to_ascii_lowercase();
-        assert!(!lower.contains("x-secret") && !lower.contains("keep-alive"), "{head}");
+        assert!(
+            !lower.contains("x-secret") && !lower.contains("keep-alive"),
+            "{head}"
+        );
     }
 
     #[test]
@@ -1341,7 +1374,10 @@ mod tests {
         ] {
             let mut out = Vec::new();
             assert!(
-                matches!(prepare(&router, raw.as_bytes(), b"1.2.3.4", &mut out), Prepared::HandOff),
+                matches!(
+                    prepare(&router, raw.as_bytes(), b"1.2.3.4", &mut out),
+                    Prepared::HandOff
+                ),
                 "{raw:?}"
             );
         }
@@ -1371,11 +1407,21 @@ mod tests {
         );
         let mut out = Vec::new();
         assert!(matches!(
-            prepare(&router, b"GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n", b"1", &mut out),
+            prepare(
+                &router,
+                b"GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+                b"1",
+                &mut out
+            ),
             Prepared::Unrouted { close: true, .. }
         ));
         assert!(matches!(
-            prepare(&router, b"POST / HTTP/1.1\r\nHost: web.slipway.localhost\r\nContent-Length: 4\r\n\r\nab", b"1", &mut out),
+            prepare(
+                &router,
+                b"POST / HTTP/1.1\r\nHost: web.slipway.localhost\r\nContent-Length: 4\r\n\r\nab",
+                b"1",
+                &mut out
+            ),
             Prepared::Partial
         ));
     }

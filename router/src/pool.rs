@@ -145,8 +145,7 @@ impl Pool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut idle = self.raw.lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_EXPIRY && conn.stream.poll_read_ready(&mut cx).is_pending()
-            {
+            if since.elapsed() < IDLE_EXPIRY && conn.stream.poll_read_ready(&mut cx).is_pending() {
                 return Some(conn);
             }
         }

@@ -43,7 +43,12 @@ impl Drop for TestRouter {
     }
 }
 
-pub async fn start_router(config: RouterConfig) -> TestRouter {
+/// Start a router. With `SLIPWAY_ROUTER_PATH=hyper` in the environment its HTTP/1.1 fast
+/// path is off, so that `scripts/test.sh` can run the same suites through the hyper path.
+pub async fn start_router(mut config: RouterConfig) -> TestRouter {
+    if std::env::var("SLIPWAY_ROUTER_PATH").as_deref() == Ok("hyper") {
+        config.fast_path = false;
+    }
     let router = Router::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
