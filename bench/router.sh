@@ -152,6 +152,8 @@ printf '%-14s %12s %10s %10s %12s\n' target "req/s" "p50 us" "p99 us" "cpu us/re
 for n in $TARGETS; do
     printf '%-14s %12s %10s %10s %12s\n' "$n" "$(median $n 2)" "$(median $n 3)" "$(median $n 4)" "$(median $n 5)"
 done
+rss() { awk '/^VmRSS/ {print $2 " KiB"}' "/proc/$1/status"; }
+echo "resident memory after the runs (64 client connections each): backend $(rss "$PID_BACKEND"), nginx worker $(rss "$PID_NGINX"), slipway $(rss "$PID_SLIPWAY"), slipway-1k $(rss "$PID_SLIPWAY1K"), slipway-hyper $(rss "$PID_HYPER")"
 # "a/b" ratio of two medians (column $3), printed only when both targets ran.
 ratio() { # a b column label
     local x y

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -67,6 +67,9 @@ const MAX_CHUNK_EXT: usize = 4 * 1024;
 const BUF_START: usize = 8 * 1024;
 /// Read at least this much room at a time.
 const READ_ROOM: usize = 4 * 1024;
+/// A buffer grown past this by a large head or body goes back to [`BUF_START`] once
+/// empty, so an idle connection holds little.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// How the fast path left a client connection.
 pub(crate) enum End {
@@ -113,6 +116,14 @@ impl Buf {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.shrink();
+        }
+    }
+
+    /// Back to the starting size if empty and grown large.
+    fn shrink(&mut self) {
+        if self.is_empty() && self.data.len() > SHRINK_ABOVE {
+            self.data = vec![0; BUF_START];
         }
     }
 
@@ -237,6 +248,7 @@ enum Prepared {
     Unrouted {
         consumed: usize,
         close: bool,
+        head: bool,
     },
     Forward(Forward),
 }
@@ -270,7 +282,7 @@ pub(crate) async fn serve(
     let head_timeout = router.config.header_read_timeout;
     let mut stop = std::pin::pin!(shutdown.cancelled());
     let mut buf = Buf::new();
-    // Both grow once to what this connection's heads need.
+    // Both grow to what this connection's heads need (and shrink after a large one).
     let mut out: Vec<u8> = Vec::new();
     let mut resp_out: Vec<u8> = Vec::new();
     let mut timer = Timer::new(Instant::now() + head_timeout);
@@ -278,19 +290,23 @@ pub(crate) async fn serve(
     // request is bounded by the header-read timeout.
     loop {
         let head_deadline = Instant::now() + head_timeout;
+        // Bytes at the front of `buf` known not to end a head: each byte is scanned for
+        // the end of the head once, and httparse runs only when one may be there.
+        let mut scanned = 0;
         // Read until the buffer holds a whole request, or something else happens. Each
         // turn reads more bytes (bounded by the head limit) or returns.
         let prepared = loop {
-            if !buf.is_empty() {
+            if head_may_end(buf.filled(), scanned) {
                 out.clear();
                 match prepare(router, buf.filled(), peer_ip, &mut out) {
                     Prepared::Partial => {}
                     done => break done,
                 }
-                // `prepare` hands off a head over the limit, so this is the body's bound.
-                if buf.len() > head_limit(router) + MAX_INLINE_BODY {
-                    break Prepared::HandOff;
-                }
+            }
+            scanned = buf.len();
+            if buf.len() > head_limit(router) {
+                // hyper answers 431.
+                break Prepared::HandOff;
             }
             let idle = buf.is_empty();
             let wait = std::future::poll_fn(|cx| {
@@ -319,11 +335,16 @@ pub(crate) async fn serve(
         let fwd = match prepared {
             Prepared::Partial => return unreachable_partial(),
             Prepared::HandOff => return End::HandOff(buf.take_vec()),
-            Prepared::Unrouted { consumed, close } => {
+            Prepared::Unrouted {
+                consumed,
+                close,
+                head,
+            } => {
                 buf.consume(consumed);
                 let e = ProxyError::UnknownHost;
                 proxy::record_unrouted(router, e.status());
-                local_response(&mut out, &e, close);
+                let close = close || shutdown.is_cancelled();
+                local_response(&mut out, &e, close, head);
                 if client.write_all(&out).await.is_err() || close {
                     return End::Closed;
                 }
@@ -333,20 +354,50 @@ pub(crate) async fn serve(
         };
         // `out` now holds the request for the instance (head and body).
         buf.consume(fwd.consumed);
-        let close = fwd.close;
-        match exchange(router, client, fwd, &mut out, &mut resp_out, &mut timer).await {
-            After::KeepOpen if !close => {}
-            After::KeepOpen | After::Close => {
+        let mut io = ClientIo {
+            stream: client,
+            buf: &mut buf,
+            limit: head_limit(router) + MAX_INLINE_BODY,
+        };
+        let after = exchange(
+            router,
+            &mut io,
+            fwd,
+            &mut out,
+            &mut resp_out,
+            &mut timer,
+            shutdown,
+        )
+        .await;
+        for v in [&mut out, &mut resp_out] {
+            if v.capacity() > SHRINK_ABOVE {
+                *v = Vec::new();
+            }
+        }
+        match after {
+            After::KeepOpen => {}
+            After::Close => {
                 let _ = client.shutdown().await;
                 return End::Closed;
             }
-            // Dropped with a zero linger: a reset, never a clean end.
-            After::Abort => return End::Closed,
+            // The client left, or (zero linger set) a reset that never looks like a clean end.
+            After::Drop => return End::Closed,
         }
         if shutdown.is_cancelled() {
             return End::Closed;
         }
     }
+}
+
+/// Whether `data` may hold the end of a request or response head (an empty line, CRLF or
+/// bare LF as httparse allows), looking only at what came after `scanned`.
+fn head_may_end(data: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    data.get(from..).is_some_and(|tail| {
+        tail.windows(2)
+            .enumerate()
+            .any(|(i, w)| w == b"\n\n" || (w == b"\r\n" && i > 0 && tail[i - 1] == b'\n'))
+    })
 }
 
 /// `prepare` never reports `Partial` out of the read loop above.
@@ -358,23 +409,63 @@ fn unreachable_partial() -> End {
 /// What becomes of the client connection after a response.
 enum After {
     KeepOpen,
-    /// Close it cleanly: the response was delimited by the close, or writing failed.
+    /// Close it cleanly: the response was delimited by the close, the client asked for
+    /// it, the router is shutting down, or writing failed.
     Close,
-    /// Reset it: the instance failed mid-response, and the client must not take what it
-    /// got for a whole response.
-    Abort,
+    /// Just drop it: the client has gone, or the instance failed mid-response and the
+    /// zero linger set on the socket turns the close into a reset, so the client cannot
+    /// take what it got for a whole response.
+    Drop,
+}
+
+/// The client side during an exchange: its socket and the bytes read from it.
+struct ClientIo<'a> {
+    stream: &'a mut TcpStream,
+    buf: &'a mut Buf,
+    /// Stop reading ahead (pipelined requests) once this much is buffered.
+    limit: usize,
+}
+
+impl ClientIo<'_> {
+    /// Run `fut` unless the client goes away first (`None`). While the request waits for
+    /// a slot or for the instance, the client's socket is watched like hyper watches it:
+    /// an end of stream means nobody will read the answer, so the slot or queue place is
+    /// given back at once instead of at the timeout. Bytes that arrive meanwhile (a
+    /// pipelined request) are kept.
+    async fn unless_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            // Bounded: each turn buffers more bytes, up to `limit`, or stops.
+            while self.buf.len() <= self.limit {
+                match self.buf.poll_fill(self.stream, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => break,
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Route and forward one request, then stream the response to the client.
 async fn exchange(
     router: &Router,
-    client: &mut TcpStream,
+    client: &mut ClientIo<'_>,
     fwd: Forward,
     out: &mut Vec<u8>,
     resp_head: &mut Vec<u8>,
     timer: &mut Timer,
+    shutdown: &CancellationToken,
 ) -> After {
     let start = StdInstant::now();
+    // The request timeout counts from here, the wait for a slot included, as on the
+    // hyper path.
+    let started = Instant::now();
     let Forward {
         entry,
         close,
@@ -384,34 +475,47 @@ async fn exchange(
     } = fwd;
     entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
     let state = Arc::clone(&entry.state);
-    let (entry, guard) = match proxy::admit(router, entry).await {
-        Ok(admitted) => admitted,
-        Err(e) => return answer_error(client, out, &state, &e, start, close).await,
+    let reply = Reply {
+        state: &state,
+        start,
+        head,
     };
-    let deadline = Instant::now() + entry.route.request_timeout;
-    let sent = timer
-        .within(
+    let admitted = match client.unless_gone(proxy::admit(router, entry)).await {
+        None => return After::Drop,
+        Some(a) => a,
+    };
+    let close = close || shutdown.is_cancelled();
+    let (entry, guard) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => return reply.error(client.stream, out, &e, close).await,
+    };
+    let deadline = started + entry.route.request_timeout;
+    let sent = client
+        .unless_gone(timer.within(
             deadline,
             send(&guard.instance, out, head, idempotent, close, resp_head),
-        )
+        ))
         .await;
     let (mut conn, resp) = match sent {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => return answer_error(client, out, &state, &e, start, close).await,
-        None => {
-            return answer_error(
-                client,
-                out,
-                &state,
-                &ProxyError::UpstreamTimeout,
-                start,
-                close,
-            )
-            .await
+        None => return After::Drop,
+        Some(Some(Ok(r))) => r,
+        Some(Some(Err(e))) => return reply.error(client.stream, out, &e, close).await,
+        Some(None) => {
+            let e = ProxyError::UpstreamTimeout;
+            return reply.error(client.stream, out, &e, close).await;
         }
     };
     state.record_status_code(resp.status);
-    let streamed = stream_body(client, &mut conn, resp.framing, resp_head).await;
+    let idle = entry.route.idle_timeout;
+    let streamed = stream_body(
+        client.stream,
+        &mut conn,
+        resp.framing,
+        resp_head,
+        timer,
+        idle,
+    )
+    .await;
     finish(
         guard,
         conn,
@@ -419,38 +523,47 @@ async fn exchange(
         start,
     );
     match streamed {
-        Streamed::Clean if resp.framing != Framing::Close => After::KeepOpen,
+        Streamed::Clean if resp.framing != Framing::Close && !close => After::KeepOpen,
         Streamed::Clean | Streamed::ClientGone => After::Close,
         Streamed::InstanceFailed => {
-            let _ = client.set_zero_linger();
-            After::Abort
+            let _ = client.stream.set_zero_linger();
+            After::Drop
         }
     }
 }
 
-fn finish(guard: InFlightGuard, conn: RawConn, reuse: bool, start: StdInstant) {
+fn finish(guard: InFlightGuard, mut conn: RawConn, reuse: bool, start: StdInstant) {
     guard.service.latency.observe(start.elapsed());
     if reuse && conn.buf.is_empty() {
+        conn.buf.shrink();
         guard.instance.pool.put_raw(conn);
     }
     drop(guard);
 }
 
-async fn answer_error(
-    client: &mut TcpStream,
-    out: &mut Vec<u8>,
-    state: &crate::state::ServiceState,
-    e: &ProxyError,
+/// How the router answers for a service when it cannot forward.
+struct Reply<'a> {
+    state: &'a crate::state::ServiceState,
     start: StdInstant,
-    close: bool,
-) -> After {
-    tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
-    state.latency.observe(start.elapsed());
-    state.record_status(e.status());
-    local_response(out, e, close);
-    match client.write_all(out).await {
-        Ok(()) => After::KeepOpen,
-        Err(_) => After::Close,
+    head: bool,
+}
+
+impl Reply<'_> {
+    async fn error(
+        &self,
+        client: &mut TcpStream,
+        out: &mut Vec<u8>,
+        e: &ProxyError,
+        close: bool,
+    ) -> After {
+        tracing::debug!(service = %self.state.name, error = %e, fault = ?e.fault(), "answered by the router");
+        self.state.latency.observe(self.start.elapsed());
+        self.state.record_status(e.status());
+        local_response(out, e, close, self.head);
+        match client.write_all(out).await {
+            Ok(()) if !close => After::KeepOpen,
+            _ => After::Close,
+        }
     }
 }
 
@@ -569,101 +682,170 @@ enum Streamed {
 
 /// Write the head and the body to the client. Bytes of the body already read are in the
 /// connection's buffer; what belongs to the body is consumed from it, so anything left
-/// there afterwards is bytes the instance sent beyond its response.
+/// there afterwards is bytes the instance sent beyond its response. Every read from the
+/// instance and every write to the client must make progress within `idle` (the
+/// service's idle timeout), so a stalled instance or a client that stops reading cannot
+/// hold the slot for ever.
 async fn stream_body(
     client: &mut TcpStream,
     conn: &mut RawConn,
     framing: Framing,
     out: &mut Vec<u8>,
+    timer: &mut Timer,
+    idle: Duration,
 ) -> Streamed {
+    let mut body = Body {
+        client,
+        conn,
+        timer,
+        idle,
+        eof: false,
+    };
     match framing {
-        Framing::None => write(client, out).await,
+        Framing::None => body.write_out(out).await,
         Framing::Length(total) => {
             let mut left = total;
             // The common case: the whole (small) body came with the head: one write.
             let first = usize::try_from(left)
                 .unwrap_or(usize::MAX)
-                .min(conn.buf.len());
-            out.extend_from_slice(&conn.buf.filled()[..first]);
-            conn.buf.consume(first);
+                .min(body.conn.buf.len());
+            out.extend_from_slice(&body.conn.buf.filled()[..first]);
+            body.conn.buf.consume(first);
             left -= first as u64;
-            if write(client, out).await != Streamed::Clean {
+            if body.write_out(out).await != Streamed::Clean {
                 return Streamed::ClientGone;
             }
             // Bounded by the body length: each turn moves at least one byte or returns.
             while left > 0 {
-                match conn.buf.fill(&mut conn.stream).await {
-                    Ok(0) | Err(_) => return Streamed::InstanceFailed,
-                    Ok(_) => {}
+                if !body.fill().await {
+                    return Streamed::InstanceFailed;
                 }
                 let n = usize::try_from(left)
                     .unwrap_or(usize::MAX)
-                    .min(conn.buf.len());
-                if write(client, &conn.buf.filled()[..n]).await != Streamed::Clean {
+                    .min(body.conn.buf.len());
+                if body.write_buffered(n).await != Streamed::Clean {
                     return Streamed::ClientGone;
                 }
-                conn.buf.consume(n);
                 left -= n as u64;
             }
             Streamed::Clean
         }
         Framing::Chunked => {
             let mut chunks = Chunks::default();
-            let pending = out;
+            let mut first = true;
             // Bounded by the body: each turn moves at least one byte or returns.
             loop {
-                let n = match chunks.feed(conn.buf.filled()) {
-                    Ok(n) => n,
-                    Err(()) => {
-                        let _ = write(client, pending).await;
-                        return Streamed::InstanceFailed;
-                    }
+                let Ok(n) = chunks.feed(body.conn.buf.filled()) else {
+                    // What came before the bad framing goes out, then the reset.
+                    let _ = body.write_out(out).await;
+                    return Streamed::InstanceFailed;
                 };
-                pending.extend_from_slice(&conn.buf.filled()[..n]);
-                conn.buf.consume(n);
-                if write(client, pending).await != Streamed::Clean {
+                let sent = if first {
+                    // The head and the first bytes of the body in one write.
+                    first = false;
+                    out.extend_from_slice(&body.conn.buf.filled()[..n]);
+                    body.conn.buf.consume(n);
+                    body.write_out(out).await
+                } else {
+                    body.write_buffered(n).await
+                };
+                if sent != Streamed::Clean {
                     return Streamed::ClientGone;
                 }
-                pending.clear();
                 if chunks.done() {
                     return Streamed::Clean;
                 }
-                match conn.buf.fill(&mut conn.stream).await {
-                    Ok(0) | Err(_) => return Streamed::InstanceFailed,
-                    Ok(_) => {}
+                if !body.fill().await {
+                    return Streamed::InstanceFailed;
                 }
             }
         }
         Framing::Close => {
-            out.extend_from_slice(conn.buf.filled());
-            conn.buf.consume(conn.buf.len());
-            if write(client, out).await != Streamed::Clean {
+            let n = body.conn.buf.len();
+            out.extend_from_slice(body.conn.buf.filled());
+            body.conn.buf.consume(n);
+            if body.write_out(out).await != Streamed::Clean {
                 return Streamed::ClientGone;
             }
             // Bounded by the instance: each turn moves at least one byte or returns.
             loop {
-                match conn.buf.fill(&mut conn.stream).await {
-                    Ok(0) => return Streamed::Clean,
-                    Err(_) => return Streamed::InstanceFailed,
-                    Ok(_) => {
-                        if write(client, conn.buf.filled()).await != Streamed::Clean {
-                            return Streamed::ClientGone;
-                        }
-                        conn.buf.consume(conn.buf.len());
-                    }
+                if !body.fill().await {
+                    // End of stream is the end of this body; an error or a stall is not.
+                    return if body.eof {
+                        Streamed::Clean
+                    } else {
+                        Streamed::InstanceFailed
+                    };
+                }
+                let n = body.conn.buf.len();
+                if body.write_buffered(n).await != Streamed::Clean {
+                    return Streamed::ClientGone;
                 }
             }
         }
     }
 }
+/// The two sockets of a response body in flight, and the bound on each step.
+struct Body<'a> {
+    client: &'a mut TcpStream,
+    conn: &'a mut RawConn,
+    timer: &'a mut Timer,
+    idle: Duration,
+    /// The instance ended its stream (the last `fill` read nothing).
+    eof: bool,
+}
 
-async fn write(client: &mut TcpStream, bytes: &[u8]) -> Streamed {
-    if bytes.is_empty() {
-        return Streamed::Clean;
+impl Body<'_> {
+    /// Read more from the instance: false at end of stream, on an error, or when nothing
+    /// came within the idle timeout.
+    async fn fill(&mut self) -> bool {
+        let deadline = Instant::now() + self.idle;
+        let conn = &mut *self.conn;
+        match self
+            .timer
+            .within(deadline, conn.buf.fill(&mut conn.stream))
+            .await
+        {
+            Some(Ok(0)) => {
+                self.eof = true;
+                false
+            }
+            Some(Ok(_)) => true,
+            Some(Err(_)) | None => false,
+        }
     }
-    match client.write_all(bytes).await {
-        Ok(()) => Streamed::Clean,
-        Err(_) => Streamed::ClientGone,
+
+    async fn write_out(&mut self, bytes: &[u8]) -> Streamed {
+        if bytes.is_empty() {
+            return Streamed::Clean;
+        }
+        let deadline = Instant::now() + self.idle;
+        match self
+            .timer
+            .within(deadline, self.client.write_all(bytes))
+            .await
+        {
+            Some(Ok(())) => Streamed::Clean,
+            Some(Err(_)) | None => Streamed::ClientGone,
+        }
+    }
+
+    /// Write the first `n` bytes the instance sent to the client, and consume them.
+    async fn write_buffered(&mut self, n: usize) -> Streamed {
+        let deadline = Instant::now() + self.idle;
+        let bytes = &self.conn.buf.filled()[..n];
+        let written = if bytes.is_empty() {
+            Some(Ok(()))
+        } else {
+            self.timer
+                .within(deadline, self.client.write_all(bytes))
+                .await
+        };
+        self.conn.buf.consume(n);
+        match written {
+            Some(Ok(())) => Streamed::Clean,
+            Some(Err(_)) | None => Streamed::ClientGone,
+        }
     }
 }
 
@@ -699,6 +881,14 @@ fn classify_request_field(name: &str) -> ReqField {
         19 if is("proxy-authorization") => ReqField::Drop,
         _ => ReqField::Copy,
     }
+}
+
+/// Whether a request target holds only bytes that every parser reads the same way
+/// (RFC 3986's unreserved, sub-delims, `:@/?%`). Anything else (a fragment, quotes,
+/// braces, non-ASCII) goes to the hyper path, which accepts or refuses it as before.
+fn plain_target(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
 }
 
 /// Largest request head, as the hyper path applies it (hyper cannot go below 8 KiB).
@@ -737,7 +927,7 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
     };
-    if !path.starts_with('/') || method == "CONNECT" {
+    if !path.starts_with('/') || !plain_target(path) || method == "CONNECT" {
         return Prepared::HandOff;
     }
     let mut host: Option<&[u8]> = None;
@@ -782,11 +972,16 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     };
     let consumed = head_len + body;
     if buf.len() < consumed {
-        return Prepared::Partial;
+        // The body is still coming: hyper streams it, with no header-read deadline on it.
+        return Prepared::HandOff;
     }
     let table = router.table.load();
     let Some(entry) = table.hosts.get(name.as_ref()) else {
-        return Prepared::Unrouted { consumed, close };
+        return Prepared::Unrouted {
+            consumed,
+            close,
+            head: method == "HEAD",
+        };
     };
     if entry.route.http2 {
         return Prepared::HandOff;
@@ -878,6 +1073,9 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     let (Some(code), Some(version)) = (resp.code, resp.version) else {
         return Parsed::Invalid("malformed status line");
     };
+    if code < 100 {
+        return Parsed::Invalid("status code below 100");
+    }
     if code == 101 {
         return Parsed::SwitchingProtocols;
     }
@@ -916,15 +1114,18 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
             RespField::Copy | RespField::Drop => {}
         }
     }
+    if chunked.is_some() && version == 0 {
+        return Parsed::Invalid("Transfer-Encoding in an HTTP/1.0 response");
+    }
+    if chunked.is_some() && length.is_some() {
+        // A length beside Transfer-Encoding is a lie or an attack: it is dropped and the
+        // connection's framing no longer trusted, body or not.
+        reusable = false;
+    }
     let bodiless = head || code == 204 || code == 304;
     let framing = if bodiless {
         Framing::None
     } else if let Some(chunked) = chunked {
-        if length.is_some() {
-            // A length beside Transfer-Encoding is a lie or an attack: it is dropped and
-            // the connection's framing no longer trusted.
-            reusable = false;
-        }
         if chunked {
             Framing::Chunked
         } else {
@@ -959,14 +1160,9 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
     for f in resp.headers.iter() {
-        let keep = match classify_response_field(f.name) {
-            RespField::Copy => true,
-            // Forwarded only when it frames what the client gets (or, bodiless, says
-            // what a GET would have carried).
-            RespField::ContentLength => chunked.is_none() || bodiless,
-            _ => false,
-        };
-        if !keep
+        // Framing fields are never copied: the router writes its own below, from the
+        // framing it will use (so `Connection` naming them cannot unframe a response).
+        if classify_response_field(f.name) != RespField::Copy
             || connection_named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))
@@ -978,8 +1174,13 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
         out.extend_from_slice(f.value);
         out.extend_from_slice(b"\r\n");
     }
-    if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match (framing, length) {
+        (Framing::Length(n), _) => content_length(out, n),
+        // A bodiless answer to HEAD, or a 304, tells the length a GET would have had
+        // (RFC 9110 §8.6); a 204 has none.
+        (Framing::None, Some(n)) if chunked.is_none() && code != 204 => content_length(out, n),
+        (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
     }
     if client_close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -995,8 +1196,15 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     )
 }
 
-/// The router's own answer, as HTTP/1.1 bytes: the same as `proxy::error_response`.
-fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "content-length: {n}\r\n");
+}
+
+/// The router's own answer, as HTTP/1.1 bytes: the same as `proxy::error_response`. A
+/// response to `HEAD` has the length but not the body.
+fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool, head: bool) {
     use std::io::Write as _;
     out.clear();
     let status = e.status();
@@ -1016,7 +1224,9 @@ fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
 }
 
 /// Where a chunked body's parser is.
@@ -1024,6 +1234,7 @@ fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
 enum ChunkState {
     #[default]
     Size,
+    SizeWs,
     Ext,
     SizeLf,
     Data,
@@ -1073,16 +1284,28 @@ impl Chunks {
                         self.size = self.size * 16 + u64::from(d);
                         self.digits += 1;
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => {
+                    b';' if self.digits > 0 => {
                         self.state = ChunkState::Ext;
                         self.extra = 0;
                     }
+                    b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::SizeWs,
                     b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
+                    _ => return Err(()),
+                },
+                // Whitespace after the size may only lead to an extension or the line end.
+                ChunkState::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => {
+                        self.state = ChunkState::Ext;
+                        self.extra = 0;
+                    }
+                    b'\r' => self.state = ChunkState::SizeLf,
                     _ => return Err(()),
                 },
                 ChunkState::Ext => match b {
                     b'\r' => self.state = ChunkState::SizeLf,
-                    b'\n' => return Err(()),
+                    // No control bytes but tab in an extension.
+                    0..=8 | 10..=31 | 127 => return Err(()),
                     _ => {
                         self.extra += 1;
                         if self.extra > MAX_CHUNK_EXT {
@@ -1134,7 +1357,7 @@ impl Chunks {
                 },
                 ChunkState::TrailerLine => match b {
                     b'\r' => self.state = ChunkState::TrailerLf,
-                    b'\n' => return Err(()),
+                    0..=8 | 10..=31 | 127 => return Err(()),
                     _ => {
                         self.extra += 1;
                         if self.extra > MAX_TRAILER {
@@ -1252,6 +1475,8 @@ mod tests {
             b"5\r\nhelloXX",
             b"5\nhello",
             b"ffffffffffffffffff\r\n",
+            b"5 garbage\r\nhello\r\n",
+            b"5;a\x01b\r\nhello\r\n",
             b"0\r\nX-T: 1\n",
         ] {
             assert!(Chunks::default().feed(bad).is_err(), "{bad:?}");
@@ -1316,7 +1541,7 @@ mod tests {
         let (head, r) = response("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
         assert_eq!(r.framing, Framing::Length(2));
         assert!(r.reusable);
-        assert!(head.contains("Content-Length: 2\r\n"), "{head}");
+        assert!(head.contains("content-length: 2\r\n"), "{head}");
 
         let (head, r) =
             response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -1346,6 +1571,67 @@ mod tests {
     }
 
     #[test]
+    fn framing_fields_survive_connection_naming_them() {
+        let (head, r) = response(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length, Transfer-Encoding\r\nContent-Length: 05\r\n\r\n",
+        );
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(head.contains("content-length: 5\r\n"), "{head}");
+    }
+
+    #[test]
+    fn bodiless_answers_keep_or_drop_their_length() {
+        let mut out = Vec::new();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
+        let Parsed::Complete(_, r) = parse_response(raw, true, false, &mut out) else {
+            panic!("not complete");
+        };
+        assert_eq!(r.framing, Framing::None);
+        assert!(String::from_utf8_lossy(&out).contains("content-length: 7\r\n"));
+        let (head, _) = response("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
+        assert!(!head.contains("content-length"), "{head}");
+        let mut out = Vec::new();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let Parsed::Complete(_, r) = parse_response(raw, true, false, &mut out) else {
+            panic!("not complete");
+        };
+        assert!(!r.reusable, "CL beside TE is never trusted, body or not");
+    }
+
+    #[test]
+    fn odd_status_lines_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 099 Odd\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            assert!(matches!(
+                parse_response(raw, false, false, &mut out),
+                Parsed::Invalid(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn local_answers_to_head_have_no_body() {
+        let mut out = Vec::new();
+        local_response(&mut out, &ProxyError::UnknownHost, false, true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+        assert!(text.contains("content-length: 33\r\n"), "{text:?}");
+    }
+
+    #[test]
+    fn end_of_head_is_spotted_across_reads() {
+        assert!(!head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        assert!(head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0));
+        // The blank line straddles what was scanned and what is new.
+        assert!(head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 26));
+        assert!(head_may_end(b"GET / HTTP/1.1\nHost: a\n\n", 24));
+        assert!(!head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 29));
+    }
+
+    #[test]
     fn conflicting_lengths_are_refused() {
         let mut out = Vec::new();
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
@@ -1371,6 +1657,9 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx",
             "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
             "GET\x01 / HTTP/1.1\r\n\r\n",
+            "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a{b} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab",
         ] {
             let mut out = Vec::new();
             assert!(
@@ -1418,7 +1707,7 @@ mod tests {
         assert!(matches!(
             prepare(
                 &router,
-                b"POST / HTTP/1.1\r\nHost: web.slipway.localhost\r\nContent-Length: 4\r\n\r\nab",
+                b"GET / HTTP/1.1\r\nHost: web.slipway.localhost\r\n",
                 b"1",
                 &mut out
             ),

@@ -1286,3 +1286,74 @@ async fn second_request_on_kept_alive_connection_times_out_with_504() {
         "the instance never got the second request"
     );
 }
+
+/// The router's own answer to `HEAD` (here a 404 for an unknown host) has a length and
+/// no body, so the next response on the same kept-alive connection is read correctly.
+#[tokio::test]
+async fn router_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
+    let b = ok_backend().await;
+    let t = router_to(b).await;
+    let mut c = Client::connect(t.addr).await;
+    c.send("HEAD / HTTP/1.1\r\nHost: nosuch.example\r\n\r\n")
+        .await;
+    let r = c.response(true).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    c.send(get_req("/")).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// A client that gives up while its request waits (in the queue, or for the instance's
+/// answer) gives its queue place and its instance slot back at once, not at a timeout.
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_slot_and_queue_place() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::clone(&release);
+    // The instance answers nothing until released.
+    let b = raw_backend(move |mut s| {
+        let held = Arc::clone(&held);
+        async move {
+            read_head(&mut s).await;
+            held.notified().await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    let t = router_with(b, |r| {
+        r.max_concurrency = 1;
+        r.request_timeout = Duration::from_secs(60);
+        r.queue_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let stats = |t: &TestRouter| {
+        let s = t
+            .router
+            .stats()
+            .into_iter()
+            .find(|s| s.name == "web")
+            .unwrap();
+        (s.in_flight, s.queued)
+    };
+    let mut first = Client::connect(t.addr).await;
+    first.send(get_req("/slow")).await;
+    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await);
+    let mut second = Client::connect(t.addr).await;
+    second.send(get_req("/queued")).await;
+    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 1)).await);
+    drop(second);
+    assert!(
+        wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await,
+        "queue place not given back: {:?}",
+        stats(&t)
+    );
+    drop(first);
+    assert!(
+        wait_for(Duration::from_secs(5), || stats(&t) == (0, 0)).await,
+        "slot not given back: {:?}",
+        stats(&t)
+    );
+    release.notify_waiters();
+}
