@@ -1266,6 +1266,15 @@ impl Chunks {
         self.state == ChunkState::Done
     }
 
+    /// Move to `next` if the byte is the one the framing requires here.
+    fn expect(&mut self, b: u8, want: u8, next: ChunkState) -> Result<(), ()> {
+        if b != want {
+            return Err(());
+        }
+        self.state = next;
+        Ok(())
+    }
+
     /// Consume as much of `input` as belongs to the body; how much that was, or `Err` if
     /// the framing is broken.
     fn feed(&mut self, input: &[u8]) -> Result<usize, ()> {
@@ -1314,15 +1323,11 @@ impl Chunks {
                     }
                 },
                 ChunkState::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
+                    self.expect(b, b'\n', ChunkState::Data)?;
                     self.digits = 0;
                     if self.size == 0 {
                         self.state = ChunkState::TrailerLineStart;
                         self.extra = 0;
-                    } else {
-                        self.state = ChunkState::Data;
                     }
                 }
                 ChunkState::Data => {
@@ -1335,18 +1340,8 @@ impl Chunks {
                     }
                     continue;
                 }
-                ChunkState::DataCr => {
-                    if b != b'\r' {
-                        return Err(());
-                    }
-                    self.state = ChunkState::DataLf;
-                }
-                ChunkState::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = ChunkState::Size;
-                }
+                ChunkState::DataCr => self.expect(b, b'\r', ChunkState::DataLf)?,
+                ChunkState::DataLf => self.expect(b, b'\n', ChunkState::Size)?,
                 ChunkState::TrailerLineStart => match b {
                     b'\r' => self.state = ChunkState::EndLf,
                     b'\n' => return Err(()),
@@ -1365,17 +1360,9 @@ impl Chunks {
                         }
                     }
                 },
-                ChunkState::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = ChunkState::TrailerLineStart;
-                }
+                ChunkState::TrailerLf => self.expect(b, b'\n', ChunkState::TrailerLineStart)?,
                 ChunkState::EndLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = ChunkState::Done;
+                    self.expect(b, b'\n', ChunkState::Done)?;
                     return Ok(i + 1);
                 }
             }

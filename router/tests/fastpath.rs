@@ -1022,8 +1022,11 @@ async fn http10_without_keep_alive_is_answered_then_closed() {
 /// connection and closes it without answering. An idempotent GET sent on that pooled
 /// connection is retried on a fresh one: the client gets 200, the stale connection did get
 /// the request, and the instance accepted exactly two connections.
-#[tokio::test]
-async fn stale_pooled_connection_is_retried_for_get() {
+/// An instance that answers the first request on its first connection, then closes that
+/// connection on reading the second; a client that made the first request and waited for
+/// the router to pool the connection. The next request on the client meets the stale
+/// connection.
+async fn stale_connection_setup() -> (TestRouter, Arc<Recorder>, Client) {
     let (b, rec) = recording_backend(|seen| {
         if seen.conn == 0 && seen.nth == 1 {
             Act::Close
@@ -1034,14 +1037,22 @@ async fn stale_pooled_connection_is_retried_for_get() {
     .await;
     let t = router_to(b).await;
     let mut c = Client::connect(t.addr).await;
-
     c.send(get_req("/first")).await;
     let r = c.response(false).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "ok");
     // Let the router pool the instance connection.
     sleep(Duration::from_millis(100)).await;
+    (t, rec, c)
+}
 
+/// The instance answers one request with keep-alive, then reads the next request on that
+/// connection and closes it without answering. An idempotent GET sent on that pooled
+/// connection is retried on a fresh one: the client gets 200, the stale connection did get
+/// the request, and the instance accepted exactly two connections.
+#[tokio::test]
+async fn stale_pooled_connection_is_retried_for_get() {
+    let (_t, rec, mut c) = stale_connection_setup().await;
     c.send(get_req("/second")).await;
     let r = c.response(false).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -1064,22 +1075,7 @@ async fn stale_pooled_connection_is_retried_for_get() {
 /// silently; the client gets 502, and the instance saw the POST once.
 #[tokio::test]
 async fn stale_pooled_connection_is_not_retried_for_post() {
-    let (b, rec) = recording_backend(|seen| {
-        if seen.conn == 0 && seen.nth == 1 {
-            Act::Close
-        } else {
-            Act::Reply(ok_reply(b"ok"))
-        }
-    })
-    .await;
-    let t = router_to(b).await;
-    let mut c = Client::connect(t.addr).await;
-
-    c.send(get_req("/first")).await;
-    let r = c.response(false).await;
-    assert_eq!(r.status, 200);
-    sleep(Duration::from_millis(100)).await;
-
+    let (_t, rec, mut c) = stale_connection_setup().await;
     c.send(format!(
         "POST /submit HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 6\r\n\r\ndata=1"
     ))
