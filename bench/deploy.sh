@@ -173,7 +173,7 @@ row "drain (draining -> succeeded)" s_drain ""
 row "TOTAL push -> 100% (succeeded)" s_total b_total
 row "push -> first 200 with new content" s_first b_total
 echo "  (bare: start = docker run -d returned; health = docker port + first 200 polled)"
-echo "  (log gap starting -> health_checking: median $(median s_hc_gap) ms: both are written before the container is created)"
+echo "  (log gap starting -> health_checking: median $(median s_hc_gap) ms: health_checking is written once the containers have started)"
 echo
 echo "Rollback to the previous revision (slipway rollback <svc> <rev>), ms"
 printf '%-40s %18s %18s %8s\n' "" "slipway" "bare docker run" "ratio"

@@ -1014,10 +1014,7 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
         consumed,
         close,
         head: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
+        idempotent: crate::pool::is_idempotent(method),
     })
 }
 

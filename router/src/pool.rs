@@ -24,7 +24,9 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,7 +47,7 @@ type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// An HTTP/1.1 connection handed out for one request; give it back with [`Pool::put`].
 pub(crate) struct H1Conn {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<Outgoing>,
     /// `None` once the connection has finished (closed, failed or upgraded).
     driver: Option<Driver>,
 }
@@ -91,8 +93,8 @@ impl H1Conn {
     /// Send `req` and wait for the response head, driving the connection meanwhile.
     async fn send(
         &mut self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
+        req: Request<Outgoing>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Outgoing>>> {
         // The future does not borrow `tx`, so the connection can be driven beside it.
         let fut = self.tx.try_send_request(req);
         tokio::pin!(fut);
@@ -108,6 +110,60 @@ impl H1Conn {
         })
         .await
     }
+}
+
+/// The body of a request to an instance over HTTP/1.1: the client's, or none (a bodiless
+/// request sent again on a new connection, see [`Pool::send_h1`]).
+pub(crate) enum Outgoing {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Outgoing::Client(b) => Pin::new(b).poll_frame(cx),
+            Outgoing::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Client(b) => b.is_end_stream(),
+            Outgoing::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Client(b) => b.size_hint(),
+            Outgoing::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Methods a proxy may send twice (RFC 9110 §9.2.2), by name as they appear on the wire.
+pub(crate) fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
+/// A bodiless copy of a request's head.
+fn head_copy<B>(req: &Request<B>) -> Request<Outgoing> {
+    let mut copy = Request::new(Outgoing::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// A plain keep-alive connection for the HTTP/1.1 fast path (`crate::fast`), with the
@@ -198,10 +254,19 @@ impl Pool {
     /// Send over HTTP/1.1, reusing an idle connection when one works. Returns the
     /// connection with the response so that the caller can drive the response body and
     /// give the connection back after it.
+    ///
+    /// A pooled connection the instance closed just as the request went out fails with an
+    /// incomplete message. A request that can be sent again (idempotent method, no body,
+    /// no upgrade) is then resent once on a new connection, as on the fast path; any other
+    /// gets 502.
     pub async fn send_h1(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Outgoing>,
     ) -> Result<(Response<Incoming>, H1Conn), ProxyError> {
+        let resendable = is_idempotent(req.method().as_str())
+            && req.body().is_end_stream()
+            && !req.headers().contains_key(http::header::UPGRADE);
+        let head = resendable.then(|| head_copy(&req));
         // Bounded: every iteration consumes one idle connection.
         for _ in 0..=MAX_IDLE {
             let Some(mut conn) = self.pop_idle() else {
@@ -225,11 +290,23 @@ impl Pool {
             }
             match conn.send(req).await {
                 Ok(resp) => return Ok((resp, conn)),
-                Err(mut e) => match e.take_message() {
-                    // Never written to the connection: safe to try another one.
-                    Some(r) => req = r,
-                    None => return Err(ProxyError::Upstream(e.into_error())),
-                },
+                Err(mut e) => {
+                    match e.take_message() {
+                        // Never written to the connection: safe to try another one.
+                        Some(r) => req = r,
+                        None => {
+                            let err = e.into_error();
+                            match &head {
+                                Some(head) if err.is_incomplete_message() => {
+                                    tracing::debug!("pooled instance connection was closed; resending on a new one");
+                                    req = head_copy(head);
+                                    break;
+                                }
+                                _ => return Err(ProxyError::Upstream(err)),
+                            }
+                        }
+                    }
+                }
             }
         }
         let mut conn = self.connect_h1().await?;

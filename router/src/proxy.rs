@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::conn::{Active, ConnClock};
 use crate::error::ProxyError;
 use crate::host::normalize_host;
-use crate::pool::H1Conn;
+use crate::pool::{H1Conn, Outgoing};
 use crate::state::{InFlightGuard, QueueTicket};
 use crate::table::ServiceEntry;
 use crate::Router;
@@ -407,7 +407,7 @@ async fn proxy(
             let uri = Uri::try_from(path).map_err(|_| ProxyError::BadHost("path"))?;
             *req.uri_mut() = uri;
         }
-        let send = instance.pool.send_h1(req);
+        let send = instance.pool.send_h1(req.map(Outgoing::Client));
         let (resp, conn) = match clock {
             // The connection's clock: no timer of its own for this request.
             Some(clock) => clock.within(start, timeout, send).await,

@@ -191,6 +191,61 @@ async fn keep_alive_connections_are_reused() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// An instance that answers the first request on a connection, then reads the second and
+/// closes without answering: the close reaches the router only after it has sent the
+/// request on its pooled connection. A GET (idempotent, no body) is sent again on a new
+/// connection and gets 200; a POST is not sent twice and gets 502. Runs on both request
+/// paths (`SLIPWAY_ROUTER_PATH=hyper` in scripts/test.sh).
+#[tokio::test]
+async fn request_on_a_connection_the_instance_just_closed() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (counter, post_counter) = (accepted.clone(), posts.clone());
+    let b = raw_backend(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let posts = post_counter.clone();
+        async move {
+            // Bounded: two requests per connection at most.
+            for nth in 0..2 {
+                let head = read_head(&mut s).await;
+                if head.is_empty() {
+                    return;
+                }
+                if head.starts_with("POST") {
+                    posts.fetch_add(1, Ordering::SeqCst);
+                }
+                if nth == 1 {
+                    return;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let t = router_for(b, Duration::from_secs(5)).await;
+    assert_eq!(get(t.addr, HOST, "/").await.status, StatusCode::OK);
+    // Give the router time to pool the connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = get(t.addr, HOST, "/again").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // The second connection is now pooled after one answer: a POST meets the close.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = http::Request::post("/submit")
+        .header("host", HOST)
+        .body(full("x"))
+        .unwrap();
+    let reply = send(t.addr, req).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(posts.load(Ordering::SeqCst), 1, "the POST was sent twice");
+}
+
 #[tokio::test]
 async fn idle_connection_closed_by_the_instance_is_not_reused() {
     // The instance answers one request per connection and then closes it without saying
