@@ -27,9 +27,10 @@
 //! are checked chunk by chunk and passed through as they are; a body delimited by the
 //! instance closing is passed on with `Connection: close`. An instance that fails
 //! mid-body makes the router reset the client connection, so a truncated body can never
-//! look complete. One thing it does better than the hyper path: a pooled connection the
-//! instance closed just as the request was written is retried once on a new connection
-//! when the method is idempotent (nginx's `proxy_next_upstream error` default).
+//! look complete. A pooled connection the instance closed just as the request was written
+//! is retried once on a new connection when the method is idempotent (nginx's
+//! `proxy_next_upstream error` default; the hyper path does the same for bodiless
+//! requests, `Pool::send_h1`).
 
 use std::future::Future;
 use std::io;
