@@ -287,6 +287,8 @@ pub(crate) async fn serve(
     let mut out: Vec<u8> = Vec::new();
     let mut resp_out: Vec<u8> = Vec::new();
     let mut timer = Timer::new(Instant::now() + head_timeout);
+    // The client ended its stream after pipelining requests that are still buffered.
+    let mut client_ended = false;
     // Bounded: each turn serves one request or ends the connection, and the wait for a
     // request is bounded by the header-read timeout.
     loop {
@@ -346,7 +348,7 @@ pub(crate) async fn serve(
                 proxy::record_unrouted(router, e.status());
                 let close = close || shutdown.is_cancelled();
                 local_response(&mut out, &e, close, head);
-                if client.write_all(&out).await.is_err() || close {
+                if !write_local(client, &out, &mut timer, head_timeout).await || close {
                     return End::Closed;
                 }
                 continue;
@@ -359,6 +361,7 @@ pub(crate) async fn serve(
             stream: client,
             buf: &mut buf,
             limit: head_limit(router) + MAX_INLINE_BODY,
+            ended: &mut client_ended,
         };
         let after = exchange(
             router,
@@ -425,6 +428,9 @@ struct ClientIo<'a> {
     buf: &'a mut Buf,
     /// Stop reading ahead (pipelined requests) once this much is buffered.
     limit: usize,
+    /// The client half-closed after sending requests that are still buffered: it is
+    /// done sending, not gone, and those requests are answered.
+    ended: &'a mut bool,
 }
 
 impl ClientIo<'_> {
@@ -440,8 +446,12 @@ impl ClientIo<'_> {
                 return Poll::Ready(Some(v));
             }
             // Bounded: each turn buffers more bytes, up to `limit`, or stops.
-            while self.buf.len() <= self.limit {
+            while !*self.ended && self.buf.len() <= self.limit {
                 match self.buf.poll_fill(self.stream, cx) {
+                    // A client that half-closes after pipelining still gets the answers
+                    // to everything it sent; the end of its stream is seen again once
+                    // the buffer is empty and the next head is read.
+                    Poll::Ready(Ok(0)) if !self.buf.is_empty() => *self.ended = true,
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
                     Poll::Ready(Ok(_)) => {}
                     Poll::Pending => break,
@@ -480,6 +490,7 @@ async fn exchange(
         state: &state,
         start,
         head,
+        limit: router.config.header_read_timeout,
     };
     let admitted = match client.unless_gone(proxy::admit(router, entry)).await {
         None => return After::Drop,
@@ -488,7 +499,7 @@ async fn exchange(
     let close = close || shutdown.is_cancelled();
     let (entry, guard) = match admitted {
         Ok(admitted) => admitted,
-        Err(e) => return reply.error(client.stream, out, &e, close).await,
+        Err(e) => return reply.error(client.stream, out, timer, &e, close).await,
     };
     let deadline = started + entry.route.request_timeout;
     let sent = client
@@ -500,10 +511,14 @@ async fn exchange(
     let (mut conn, resp) = match sent {
         None => return After::Drop,
         Some(Some(Ok(r))) => r,
-        Some(Some(Err(e))) => return reply.error(client.stream, out, &e, close).await,
-        Some(None) => {
-            let e = ProxyError::UpstreamTimeout;
-            return reply.error(client.stream, out, &e, close).await;
+        failed => {
+            let e = match failed {
+                Some(Some(Err(e))) => e,
+                _ => ProxyError::UpstreamTimeout,
+            };
+            // The slot is free before the answer is written, as on the hyper path.
+            drop(guard);
+            return reply.error(client.stream, out, timer, &e, close).await;
         }
     };
     state.record_status_code(resp.status);
@@ -547,6 +562,8 @@ struct Reply<'a> {
     state: &'a crate::state::ServiceState,
     start: StdInstant,
     head: bool,
+    /// How long the client may take to take the answer.
+    limit: Duration,
 }
 
 impl Reply<'_> {
@@ -554,6 +571,7 @@ impl Reply<'_> {
         &self,
         client: &mut TcpStream,
         out: &mut Vec<u8>,
+        timer: &mut Timer,
         e: &ProxyError,
         close: bool,
     ) -> After {
@@ -561,11 +579,27 @@ impl Reply<'_> {
         self.state.latency.observe(self.start.elapsed());
         self.state.record_status(e.status());
         local_response(out, e, close, self.head);
-        match client.write_all(out).await {
-            Ok(()) if !close => After::KeepOpen,
-            _ => After::Close,
+        if write_local(client, out, timer, self.limit).await && !close {
+            After::KeepOpen
+        } else {
+            After::Close
         }
     }
+}
+
+/// Write one of the router's own answers; false if the client does not take it within
+/// `limit` (a client that pipelines requests and never reads must not hold the task).
+async fn write_local(
+    client: &mut TcpStream,
+    out: &[u8],
+    timer: &mut Timer,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    matches!(
+        timer.within(deadline, client.write_all(out)).await,
+        Some(Ok(()))
+    )
 }
 
 /// Send the request in `req` and read the response head, retrying once on a fresh
@@ -737,8 +771,10 @@ async fn stream_body(
             // Bounded by the body: each turn moves at least one byte or returns.
             loop {
                 let Ok(n) = chunks.feed(body.conn.buf.filled()) else {
-                    // What came before the bad framing goes out, then the reset.
-                    let _ = body.write_out(out).await;
+                    // The head goes out if it has not yet, then the reset.
+                    if first {
+                        let _ = body.write_out(out).await;
+                    }
                     return Streamed::InstanceFailed;
                 };
                 let sent = if first {

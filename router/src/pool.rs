@@ -266,7 +266,8 @@ impl Pool {
         let resendable = is_idempotent(req.method().as_str())
             && req.body().is_end_stream()
             && !req.headers().contains_key(http::header::UPGRADE);
-        let head = resendable.then(|| head_copy(&req));
+        // Copied only when a pooled connection is about to be tried.
+        let mut head: Option<Request<Outgoing>> = None;
         // Bounded: every iteration consumes one idle connection.
         for _ in 0..=MAX_IDLE {
             let Some(mut conn) = self.pop_idle() else {
@@ -287,6 +288,9 @@ impl Pool {
             };
             if !ready {
                 continue;
+            }
+            if resendable && head.is_none() {
+                head = Some(head_copy(&req));
             }
             match conn.send(req).await {
                 Ok(resp) => return Ok((resp, conn)),

@@ -1353,3 +1353,54 @@ async fn a_client_that_leaves_frees_its_slot_and_queue_place() {
     );
     release.notify_waiters();
 }
+
+/// A client that pipelines two requests and then half-closes its side (`shutdown(WR)`,
+/// as `nc -N` does) still gets both answers, as hyper gives them.
+#[tokio::test]
+async fn pipelined_requests_before_a_half_close_are_all_answered() {
+    let b = ok_backend().await;
+    let t = router_to(b).await;
+    let mut c = Client::connect(t.addr).await;
+    c.send(format!("{}{}", get_req("/a"), get_req("/b"))).await;
+    c.s.shutdown().await.unwrap();
+    for _ in 0..2 {
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
+/// Broken chunked framing that arrives after the head and a good chunk were passed on:
+/// the client gets the head once (never a second copy inside the body), and the
+/// connection is cut without the last chunk, so the body cannot look complete.
+#[tokio::test]
+async fn chunked_framing_broken_later_is_cut_with_one_head() {
+    let b = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await;
+        sleep(Duration::from_millis(100)).await;
+        let _ = s.write_all(b"zz\r\nnot a chunk\r\n").await;
+        sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let t = router_to(b).await;
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(get_req("/").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Bounded by the deadline: read until the router ends the connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => panic!("the router kept the connection open: {}", preview(&got)),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text:?}");
+    assert!(text.contains("hello"), "{text:?}");
+    assert!(!text.contains("0\r\n\r\n"), "looks complete: {text:?}");
+    assert!(!text.contains("not a chunk"), "{text:?}");
+}
