@@ -394,7 +394,8 @@ pub(crate) async fn serve(
 }
 
 /// Whether `data` may hold the end of a request or response head (an empty line, CRLF or
-/// bare LF as httparse allows), looking only at what came after `scanned`.
+/// bare LF as httparse allows), looking only at what came after `scanned` (and the two
+/// bytes before it, for a blank line split across reads).
 fn head_may_end(data: &[u8], scanned: usize) -> bool {
     let from = scanned.saturating_sub(2);
     data.get(from..).is_some_and(|tail| {
@@ -656,19 +657,19 @@ async fn send_on(
     }
     let mut informational = 0;
     let mut received = false;
-    // Bounded: each turn reads more bytes of a head limited to the router's head size, or
+    // As for requests: httparse runs only when the head may have ended, so an instance
+    // dripping a large head costs linear time, not quadratic.
+    let mut scanned = 0;
+    // Bounded: each turn reads more bytes of a head limited to MAX_RESPONSE_HEAD, or
     // skips one of at most MAX_INFORMATIONAL informational responses, or returns.
     loop {
-        if !conn.buf.is_empty() {
+        if head_may_end(conn.buf.filled(), scanned) {
             resp_head.clear();
             match parse_response(conn.buf.filled(), head, client_close, resp_head) {
-                Parsed::Partial => {
-                    if conn.buf.len() > MAX_RESPONSE_HEAD {
-                        return Err(Failure::Bad(ProxyError::BadResponse("head too large")));
-                    }
-                }
+                Parsed::Partial => {}
                 Parsed::Informational(len) => {
                     conn.buf.consume(len);
+                    scanned = 0;
                     informational += 1;
                     if informational > MAX_INFORMATIONAL {
                         return Err(Failure::Bad(ProxyError::BadResponse(
@@ -684,6 +685,10 @@ async fn send_on(
                     return Ok(resp);
                 }
             }
+        }
+        scanned = conn.buf.len();
+        if scanned > MAX_RESPONSE_HEAD {
+            return Err(Failure::Bad(ProxyError::BadResponse("head too large")));
         }
         match conn.buf.fill(&mut conn.stream).await {
             Ok(0) if !received => {

@@ -1404,3 +1404,28 @@ async fn chunked_framing_broken_later_is_cut_with_one_head() {
     assert!(!text.contains("0\r\n\r\n"), "looks complete: {text:?}");
     assert!(!text.contains("not a chunk"), "{text:?}");
 }
+
+/// An instance that sends its response head one byte at a time (every possible split of
+/// the blank line that ends it) is still understood, and the body follows.
+#[tokio::test]
+async fn response_head_dripped_byte_by_byte() {
+    let b = raw_backend(|mut s| async move {
+        read_head(&mut s).await;
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
+        for byte in reply {
+            if s.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            sleep(Duration::from_millis(2)).await;
+        }
+        sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    let t = router_to(b).await;
+    let mut c = Client::connect(t.addr).await;
+    c.send(get_req("/")).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("x-a"), Some("b"));
+}
