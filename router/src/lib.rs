@@ -12,8 +12,9 @@
 //! The autoscaler reads its input from [`Router::stats`].
 //!
 //! Modules: [`host`] parses hosts, `table` holds snapshots, `state` the counters that
-//! survive them, `pool` the instance connections, `proxy` the request path, [`error`] what
-//! the client is told when it goes wrong.
+//! survive them, `pool` the instance connections, `fast` the HTTP/1.1 fast path for plain
+//! requests, `proxy` the hyper request path for everything else, [`error`] what the client
+//! is told when it goes wrong.
 
 mod conn;
 pub mod error;
@@ -407,7 +408,8 @@ impl Router {
     /// shutdown: idle keep-alive connections close, busy ones finish their request).
     ///
     /// A connection whose first bytes are not the start of the HTTP/2 preface is served by
-    /// hyper's HTTP/1 connection directly (one `peek` decides); only h2c and the odd client
+    /// the HTTP/1.1 fast path (`fast`), which hands it to hyper's HTTP/1 connection at the
+    /// first request it does not take (one `peek` decides); only h2c and the odd client
     /// whose first bytes leave it open go through hyper-util's protocol-sniffing `auto`
     /// builder, which wraps every read of the connection.
     pub async fn serve(
