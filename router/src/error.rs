@@ -42,6 +42,10 @@ pub enum ProxyError {
     /// The service was removed while the request waited for it.
     #[error("service was removed while the request waited")]
     ServiceGone,
+    /// The service switched to h2c while the request waited for a slot; the HTTP/1.1
+    /// fast path cannot forward it, and a retry takes the HTTP/2 path.
+    #[error("service changed protocol while the request waited")]
+    ServiceChanged,
     /// Could not open a connection to the instance.
     #[error("connect to instance failed: {0}")]
     Connect(#[source] std::io::Error),
@@ -73,7 +77,8 @@ impl ProxyError {
             ProxyError::QueueFull
             | ProxyError::QueueTimeout
             | ProxyError::ColdStartTimeout
-            | ProxyError::ServiceGone => Fault::Internal,
+            | ProxyError::ServiceGone
+            | ProxyError::ServiceChanged => Fault::Internal,
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamIo(_)
@@ -91,7 +96,8 @@ impl ProxyError {
             ProxyError::QueueFull
             | ProxyError::QueueTimeout
             | ProxyError::ColdStartTimeout
-            | ProxyError::ServiceGone => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::ServiceGone
+            | ProxyError::ServiceChanged => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamIo(_)
@@ -104,7 +110,10 @@ impl ProxyError {
     /// Seconds to put in `Retry-After`, for the answers where retrying later helps.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            ProxyError::QueueFull | ProxyError::QueueTimeout | ProxyError::ServiceGone => Some(1),
+            ProxyError::QueueFull
+            | ProxyError::QueueTimeout
+            | ProxyError::ServiceGone
+            | ProxyError::ServiceChanged => Some(1),
             ProxyError::ColdStartTimeout => Some(5),
             _ => None,
         }
@@ -119,6 +128,7 @@ impl ProxyError {
             ProxyError::QueueTimeout => "slipway: service at capacity, timed out in queue\n",
             ProxyError::ColdStartTimeout => "slipway: service is starting, try again\n",
             ProxyError::ServiceGone => "slipway: service was removed\n",
+            ProxyError::ServiceChanged => "slipway: service changed, try again\n",
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamIo(_)

@@ -499,6 +499,13 @@ async fn exchange(
     };
     let close = close || shutdown.is_cancelled();
     let (entry, guard) = match admitted {
+        Ok((entry, guard)) if entry.route.http2 => {
+            // Switched to h2c while the request was queued: the slot is given back, and
+            // the client's retry goes through hyper.
+            drop(guard);
+            let e = ProxyError::ServiceChanged;
+            return reply.error(client.stream, out, timer, &e, close).await;
+        }
         Ok(admitted) => admitted,
         Err(e) => return reply.error(client.stream, out, timer, &e, close).await,
     };

@@ -1429,3 +1429,54 @@ async fn response_head_dripped_byte_by_byte() {
     assert_eq!(r.text(), "ok");
     assert_eq!(r.header("x-a"), Some("b"));
 }
+
+/// A request queued on the fast path while its service switches to h2c is not sent to
+/// the instance over HTTP/1.1: it gets 503 with Retry-After, and the slot it was given is
+/// free again.
+#[tokio::test]
+async fn service_switched_to_h2c_while_queued_gets_503() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::clone(&release);
+    let b = raw_backend(move |mut s| {
+        let held = Arc::clone(&held);
+        async move {
+            read_head(&mut s).await;
+            held.notified().await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    let tune = |r: &mut ServiceRoute| {
+        r.max_concurrency = 1;
+        r.queue_timeout = Duration::from_secs(30);
+    };
+    let t = router_with(b, tune).await;
+    let stats = |t: &TestRouter| {
+        let s = t
+            .router
+            .stats()
+            .into_iter()
+            .find(|s| s.name == "web")
+            .unwrap();
+        (s.in_flight, s.queued)
+    };
+    let mut first = Client::connect(t.addr).await;
+    first.send(get_req("/slow")).await;
+    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await);
+    let mut second = Client::connect(t.addr).await;
+    second.send(get_req("/queued")).await;
+    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 1)).await);
+
+    let mut h2 = route("web", vec![instance("a", b)]);
+    tune(&mut h2);
+    h2.http2 = true;
+    t.router.upsert_service(h2);
+    release.notify_waiters();
+    assert_eq!(first.response(false).await.status, 200);
+    let r = second.response(false).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (0, 0)).await);
+}
