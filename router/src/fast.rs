@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ProxyError;
 use crate::host::normalize_host;
 use crate::pool::RawConn;
-use crate::proxy;
+use crate::proxy::{self, Field};
 use crate::state::{InFlightGuard, InstanceState};
 use crate::table::ServiceEntry;
 use crate::Router;
@@ -898,40 +898,6 @@ impl Body<'_> {
     }
 }
 
-/// How a request header is treated.
-#[derive(Debug, PartialEq, Eq)]
-enum ReqField {
-    Copy,
-    /// Hop-by-hop or forwarding information the router replaces: not forwarded.
-    Drop,
-    Host,
-    ContentLength,
-    Connection,
-    /// Needs the hyper path.
-    HandOff,
-}
-
-fn classify_request_field(name: &str) -> ReqField {
-    let is = |s: &str| name.eq_ignore_ascii_case(s);
-    match name.len() {
-        2 if is("te") => ReqField::HandOff,
-        4 if is("host") => ReqField::Host,
-        6 if is("expect") => ReqField::HandOff,
-        7 if is("upgrade") || is("trailer") => ReqField::HandOff,
-        9 if is("forwarded") => ReqField::Drop,
-        10 if is("connection") => ReqField::Connection,
-        10 if is("keep-alive") => ReqField::Drop,
-        14 if is("content-length") => ReqField::ContentLength,
-        15 if is("x-forwarded-for") => ReqField::Drop,
-        16 if is("x-forwarded-host") || is("proxy-connection") => ReqField::Drop,
-        17 if is("x-forwarded-proto") => ReqField::Drop,
-        17 if is("transfer-encoding") => ReqField::HandOff,
-        18 if is("proxy-authenticate") => ReqField::Drop,
-        19 if is("proxy-authorization") => ReqField::Drop,
-        _ => ReqField::Copy,
-    }
-}
-
 /// Whether a request target holds only bytes that every parser reads the same way
 /// (RFC 3986's unreserved, sub-delims, `:@/?%`). Anything else (a fragment, quotes,
 /// braces, non-ASCII) goes to the hyper path, which accepts or refuses it as before.
@@ -979,23 +945,27 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     if !path.starts_with('/') || !plain_target(path) || method == "CONNECT" {
         return Prepared::HandOff;
     }
+    // One pass over the fields: they are checked and the instance's head is written at
+    // once (`out` is discarded if the request goes elsewhere).
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut host: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
     let mut close = false;
     for f in req.headers.iter() {
-        match classify_request_field(f.name) {
-            ReqField::Copy | ReqField::Drop => {}
-            ReqField::HandOff => return Prepared::HandOff,
-            ReqField::Host => {
+        match Field::of(f.name) {
+            Field::Host => {
                 if host.replace(f.value).is_some() {
                     return Prepared::HandOff;
                 }
             }
-            ReqField::ContentLength => match (length, parse_length(f.value)) {
+            Field::ContentLength => match (length, parse_length(f.value)) {
                 (None, Some(n)) => length = Some(n),
                 _ => return Prepared::HandOff,
             },
-            ReqField::Connection => {
+            Field::Connection => {
                 for t in tokens(f.value) {
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -1003,8 +973,28 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
                         return Prepared::HandOff;
                     }
                 }
+                continue;
             }
+            Field::Te
+            | Field::Upgrade
+            | Field::Trailer
+            | Field::Expect
+            | Field::TransferEncoding => return Prepared::HandOff,
+            // Hop-by-hop, or forwarding information the router replaces.
+            Field::KeepAlive
+            | Field::ProxyConnection
+            | Field::ProxyAuthenticate
+            | Field::ProxyAuthorization
+            | Field::Forwarded
+            | Field::XForwardedFor
+            | Field::XForwardedHost
+            | Field::XForwardedProto => continue,
+            Field::Other => {}
         }
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
     }
     let body = usize::try_from(length.unwrap_or(0)).unwrap_or(usize::MAX);
     if body > MAX_INLINE_BODY {
@@ -1036,22 +1026,6 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
         return Prepared::HandOff;
     }
     let entry = Arc::clone(entry);
-
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for f in req.headers.iter() {
-        if matches!(
-            classify_request_field(f.name),
-            ReqField::Copy | ReqField::Host | ReqField::ContentLength
-        ) {
-            out.extend_from_slice(f.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(f.value);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
     out.extend_from_slice(b"x-forwarded-for: ");
     out.extend_from_slice(peer_ip);
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
@@ -1076,32 +1050,6 @@ enum Parsed {
     SwitchingProtocols,
     Invalid(&'static str),
     Complete(usize, ResponseHead),
-}
-
-/// How a response header is treated.
-#[derive(Debug, PartialEq, Eq)]
-enum RespField {
-    Copy,
-    Drop,
-    Connection,
-    ContentLength,
-    TransferEncoding,
-}
-
-fn classify_response_field(name: &str) -> RespField {
-    let is = |s: &str| name.eq_ignore_ascii_case(s);
-    match name.len() {
-        2 if is("te") => RespField::Drop,
-        7 if is("upgrade") || is("trailer") => RespField::Drop,
-        10 if is("connection") => RespField::Connection,
-        10 if is("keep-alive") => RespField::Drop,
-        14 if is("content-length") => RespField::ContentLength,
-        16 if is("proxy-connection") => RespField::Drop,
-        17 if is("transfer-encoding") => RespField::TransferEncoding,
-        18 if is("proxy-authenticate") => RespField::Drop,
-        19 if is("proxy-authorization") => RespField::Drop,
-        _ => RespField::Copy,
-    }
 }
 
 /// Parse the response head at the front of `buf` and write the client's version of it
@@ -1133,8 +1081,8 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     let mut chunked: Option<bool> = None;
     let mut named = false;
     for f in resp.headers.iter() {
-        match classify_response_field(f.name) {
-            RespField::Connection => {
+        match Field::of(f.name) {
+            Field::Connection => {
                 for t in tokens(f.value) {
                     if t.eq_ignore_ascii_case(b"close") {
                         reusable = false;
@@ -1143,21 +1091,21 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
                     }
                 }
             }
-            RespField::ContentLength => match (length, parse_length(f.value)) {
+            Field::ContentLength => match (length, parse_length(f.value)) {
                 (_, None) => return Parsed::Invalid("invalid Content-Length"),
                 (Some(a), Some(b)) if a != b => {
                     return Parsed::Invalid("conflicting Content-Length values")
                 }
                 (_, n) => length = n,
             },
-            RespField::TransferEncoding => {
+            Field::TransferEncoding => {
                 // The last coding decides: chunked last frames the body, anything else
                 // leaves it delimited by the close (RFC 9112 §6.3).
                 if let Some(last) = tokens(f.value).last() {
                     chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
                 }
             }
-            RespField::Copy | RespField::Drop => {}
+            _ => {}
         }
     }
     if chunked.is_some() && version == 0 {
@@ -1189,7 +1137,7 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     let connection_named: Vec<&[u8]> = if named {
         resp.headers
             .iter()
-            .filter(|f| classify_response_field(f.name) == RespField::Connection)
+            .filter(|f| Field::of(f.name) == Field::Connection)
             .flat_map(|f| tokens(f.value))
             .collect()
     } else {
@@ -1208,7 +1156,9 @@ fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>)
     for f in resp.headers.iter() {
         // Framing fields are never copied: the router writes its own below, from the
         // framing it will use (so `Connection` naming them cannot unframe a response).
-        if classify_response_field(f.name) != RespField::Copy
+        let field = Field::of(f.name);
+        if field.is_hop_by_hop()
+            || field == Field::ContentLength
             || connection_named
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))

@@ -537,25 +537,80 @@ where
     }
 }
 
+/// The header fields the router treats specially, recognised by name case-insensitively;
+/// one table for both request paths (this module's and `crate::fast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Expect,
+    Forwarded,
+    XForwardedFor,
+    XForwardedHost,
+    XForwardedProto,
+    /// Any other field: end to end, passed on as it is.
+    Other,
+}
+
+impl Field {
+    pub fn of(name: &str) -> Field {
+        let is = |s: &str| name.eq_ignore_ascii_case(s);
+        // One dispatch on the length, then at most two comparisons.
+        match name.len() {
+            2 if is("te") => Field::Te,
+            4 if is("host") => Field::Host,
+            6 if is("expect") => Field::Expect,
+            7 if is("upgrade") => Field::Upgrade,
+            7 if is("trailer") => Field::Trailer,
+            9 if is("forwarded") => Field::Forwarded,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::KeepAlive,
+            14 if is("content-length") => Field::ContentLength,
+            15 if is("x-forwarded-for") => Field::XForwardedFor,
+            16 if is("x-forwarded-host") => Field::XForwardedHost,
+            16 if is("proxy-connection") => Field::ProxyConnection,
+            17 if is("x-forwarded-proto") => Field::XForwardedProto,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            18 if is("proxy-authenticate") => Field::ProxyAuthenticate,
+            19 if is("proxy-authorization") => Field::ProxyAuthorization,
+            _ => Field::Other,
+        }
+    }
+
+    /// The hop-by-hop fields of [`HOP_BY_HOP`].
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::Trailer
+                | Field::TransferEncoding
+                | Field::Upgrade
+                | Field::ProxyAuthenticate
+                | Field::ProxyAuthorization
+        )
+    }
+}
+
 /// Whether any header is hop-by-hop. A header that `Connection` names can only be there
 /// if `Connection` is, so this is exact for deciding whether [`strip_hop_by_hop`] has work.
 fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    // A match on the name's text instead of `HOP_BY_HOP.contains`: one dispatch on the
-    // length per header instead of nine comparisons (this runs twice per request).
-    headers.keys().any(|k| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-        )
-    })
+    // By `Field::of` instead of `HOP_BY_HOP.contains`: one dispatch on the length per
+    // header instead of nine comparisons (this runs twice per request).
+    headers
+        .keys()
+        .any(|k| Field::of(k.as_str()).is_hop_by_hop())
 }
 
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
