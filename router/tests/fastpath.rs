@@ -1300,56 +1300,62 @@ async fn router_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-/// A client that gives up while its request waits (in the queue, or for the instance's
-/// answer) gives its queue place and its instance slot back at once, not at a timeout.
-#[tokio::test]
-async fn a_client_that_leaves_frees_its_slot_and_queue_place() {
+/// An instance that answers each request with `reply`, but only once `release` is
+/// notified: requests to it hold their slot until then.
+async fn held_backend(reply: &'static [u8]) -> (SocketAddr, Arc<tokio::sync::Notify>) {
     let release = Arc::new(tokio::sync::Notify::new());
     let held = Arc::clone(&release);
-    // The instance answers nothing until released.
     let b = raw_backend(move |mut s| {
         let held = Arc::clone(&held);
         async move {
             read_head(&mut s).await;
             held.notified().await;
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .await;
+            let _ = s.write_all(reply).await;
         }
     })
     .await;
+    (b, release)
+}
+
+/// The test service's (in flight, queued) requests.
+fn web_load(t: &TestRouter) -> (usize, usize) {
+    let s = t
+        .router
+        .stats()
+        .into_iter()
+        .find(|s| s.name == "web")
+        .unwrap();
+    (s.in_flight, s.queued)
+}
+
+/// A client that gives up while its request waits (in the queue, or for the instance's
+/// answer) gives its queue place and its instance slot back at once, not at a timeout.
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_slot_and_queue_place() {
+    let (b, release) = held_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
     let t = router_with(b, |r| {
         r.max_concurrency = 1;
         r.request_timeout = Duration::from_secs(60);
         r.queue_timeout = Duration::from_secs(60);
     })
     .await;
-    let stats = |t: &TestRouter| {
-        let s = t
-            .router
-            .stats()
-            .into_iter()
-            .find(|s| s.name == "web")
-            .unwrap();
-        (s.in_flight, s.queued)
-    };
     let mut first = Client::connect(t.addr).await;
     first.send(get_req("/slow")).await;
-    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await);
+    assert!(wait_for(Duration::from_secs(5), || web_load(&t) == (1, 0)).await);
     let mut second = Client::connect(t.addr).await;
     second.send(get_req("/queued")).await;
-    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 1)).await);
+    assert!(wait_for(Duration::from_secs(5), || web_load(&t) == (1, 1)).await);
     drop(second);
     assert!(
-        wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await,
+        wait_for(Duration::from_secs(5), || web_load(&t) == (1, 0)).await,
         "queue place not given back: {:?}",
-        stats(&t)
+        web_load(&t)
     );
     drop(first);
     assert!(
-        wait_for(Duration::from_secs(5), || stats(&t) == (0, 0)).await,
+        wait_for(Duration::from_secs(5), || web_load(&t) == (0, 0)).await,
         "slot not given back: {:?}",
-        stats(&t)
+        web_load(&t)
     );
     release.notify_waiters();
 }
@@ -1435,39 +1441,19 @@ async fn response_head_dripped_byte_by_byte() {
 /// free again.
 #[tokio::test]
 async fn service_switched_to_h2c_while_queued_gets_503() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let held = Arc::clone(&release);
-    let b = raw_backend(move |mut s| {
-        let held = Arc::clone(&held);
-        async move {
-            read_head(&mut s).await;
-            held.notified().await;
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .await;
-        }
-    })
-    .await;
+    let (b, release) =
+        held_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
     let tune = |r: &mut ServiceRoute| {
         r.max_concurrency = 1;
         r.queue_timeout = Duration::from_secs(30);
     };
     let t = router_with(b, tune).await;
-    let stats = |t: &TestRouter| {
-        let s = t
-            .router
-            .stats()
-            .into_iter()
-            .find(|s| s.name == "web")
-            .unwrap();
-        (s.in_flight, s.queued)
-    };
     let mut first = Client::connect(t.addr).await;
     first.send(get_req("/slow")).await;
-    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 0)).await);
+    assert!(wait_for(Duration::from_secs(5), || web_load(&t) == (1, 0)).await);
     let mut second = Client::connect(t.addr).await;
     second.send(get_req("/queued")).await;
-    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (1, 1)).await);
+    assert!(wait_for(Duration::from_secs(5), || web_load(&t) == (1, 1)).await);
 
     let mut h2 = route("web", vec![instance("a", b)]);
     tune(&mut h2);
@@ -1478,5 +1464,5 @@ async fn service_switched_to_h2c_while_queued_gets_503() {
     let r = second.response(false).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(wait_for(Duration::from_secs(5), || stats(&t) == (0, 0)).await);
+    assert!(wait_for(Duration::from_secs(5), || web_load(&t) == (0, 0)).await);
 }
