@@ -16,5 +16,5 @@ echo "[test] cargo test"
 cargo test --workspace -- --test-threads=2
 echo "[test] router suites again through the hyper path (fast path off)"
 SLIPWAY_ROUTER_PATH=hyper cargo test -p slipway-router --test hostile --test semantics \
-    --test limits --test websocket --test h2c -- --test-threads=2
+    --test limits --test websocket --test h2c --test refusals -- --test-threads=2
 echo "[test] all passed"

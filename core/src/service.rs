@@ -162,6 +162,10 @@ pub struct Network {
     /// Seconds old instances get to finish in-flight requests after a swap, 0 to 3600
     /// (default 30).
     pub drain_timeout_s: u32,
+    /// Pass request header fields with `_` in their names to the app (default false: the
+    /// router drops them, as nginx does, since CGI and WSGI servers fold `_` and `-`
+    /// together and a `Transfer_Encoding` would then frame the request).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for Network {
@@ -174,6 +178,7 @@ impl Default for Network {
             queue_timeout_ms: 10_000,
             cold_start_timeout_ms: 30_000,
             drain_timeout_s: 30,
+            underscores_in_headers: false,
         }
     }
 }

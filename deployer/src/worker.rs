@@ -74,6 +74,7 @@ pub fn route_for(spec: &ServiceSpec, instances: Vec<(String, SocketAddr)>) -> Se
         idle_timeout: Duration::from_secs(n.idle_timeout_s as u64),
         cold_start_timeout: Duration::from_millis(n.cold_start_timeout_ms as u64),
         http2: n.http2,
+        underscores_in_headers: n.underscores_in_headers,
     }
 }
 

@@ -30,6 +30,16 @@ pub enum ProxyError {
     /// No service is routed at this host.
     #[error("no service at this host")]
     UnknownHost,
+    /// The request's framing is ambiguous: a `Transfer-Encoding` that is not exactly one
+    /// `chunked` coding (RFC 9112 §6.1). The connection is closed after the answer.
+    #[error("ambiguous request framing: {0}")]
+    BadFraming(&'static str),
+    /// A transfer coding the router does not implement (RFC 9112 §6.1: 501).
+    #[error("unknown transfer coding")]
+    UnknownCoding,
+    /// The request head is larger than `RouterConfig::max_header_bytes`.
+    #[error("request head too large")]
+    HeadTooLarge,
     /// Every instance is at its concurrency limit and the wait queue is full.
     #[error("service at capacity and its queue is full")]
     QueueFull,
@@ -73,7 +83,11 @@ impl ProxyError {
     /// Whose fault this was.
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::BadHost(_) | ProxyError::UnknownHost => Fault::Downstream,
+            ProxyError::BadHost(_)
+            | ProxyError::UnknownHost
+            | ProxyError::BadFraming(_)
+            | ProxyError::UnknownCoding
+            | ProxyError::HeadTooLarge => Fault::Downstream,
             ProxyError::QueueFull
             | ProxyError::QueueTimeout
             | ProxyError::ColdStartTimeout
@@ -91,8 +105,10 @@ impl ProxyError {
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadHost(_) | ProxyError::BadFraming(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownHost => StatusCode::NOT_FOUND,
+            ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::QueueFull
             | ProxyError::QueueTimeout
             | ProxyError::ColdStartTimeout
@@ -105,6 +121,15 @@ impl ProxyError {
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// Whether the connection must close after this answer: the request's framing cannot
+    /// be trusted, so neither can anything after it on the connection.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadFraming(_) | ProxyError::UnknownCoding | ProxyError::HeadTooLarge
+        )
     }
 
     /// Seconds to put in `Retry-After`, for the answers where retrying later helps.
@@ -124,6 +149,9 @@ impl ProxyError {
         match self {
             ProxyError::BadHost(_) => "slipway: missing or invalid Host\n",
             ProxyError::UnknownHost => "slipway: no service at this host\n",
+            ProxyError::BadFraming(_) => "slipway: ambiguous request framing\n",
+            ProxyError::UnknownCoding => "slipway: unknown transfer coding\n",
+            ProxyError::HeadTooLarge => "slipway: request head too large\n",
             ProxyError::QueueFull => "slipway: service at capacity, queue full\n",
             ProxyError::QueueTimeout => "slipway: service at capacity, timed out in queue\n",
             ProxyError::ColdStartTimeout => "slipway: service is starting, try again\n",

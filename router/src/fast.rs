@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -245,6 +245,8 @@ enum Prepared {
     Partial,
     /// Not for the fast path: the hyper path serves it.
     HandOff,
+    /// The head is larger than the limit: 431, and the connection closes.
+    TooLarge,
     /// Answered by the router: a host nobody serves.
     Unrouted {
         consumed: usize,
@@ -308,8 +310,7 @@ pub(crate) async fn serve(
             }
             scanned = buf.len();
             if buf.len() > head_limit(router) {
-                // hyper answers 431.
-                break Prepared::HandOff;
+                break Prepared::TooLarge;
             }
             let idle = buf.is_empty();
             let wait = std::future::poll_fn(|cx| {
@@ -338,6 +339,15 @@ pub(crate) async fn serve(
         let fwd = match prepared {
             Prepared::Partial => return unreachable_partial(),
             Prepared::HandOff => return End::HandOff(buf.take_vec()),
+            Prepared::TooLarge => {
+                let e = ProxyError::HeadTooLarge;
+                proxy::record_unrouted(router, e.status());
+                local_response(&mut out, &e, true, false);
+                if write_local(client, &out, &mut timer, head_timeout).await {
+                    linger(client).await;
+                }
+                return End::Closed;
+            }
             Prepared::Unrouted {
                 consumed,
                 close,
@@ -608,6 +618,22 @@ async fn write_local(
         timer.within(deadline, client.write_all(out)).await,
         Some(Ok(()))
     )
+}
+
+/// Ends a connection the router refused mid-request: FIN, then read and discard what the
+/// client is still sending for a moment (bounded in bytes and time), so that closing with
+/// unread bytes does not reset the connection before the client reads the answer.
+async fn linger(client: &mut TcpStream) {
+    let _ = client.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 16 * 1024];
+    let mut left: usize = 4 << 20;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// Send the request in `req` and read the response head, retrying once on a fresh
@@ -908,7 +934,7 @@ fn plain_target(path: &str) -> bool {
 
 /// Largest request head, as the hyper path applies it (hyper cannot go below 8 KiB).
 fn head_limit(router: &Router) -> usize {
-    router.config.max_header_bytes.max(8192)
+    router.config.head_limit()
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
@@ -932,12 +958,12 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
-        // hyper answers 431 for heads over the limit, so they go there.
         Ok(httparse::Status::Complete(n)) if n <= head_limit(router) => n,
         Ok(httparse::Status::Partial) if buf.len() <= head_limit(router) => {
             return Prepared::Partial
         }
-        Ok(_) | Err(_) => return Prepared::HandOff,
+        Ok(_) => return Prepared::TooLarge,
+        Err(_) => return Prepared::HandOff,
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
@@ -954,7 +980,14 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     let mut host: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
     let mut close = false;
+    // A field with `_` in its name is dropped unless the service allows them; then the
+    // hyper path, which reads the service first, forwards it.
+    let mut underscored = false;
     for f in req.headers.iter() {
+        if f.name.as_bytes().contains(&b'_') {
+            underscored = true;
+            continue;
+        }
         match Field::of(f.name) {
             Field::Host => {
                 if host.replace(f.value).is_some() {
@@ -1022,7 +1055,7 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
             head: method == "HEAD",
         };
     };
-    if entry.route.http2 {
+    if entry.route.http2 || (underscored && entry.route.underscores_in_headers) {
         return Prepared::HandOff;
     }
     let entry = Arc::clone(entry);

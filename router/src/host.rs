@@ -36,13 +36,17 @@ pub enum HostError {
     /// Longer than [`MAX_HOST_LEN`].
     #[error("host too long")]
     TooLong,
+    /// `userinfo@` in front of the host.
+    #[error("userinfo in host")]
+    Userinfo,
     /// A `[` without a well-formed IPv6 literal.
     #[error("malformed IPv6 literal in host")]
     Ipv6,
 }
 
-/// Normalise a `Host` header value or URI authority (`host[:port]`, `[v6][:port]`,
-/// optionally `userinfo@` in front, which is dropped).
+/// Normalise a `Host` header value or URI authority (`host[:port]`, `[v6][:port]`).
+/// Userinfo (`user@host`) is refused: it has no place in `Host` (RFC 9110 §7.2), and
+/// a router that routes `evil@name` by `name` lets the app see a host it never serves.
 ///
 /// Borrows when the input is already in normal form (the common case), so the hot path
 /// allocates nothing here.
@@ -52,11 +56,9 @@ pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     if is_normal(raw) {
         return Ok(Cow::Borrowed(raw));
     }
-    // An authority may carry userinfo; it never takes part in routing.
-    let raw = match raw.rfind('@') {
-        Some(i) => &raw[i + 1..],
-        None => raw,
-    };
+    if raw.contains('@') {
+        return Err(HostError::Userinfo);
+    }
     if raw.is_empty() {
         return Err(HostError::Empty);
     }
@@ -189,7 +191,6 @@ mod tests {
             "api.slipway.localhost"
         );
         assert_eq!(n("api:").unwrap(), "api");
-        assert_eq!(n("user:pw@api:1").unwrap(), "api");
         assert_eq!(n("127.0.0.1:80").unwrap(), "127.0.0.1");
         assert_eq!(n("[::1]:8080").unwrap(), "[::1]");
         assert_eq!(n("[FE80::1]").unwrap(), "[fe80::1]");
@@ -220,6 +221,8 @@ mod tests {
         assert_eq!(n("[zz::1]"), Err(HostError::Ipv6));
         assert_eq!(n("[::1]x"), Err(HostError::Port));
         assert_eq!(n("é.com"), Err(HostError::Char));
+        assert_eq!(n("user:pw@api:1"), Err(HostError::Userinfo));
+        assert_eq!(n("evil@web.slipway.localhost"), Err(HostError::Userinfo));
         assert_eq!(n(&"a".repeat(254)), Err(HostError::TooLong));
     }
 

@@ -76,6 +76,14 @@ pub struct RouterConfig {
     pub fast_path: bool,
 }
 
+impl RouterConfig {
+    /// The largest request head either path accepts: `max_header_bytes`, at least 8 KiB
+    /// (hyper cannot go below).
+    pub(crate) fn head_limit(&self) -> usize {
+        self.max_header_bytes.max(8192)
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
@@ -110,6 +118,10 @@ pub struct ServiceRoute {
     pub cold_start_timeout: Duration,
     /// Speak h2c (prior knowledge) to the instances, as gRPC needs.
     pub http2: bool,
+    /// Forward request header fields whose names hold `_`; by default they are dropped
+    /// (nginx's `underscores_in_headers off`), since CGI/WSGI servers read
+    /// `Transfer_Encoding` as `Transfer-Encoding`.
+    pub underscores_in_headers: bool,
 }
 
 impl ServiceRoute {
@@ -128,6 +140,7 @@ impl ServiceRoute {
             idle_timeout: Duration::from_secs(300),
             cold_start_timeout: Duration::from_secs(30),
             http2: false,
+            underscores_in_headers: false,
         }
     }
 }

@@ -216,10 +216,14 @@ pub(crate) async fn handle(
     active: Option<Active>,
 ) -> Result<Response<RouterBody>, Infallible> {
     let start = Instant::now();
-    let (entry, fwd_host) = match route(&router, &req) {
+    let (entry, fwd_host) = match check_head(&router, &req).and_then(|()| route(&router, &req)) {
         Ok(found) => found,
         Err(e) => {
             let mut resp = router.unrouted_response(&e);
+            if e.closes() && req.version() <= Version::HTTP_11 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp.body_mut()._active = active;
             return Ok(resp);
         }
@@ -238,6 +242,70 @@ pub(crate) async fn handle(
     state.record_status(resp.status());
     resp.body_mut()._active = active;
     Ok(resp)
+}
+
+/// What the router refuses before it routes, the same on both request paths (the fast
+/// path hands every request with `Transfer-Encoding` to this one):
+/// - a head larger than the limit (431), measured as parsed: the request line and each
+///   field's name, value and separators;
+/// - on HTTP/1, a `Transfer-Encoding` that is not exactly one `chunked` coding (400), or
+///   one naming a coding other than `chunked` before it (501), RFC 9112 §6.1 (hyper
+///   itself answers 400 when `chunked` is not the last coding). A proxy that re-frames such a request lets the client and
+///   the app disagree about where it ends.
+pub(crate) fn check_head(router: &Router, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let uri = req.uri();
+    let mut size = req.method().as_str().len()
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size + 2 > router.config.head_limit() {
+        return Err(ProxyError::HeadTooLarge);
+    }
+    if req.version() > Version::HTTP_11 {
+        return Ok(());
+    }
+    let mut codings = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    let Some(te) = codings.next() else {
+        return Ok(());
+    };
+    if codings.next().is_some() {
+        return Err(ProxyError::BadFraming("several Transfer-Encoding fields"));
+    }
+    let value = te.as_bytes().trim_ascii();
+    if value.eq_ignore_ascii_case(b"chunked") {
+        // Beside a `Content-Length`, hyper has already dropped the length, framed the
+        // body by the coding and marked the connection to close (RFC 9112 §6.3).
+        return Ok(());
+    }
+    let all_chunked = value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .all(|t| t.is_empty() || t.eq_ignore_ascii_case(b"chunked"));
+    if all_chunked {
+        // `chunked, chunked`, or empty list members: malformed, not unknown.
+        Err(ProxyError::BadFraming("Transfer-Encoding is not one chunked coding"))
+    } else {
+        Err(ProxyError::UnknownCoding)
+    }
+}
+
+/// Removes request fields whose names hold `_` (see `ServiceRoute::underscores_in_headers`).
+fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
 }
 
 /// The authority (absolute-form or HTTP/2 URI first, then `Host`) and its service.
@@ -359,6 +427,9 @@ async fn proxy(
     if hop {
         strip_hop_by_hop(req.headers_mut());
     }
+    if !entry.route.underscores_in_headers {
+        drop_underscored(req.headers_mut());
+    }
     if let Some(up) = &upgrade {
         let headers = req.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -397,7 +468,9 @@ async fn proxy(
         (resp, None)
     } else {
         *req.version_mut() = Version::HTTP_11;
-        if !req.headers().contains_key(header::HOST) {
+        // The app sees the name the request was routed by: an absolute-form target's
+        // authority replaces whatever `Host` the client sent beside it (RFC 9112 §3.2.2).
+        if req.uri().authority().is_some() || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, fwd_host);
         }
         // Origin-form (`/path?query`, what HTTP/1.1 clients send) is forwarded as it is;
