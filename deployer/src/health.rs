@@ -65,25 +65,35 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or("");
-    let status: Option<u16> = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse().ok());
-    match status {
-        Some(c) if (200..400).contains(&c) => Ok(()),
-        Some(c) => Err(format!("{} answered {c}", describe(hc))),
-        None if buf.is_empty() => Err(format!(
-            "{}: the connection closed without an answer",
-            describe(hc)
-        )),
-        None => Err(format!(
-            "{}: not an HTTP answer: {:?}",
-            describe(hc),
-            &line[..line.len().min(80)]
-        )),
+    match status_of(&buf) {
+        Ok(c) if (200..400).contains(&c) => Ok(()),
+        Ok(c) => Err(format!("{} answered {c}", describe(hc))),
+        Err(why) => Err(format!("{}: {why}", describe(hc))),
     }
+}
+
+/// Characters of a reply that is not HTTP quoted in the reason.
+const QUOTED_CHARS: usize = 80;
+
+/// The status code of an HTTP/1.x status line at the front of `reply`: what an app
+/// answered a health check. `reply` is whatever the app sent (any bytes at all); the
+/// error says what was wrong with it, quoting at most [`QUOTED_CHARS`] characters.
+pub fn status_of(reply: &[u8]) -> Result<u16, String> {
+    if reply.is_empty() {
+        return Err("the connection closed without an answer".into());
+    }
+    let line = reply.split(|b| *b == b'\n').next().unwrap_or_default();
+    let code = line
+        .strip_prefix(b"HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .filter(|c| c.iter().all(u8::is_ascii_digit))
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok());
+    code.ok_or_else(|| {
+        let text = String::from_utf8_lossy(line);
+        let quoted: String = text.trim_end_matches('\r').chars().take(QUOTED_CHARS).collect();
+        format!("not an HTTP answer: {quoted:?}")
+    })
 }
 
 #[cfg(test)]
@@ -119,6 +129,43 @@ mod tests {
         let bad = server(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
         let e = probe(bad, &hc).await.unwrap_err();
         assert!(e.contains("HTTP GET /healthz answered 500"), "{e}");
+    }
+
+    /// An app whose reply is not HTTP and has a multi-byte character across byte 80 (the
+    /// reason quotes a prefix of it) must fail its check, not panic the worker.
+    #[tokio::test]
+    async fn a_reply_that_is_not_http_fails_the_check_without_panicking() {
+        let hc = HealthCheck {
+            protocol: HealthProtocol::Http,
+            ..Default::default()
+        };
+        let mut reply = "x".repeat(79);
+        reply.push_str("ééé garbage\n");
+        let addr = server(Box::leak(reply.into_bytes().into_boxed_slice())).await;
+        let e = probe(addr, &hc).await.unwrap_err();
+        assert!(e.contains("not an HTTP answer"), "{e}");
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_of(b"HTTP/1.1 204 No Content\r\n"), Ok(204));
+        assert_eq!(status_of(b"HTTP/1.0 302 Found\n"), Ok(302));
+        assert!(status_of(b"").unwrap_err().contains("without an answer"));
+        assert!(status_of(b"HTTP/1.1 2x4 Nope\r\n").is_err());
+        assert!(status_of(b"HTTP/1.1 +20 Nope\r\n").is_err());
+        assert!(status_of(b"SSH-2.0-OpenSSH\r\n").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any bytes at all: an answer or a reason, never a panic, and the reason quotes
+        /// a bounded prefix.
+        #[test]
+        fn status_of_any_bytes(reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            match status_of(&reply) {
+                Ok(c) => proptest::prop_assert!(c < 1000),
+                Err(e) => proptest::prop_assert!(e.chars().count() < QUOTED_CHARS * 10 + 40),
+            }
+        }
     }
 
     #[tokio::test]
