@@ -54,6 +54,9 @@ fi
 if ! "$bin" show static-site >/dev/null 2>&1; then
     "$bin" create static-site --health-interval 1 >/dev/null
 fi
+# git gets the token from `slipway git-credential` (set up by `slipway login`), never
+# from the remote URL.
+"$bin" login >/dev/null
 remote=$("$bin" remote static-site)
 
 work=$(mktemp -d)

@@ -41,14 +41,22 @@ pub enum SourceError {
     Internal(String),
 }
 
+/// A commit waiting for its build, already recorded in the store as queued.
+#[derive(Clone, Debug)]
+struct Queued {
+    commit: String,
+    build_id: i64,
+}
+
 /// The builder.
 pub struct Builder {
     store: Arc<Store>,
     runtime: DockerRuntime,
     repos: PathBuf,
     wake: Wake,
-    /// Per service: the newest commit waiting to be built, and whether a build runs.
-    queue: Mutex<HashMap<String, (Option<String>, bool)>>,
+    /// Per service: the newest commit waiting to be built (with its queued build's id),
+    /// and whether a build loop runs.
+    queue: Mutex<HashMap<String, (Option<Queued>, bool)>>,
 }
 
 impl Builder {
@@ -113,12 +121,16 @@ impl Builder {
             let after = git::branch_commit(&repo, branch).await;
             if let Some(commit) = after.filter(|a| Some(a) != before.as_ref()) {
                 let short = short_id(&commit);
-                self.log(
-                    service,
-                    "build",
-                    &format!("push to {branch}: commit {short} queued for build"),
-                );
-                self.enqueue(service.to_string(), commit);
+                // Recorded before git's answer goes back: a push git accepted is never
+                // lost (a restart before this point is caught by `resume`).
+                match self.enqueue(service, &commit) {
+                    Ok(id) => self.log(
+                        service,
+                        "build",
+                        &format!("push to {branch}: commit {short} queued for build {id}"),
+                    ),
+                    Err(e) => tracing::error!(service, "store: {e}"),
+                }
             }
         }
         resp
@@ -131,18 +143,38 @@ impl Builder {
         }
     }
 
-    /// Queues a build of `commit`; a queued one not yet started is replaced.
-    pub fn enqueue(self: &Arc<Self>, service: String, commit: String) {
+    /// Queues a build of `commit`, recording it in the store first; a queued one not yet
+    /// started is superseded. Returns the build's id.
+    pub fn enqueue(self: &Arc<Self>, service: &str, commit: &str) -> Result<i64, SourceError> {
+        let build_id = self
+            .store
+            .queue_build(service, commit)
+            .map_err(|e| SourceError::Internal(e.to_string()))?;
+        self.push_queue(
+            service,
+            Queued {
+                commit: commit.to_string(),
+                build_id,
+            },
+        );
+        Ok(build_id)
+    }
+
+    fn push_queue(self: &Arc<Self>, service: &str, next: Queued) {
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = q.entry(service.clone()).or_insert((None, false));
-            if let Some(old) = entry.0.replace(commit) {
+            let entry = q.entry(service.to_string()).or_insert((None, false));
+            if let Some(old) = entry.0.replace(next) {
+                if let Err(e) = self.store.finish_build(old.build_id, "superseded") {
+                    tracing::error!(service, "store: {e}");
+                }
                 self.log(
-                    &service,
+                    service,
                     "build",
                     &format!(
-                        "commit {} superseded before its build started",
-                        short_id(&old)
+                        "commit {} superseded before its build {} started",
+                        short_id(&old.commit),
+                        old.build_id
                     ),
                 );
             }
@@ -150,11 +182,124 @@ impl Builder {
         };
         if start {
             let me = self.clone();
+            let service = service.to_string();
             tokio::spawn(async move { me.build_loop(service).await });
         }
     }
 
+    /// After a restart: builds that were running are recorded as interrupted and built
+    /// again, queued ones are built, and a branch head that a push moved just before the
+    /// process died (before its build was recorded) is built too.
+    pub async fn resume(self: &Arc<Self>) -> Result<(), SourceError> {
+        let internal = |e: slipway_store::StoreError| SourceError::Internal(e.to_string());
+        for b in self.store.unfinished_builds().map_err(internal)? {
+            if self.store.service(&b.service).map_err(internal)?.is_none() {
+                self.store.finish_build(b.id, "failed").map_err(internal)?;
+                continue;
+            }
+            let short = short_id(&b.commit).to_string();
+            if b.state == "running" {
+                self.store
+                    .finish_build(b.id, "interrupted")
+                    .map_err(internal)?;
+                let _ = self
+                    .store
+                    .append_build_log(b.id, "\n(interrupted by a restart)\n");
+                let id = self.enqueue(&b.service, &b.commit)?;
+                self.log(
+                    &b.service,
+                    "build",
+                    &format!("build {} of commit {short} was interrupted by a restart; building again (build {id})", b.id),
+                );
+            } else {
+                self.log(
+                    &b.service,
+                    "build",
+                    &format!(
+                        "build {} of commit {short} was queued before a restart; building it",
+                        b.id
+                    ),
+                );
+                self.push_queue(
+                    &b.service,
+                    Queued {
+                        commit: b.commit.clone(),
+                        build_id: b.id,
+                    },
+                );
+            }
+        }
+        for row in self.store.services().map_err(internal)? {
+            let Source::Git { branch } = &row.spec.source else {
+                continue;
+            };
+            let service = row.spec.name.as_str();
+            let repo = git::repo_dir(&self.repos, service);
+            let Some(head) = git::branch_commit(&repo, branch).await else {
+                continue;
+            };
+            if !self.store.has_build_of(service, &head).map_err(internal)? {
+                let id = self.enqueue(service, &head)?;
+                self.log(
+                    service,
+                    "build",
+                    &format!(
+                        "commit {} was pushed to {branch} just before a restart and never built; building it (build {id})",
+                        short_id(&head)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `slipway deploy` of a git service: builds the branch head again, whatever became
+    /// of its last build (git sends nothing when a ref is already up to date, so pushing
+    /// again cannot do this). Returns the build's id and the commit.
+    pub async fn deploy_head(
+        self: &Arc<Self>,
+        spec: &ServiceSpec,
+    ) -> Result<(i64, String), SourceError> {
+        let service = spec.name.as_str();
+        let Source::Git { branch } = &spec.source else {
+            return Err(SourceError::WrongSource(format!(
+                "service {service} deploys an image"
+            )));
+        };
+        let repo = git::repo_dir(&self.repos, service);
+        let head = git::branch_commit(&repo, branch).await.ok_or_else(|| {
+            SourceError::WrongSource(format!(
+                "nothing was pushed to branch {branch} of service {service} yet: push first"
+            ))
+        })?;
+        let id = self.enqueue(service, &head)?;
+        self.log(
+            service,
+            "build",
+            &format!(
+                "deploy requested: building the head of {branch}, commit {} (build {id})",
+                short_id(&head)
+            ),
+        );
+        Ok((id, head))
+    }
+
+    /// Builds the newest queued commit until none is left. Each build is supervised: a
+    /// panic fails that build with an internal error in the activity log, and the loop
+    /// goes on, so the service's later pushes still build.
     async fn build_loop(self: Arc<Self>, service: String) {
+        /// Clears the loop's running flag however the loop ends.
+        struct Running<'a>(&'a Builder, &'a str);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = q.get_mut(self.1) {
+                    entry.1 = false;
+                }
+            }
+        }
+        let _running = Running(&self, &service);
+        // Bounded by the queue: each turn takes one queued commit.
         loop {
             let next = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,23 +312,43 @@ impl Builder {
                     }
                 }
             };
-            self.build(&service, &next).await;
+            let build = std::panic::AssertUnwindSafe(self.build(&service, &next));
+            if let Err(panic) = futures_util::FutureExt::catch_unwind(build).await {
+                let why = slipway_core::fault::panic_message(panic.as_ref());
+                tracing::error!(service = %service, "build panicked: {why}");
+                let _ = self.store.finish_build(next.build_id, "failed");
+                let _ = self.store.append_build_log(
+                    next.build_id,
+                    &format!("\nbuild failed: internal error: {why}\n"),
+                );
+                self.log(
+                    &service,
+                    "internal",
+                    &format!(
+                        "internal error: build {} of commit {} of service {service} panicked ({why}); it failed, and later pushes build as usual",
+                        next.build_id,
+                        short_id(&next.commit)
+                    ),
+                );
+            }
         }
     }
 
     /// Builds one commit and, on success, records a revision and wakes the deployer.
-    async fn build(&self, service: &str, commit: &str) {
+    async fn build(&self, service: &str, queued: &Queued) {
+        let (commit, build_id) = (queued.commit.as_str(), queued.build_id);
         let Ok(Some(row)) = self.store.service(service) else {
+            let _ = self.store.finish_build(build_id, "failed");
             return; // deleted meanwhile
         };
         let short = short_id(commit);
-        let build_id = match self.store.start_build(service, commit) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!("store: {e}");
-                return;
-            }
-        };
+        if let Err(e) = self.store.start_build(build_id) {
+            tracing::error!("store: {e}");
+            return;
+        }
+        if slipway_core::fault::fires("build-panic", service) {
+            panic!("injected fault: build-panic:{service}");
+        }
         self.log(
             service,
             "build",
@@ -203,14 +368,11 @@ impl Builder {
         match result {
             Ok(image) => {
                 let _ = self.store.append_build_log(build_id, "\nbuild succeeded\n");
+                let recorded =
+                    self.store
+                        .new_revision(service, &image, |_| tag.clone(), Some(commit), "push");
                 let _ = self.store.finish_build(build_id, "succeeded");
-                match self.store.new_revision(
-                    service,
-                    &image,
-                    |_| tag.clone(),
-                    Some(commit),
-                    "push",
-                ) {
+                match recorded {
                     Ok((rev, dep)) => {
                         self.log(
                             service,

@@ -334,6 +334,18 @@ async fn deploy(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     auth(&api, &headers)?;
     let row = load(&api, &name)?;
+    if let Source::Git { .. } = row.spec.source {
+        return match api.builder.deploy_head(&row.spec).await {
+            Ok((build, commit)) => Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "build": build, "commit": commit })),
+            )),
+            Err(e @ slipway_builder::SourceError::WrongSource(_)) => {
+                Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+            }
+            Err(e) => Err(ApiError::internal(e)),
+        };
+    }
     match api.builder.deploy_image(&row.spec).await {
         Ok(rev) => Ok((StatusCode::ACCEPTED, Json(json!({ "revision": rev })))),
         Err(e @ slipway_builder::SourceError::NoSuchImage(_)) => Err(ApiError::new(
@@ -486,7 +498,26 @@ async fn builds(
     ))
 }
 
-async fn metrics(State(api): State<Api>) -> Response {
+/// `/metrics` on the API address: behind the token like everything else there (scrapers
+/// without it use `--metrics-addr`, see [`metrics_app`]).
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Response> {
+    auth(&api, &headers)?;
+    Ok(metrics_text(&api))
+}
+
+/// The metrics alone, without a token, for a separate scrape address (`slipway serve
+/// --metrics-addr`, off unless set): only `GET /metrics` is served there.
+pub fn metrics_app(api: Api) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(api): State<Api>| async move { metrics_text(&api) }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "only /metrics is served here") })
+        .with_state(api)
+}
+
+fn metrics_text(api: &Api) -> Response {
     let mut text = api.router.metrics_text();
     text.push_str(&api.deployer.metrics_text());
     text.push_str(&(api.metrics)());

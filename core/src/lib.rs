@@ -6,6 +6,7 @@
 //! pure data, so it can be tested without a Docker engine.
 
 pub mod deployment;
+pub mod fault;
 pub mod name;
 pub mod service;
 pub mod size;

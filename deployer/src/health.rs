@@ -91,7 +91,11 @@ pub fn status_of(reply: &[u8]) -> Result<u16, String> {
         .and_then(|c| c.parse().ok());
     code.ok_or_else(|| {
         let text = String::from_utf8_lossy(line);
-        let quoted: String = text.trim_end_matches('\r').chars().take(QUOTED_CHARS).collect();
+        let quoted: String = text
+            .trim_end_matches('\r')
+            .chars()
+            .take(QUOTED_CHARS)
+            .collect();
         format!("not an HTTP answer: {quoted:?}")
     })
 }

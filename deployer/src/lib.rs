@@ -52,6 +52,9 @@ pub struct InstanceInfo {
     pub paused: bool,
 }
 
+/// How long a panicked worker's service waits before its new worker starts.
+pub const RESTART_DELAY: Duration = Duration::from_millis(250);
+
 struct Handle {
     wake: Arc<Notify>,
     cancel: CancellationToken,
@@ -185,16 +188,149 @@ impl Deployer {
                 cancel: cancel.clone(),
             },
         );
-        let w = worker::Worker::new(self.ctx.clone(), name.to_string(), wake, cancel, adopted);
         let me = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            w.run().await;
+            me.supervise(&name, wake, cancel, adopted).await;
             me.workers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name);
         });
+    }
+
+    /// Runs a service's worker until it ends (the service was deleted, or the server
+    /// shuts down). A panic in it is caught and written to the activity log as an internal
+    /// error with the service named; the deployment it was running fails (it is not
+    /// retried: it could panic again); then, after [`RESTART_DELAY`], a new worker starts
+    /// from the store and re-adopts the service's containers by label, as start-up does.
+    /// The worker's wake and cancel handles outlive it, so a push or a delete that
+    /// arrives meanwhile is seen by the next one.
+    async fn supervise(
+        self: &Arc<Self>,
+        name: &str,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+        mut adopted: Vec<Observed>,
+    ) {
+        // Each turn is one run of a worker; every turn after a panic waits first, and the
+        // loop ends with the worker (delete or shutdown).
+        loop {
+            let w = worker::Worker::new(
+                self.ctx.clone(),
+                name.to_string(),
+                wake.clone(),
+                cancel.clone(),
+                adopted,
+            );
+            let run = std::panic::AssertUnwindSafe(w.run());
+            let Err(panic) = futures_util::FutureExt::catch_unwind(run).await else {
+                return;
+            };
+            let why = slipway_core::fault::panic_message(panic.as_ref());
+            tracing::error!(service = name, "worker panicked: {why}");
+            self.note(
+                name,
+                "internal",
+                &format!("internal error: the worker of service {name} panicked ({why}); restarting it from the store"),
+            );
+            if let Err(e) = self.fail_interrupted(name, &why) {
+                tracing::error!(service = name, "store: {e}");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RESTART_DELAY) => {}
+                () = self.ctx.shutdown.cancelled() => return,
+            }
+            adopted = match self.readopt(name).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(service = name, "re-adopting after a panic: {e}");
+                    Vec::new()
+                }
+            };
+            wake.notify_one();
+        }
+    }
+
+    fn note(&self, service: &str, kind: &str, msg: &str) {
+        if let Err(e) = self.ctx.store.event(service, kind, msg) {
+            tracing::error!(service, "store: {e}");
+        }
+    }
+
+    /// The deployment a panicked worker was running: complete if traffic had switched,
+    /// otherwise failed and rolled back, with the panic as its reason.
+    fn fail_interrupted(&self, name: &str, why: &str) -> anyhow::Result<()> {
+        let store = &self.ctx.store;
+        let Some(row) = store.service(name)? else {
+            return Ok(());
+        };
+        for d in store.deployments(name, 20)? {
+            if d.state.is_terminal() {
+                continue;
+            }
+            if row.active_revision == Some(d.revision)
+                && matches!(
+                    d.state,
+                    DeploymentState::SwitchingTraffic | DeploymentState::Draining
+                )
+            {
+                let msg = "completed after its worker restarted (the old instances were removed)";
+                if d.state == DeploymentState::SwitchingTraffic {
+                    store.set_deployment_state(d.id, DeploymentState::Draining, msg)?;
+                }
+                store.set_deployment_state(d.id, DeploymentState::Succeeded, msg)?;
+                self.note(name, "deployment", &format!("deployment {} {msg}", d.id));
+                continue;
+            }
+            let msg = format!("internal error in state {}: {why}", d.state);
+            if d.state != DeploymentState::Failed {
+                store.set_deployment_state(d.id, DeploymentState::Failed, &msg)?;
+            }
+            store.set_deployment_state(d.id, DeploymentState::RolledBack, &msg)?;
+            store.reset_target(name, d.revision)?;
+            self.note(
+                name,
+                "deployment",
+                &format!(
+                    "deployment {} (revision {}): failed: {msg}; its instances were removed",
+                    d.id, d.revision
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// A restarted worker's instances: the running containers of the service's active
+    /// revision. Every other container of the service (a deployment the panic cut short)
+    /// is removed.
+    async fn readopt(&self, name: &str) -> anyhow::Result<Vec<Observed>> {
+        let active = self
+            .ctx
+            .store
+            .service(name)?
+            .and_then(|r| r.active_revision);
+        let mut keep = Vec::new();
+        for o in self.ctx.runtime.list().await? {
+            if o.service != name {
+                continue;
+            }
+            if Some(o.revision) == active && o.running && o.addr.is_some() {
+                keep.push(o);
+            } else {
+                self.ctx.runtime.remove(&o.container_id, 0).await?;
+            }
+        }
+        self.note(
+            name,
+            "service",
+            &format!(
+                "worker restarted: adopted {} running instance(s) of revision {}",
+                keep.len(),
+                active.unwrap_or(0)
+            ),
+        );
+        Ok(keep)
     }
 
     /// Wakes a service's worker (starting it for a new service).

@@ -55,6 +55,9 @@ pub(crate) struct Worker {
     instances: Vec<Instance>,
     backoff: Duration,
     next_start: Instant,
+    /// Instances out of the route that finish their in-flight requests, then stop. Owned
+    /// by the worker: a deleted service's are cut short (the delete sweeps by label).
+    draining: tokio::task::JoinSet<()>,
 }
 
 /// The router's view of a service: its settings and ready instances.
@@ -112,6 +115,7 @@ impl Worker {
             instances,
             backoff: Duration::from_secs(1),
             next_start: Instant::now(),
+            draining: tokio::task::JoinSet::new(),
         }
     }
 
@@ -128,6 +132,7 @@ impl Worker {
             if self.cancel.is_cancelled() {
                 break;
             }
+            while self.draining.try_join_next().is_some() {}
             let row = match self.ctx.store.service(&self.name) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -489,6 +494,9 @@ impl Worker {
             }
             Err(_) => return,
         };
+        if slipway_core::fault::fires("worker-panic", &self.name) {
+            panic!("injected fault: worker-panic:{}", self.name);
+        }
         let waiting = format!(
             "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
             hc.healthy_threshold, spec.deploy_timeout_s
@@ -649,17 +657,20 @@ impl Worker {
                     inst.id, hc.unhealthy_threshold
                 )
             };
-            removed.push((inst, what));
+            removed.push((inst, what, gone));
         }
+        // Out of the route at once; each one's in-flight requests then get the drain
+        // timeout before it stops, while the scale step starts its replacement.
         self.publish(spec);
-        for (inst, what) in removed {
+        let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
+        for (inst, what, gone) in removed {
             let msg = self.explain(&inst, &what).await;
             let young = inst.started.elapsed() < Duration::from_secs(30);
             self.back_off(young);
             self.event(
                 "health",
                 &format!(
-                    "{msg}\nreplacing it{}",
+                    "{msg}\nreplacing it{}{}",
                     if young {
                         format!(
                             " after {} s (it died young: backing off)",
@@ -667,11 +678,35 @@ impl Worker {
                         )
                     } else {
                         String::new()
+                    },
+                    if gone {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it stops once its in-flight requests finish (at most {} s)",
+                            drain.as_secs()
+                        )
                     }
                 ),
             );
-            let _ = self.ctx.runtime.remove(&inst.container, 0).await;
+            self.retire(inst, if gone { Duration::ZERO } else { drain });
         }
+    }
+
+    /// Stops an instance that left the route once its in-flight requests finish (at
+    /// most `drain`), without holding up the worker.
+    fn retire(&mut self, inst: Instance, drain: Duration) {
+        let router = self.ctx.router.clone();
+        let runtime = self.ctx.runtime.clone();
+        self.draining.spawn(async move {
+            if !drain.is_zero() && !router.wait_drained(&inst.id, drain).await {
+                tracing::warn!(instance = %inst.id, "drain deadline passed with requests in flight");
+            }
+            let grace = if drain.is_zero() { 0 } else { STOP_GRACE_S };
+            if let Err(e) = runtime.remove(&inst.container, grace).await {
+                tracing::warn!(instance = %inst.id, "removing a retired instance: {e}");
+            }
+        });
     }
 
     /// After an instance died (or could not start): instances that die young wait a
@@ -800,15 +835,10 @@ impl Worker {
                     ready - victims.len()
                 ),
             );
-            let router = self.ctx.router.clone();
-            let runtime = self.ctx.runtime.clone();
             let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
-            tokio::spawn(async move {
-                for v in victims {
-                    router.wait_drained(&v.id, drain).await;
-                    let _ = runtime.remove(&v.container, STOP_GRACE_S).await;
-                }
-            });
+            for v in victims {
+                self.retire(v, drain);
+            }
         } else if s.idle_mode == IdleMode::Stop && self.instances.iter().any(|i| i.paused) {
             // The idle mode changed from pause to stop: paused instances go.
             let paused: Vec<_> = self

@@ -287,7 +287,9 @@ pub(crate) fn check_head(router: &Router, req: &Request<Incoming>) -> Result<(),
         .all(|t| t.is_empty() || t.eq_ignore_ascii_case(b"chunked"));
     if all_chunked {
         // `chunked, chunked`, or empty list members: malformed, not unknown.
-        Err(ProxyError::BadFraming("Transfer-Encoding is not one chunked coding"))
+        Err(ProxyError::BadFraming(
+            "Transfer-Encoding is not one chunked coding",
+        ))
     } else {
         Err(ProxyError::UnknownCoding)
     }

@@ -39,12 +39,13 @@ async fn counting_backend(
     .await
 }
 
-#[tokio::test]
+/// On a multi-thread runtime, against a backend that holds each request until the test
+/// lets it go: without the limiter the five requests would all be in the backend at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limit_of_one_never_overlaps_and_queue_serves_all() {
     let (current, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    // Plenty of permits: requests are not held, they just must not overlap.
-    let gate = Arc::new(Semaphore::new(1000));
-    let b = counting_backend(current.clone(), max.clone(), gate, "a").await;
+    let gate = Arc::new(Semaphore::new(0));
+    let b = counting_backend(current.clone(), max.clone(), gate.clone(), "a").await;
     let t = start_router(RouterConfig::default()).await;
     let mut r = route("web", vec![instance("a", b)]);
     r.max_concurrency = 1;
@@ -55,6 +56,32 @@ async fn limit_of_one_never_overlaps_and_queue_serves_all() {
     for _ in 0..5 {
         let addr = t.addr;
         tasks.push(tokio::spawn(async move { get(addr, HOST, "/").await }));
+    }
+    // One request is held in the backend and the other four wait in the router's queue.
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let s = t.router.stats();
+            current.load(Ordering::SeqCst) == 1 && s[0].in_flight == 1 && s[0].queued == 4
+        })
+        .await,
+        "one in the backend, four queued: {:?}",
+        t.router.stats()
+    );
+    // Let them go one at a time, giving each a moment in which an overlap would show.
+    for served in 1..=5 {
+        gate.add_permits(1);
+        assert!(
+            wait_for(Duration::from_secs(5), || {
+                let in_backend = usize::from(served < 5);
+                current.load(Ordering::SeqCst) == in_backend
+                    && t.router.stats()[0].queued == 4 - served.min(4)
+            })
+            .await,
+            "after {served} released: {:?}",
+            t.router.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(max.load(Ordering::SeqCst), 1, "two requests overlapped");
     }
     for task in tasks {
         let reply = task.await.unwrap();

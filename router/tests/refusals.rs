@@ -44,7 +44,8 @@ async fn recording(underscores: bool) -> (TestRouter, Seen) {
     let mut r = route("web", vec![instance("a", b)]);
     r.underscores_in_headers = underscores;
     t.router.upsert_service(r);
-    t.router.upsert_service(route("other", vec![instance("b", b)]));
+    t.router
+        .upsert_service(route("other", vec![instance("b", b)]));
     (t, seen)
 }
 
@@ -81,7 +82,10 @@ async fn transfer_encoding_other_than_one_chunked_is_refused_and_closes() {
         // chunked not last: the length cannot be known (RFC 9112 §6.3), 400 from hyper.
         ("Transfer-Encoding: gzip\r\n", "400"),
         ("Transfer-Encoding: chunked, chunked\r\n", "400"),
-        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "400"),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "400",
+        ),
         ("Transfer-Encoding: ,chunked\r\n", "400"),
     ];
     for (fields, want) in cases {
@@ -111,7 +115,11 @@ async fn transfer_encoding_other_than_one_chunked_is_refused_and_closes() {
     assert!(closed);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2, "the pipelined request after it was served");
-    assert!(!seen[1].iter().any(|(k, _)| k == "content-length"), "{:?}", seen[1]);
+    assert!(
+        !seen[1].iter().any(|(k, _)| k == "content-length"),
+        "{:?}",
+        seen[1]
+    );
 }
 
 #[tokio::test]

@@ -9,12 +9,20 @@
 //! Containers run with an init process (`HostConfig.init`): apps that ignore SIGTERM as
 //! PID 1 would otherwise make every stop wait its whole timeout (measured: 5.2 s against
 //! 0.15 s), and drain, scale-down and rollback all stop containers.
+//!
+//! Containers run with least privilege: `no-new-privileges`, every capability dropped but
+//! [`INSTANCE_CAPS`], a pids limit, on Slipway's own bridge network [`NETWORK`] with
+//! inter-container communication off (one app cannot reach another's container; the
+//! router reaches each through its port published on 127.0.0.1). Builds get CPU and
+//! memory limits ([`BUILD_MEMORY`], [`BUILD_CPU_QUOTA`]).
+
+pub mod output;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
@@ -34,6 +42,36 @@ pub mod labels {
     /// The instance id.
     pub const INSTANCE: &str = "slipway.instance";
 }
+
+/// The bridge network every instance joins, shared by the platforms on an engine (Docker's
+/// default address pools run out at about 30 user-defined networks, so not one per
+/// service), with inter-container communication disabled.
+pub const NETWORK: &str = "slipway";
+/// The capabilities an instance keeps (all others are dropped): what ordinary web images
+/// need to start as root and drop to a user (nginx-style, gunicorn), bind ports below
+/// 1024 and signal their workers. Gone from Docker's default set: `NET_RAW`, `MKNOD`,
+/// `SETFCAP`, `SETPCAP`, `SYS_CHROOT`, `AUDIT_WRITE`.
+pub const INSTANCE_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETGID",
+    "SETUID",
+    "NET_BIND_SERVICE",
+    "KILL",
+];
+/// Processes (and threads) an instance may have.
+pub const INSTANCE_PIDS_LIMIT: i64 = 1024;
+/// Memory a build's containers may use (the engine's build API takes an i32).
+pub const BUILD_MEMORY: i32 = 2_000_000_000;
+/// CPU time a build may use per `BUILD_CPU_PERIOD` (1.5 CPUs), so the router and the
+/// apps keep a share while it runs.
+pub const BUILD_CPU_QUOTA: i32 = 150_000;
+/// The CFS period of [`BUILD_CPU_QUOTA`], in microseconds.
+pub const BUILD_CPU_PERIOD: i32 = 100_000;
+/// Relative CPU weight of builds against instances (Docker's default is 1024).
+pub const BUILD_CPU_SHARES: i32 = 512;
 
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +174,7 @@ impl std::fmt::Display for ExitInfo {
             f.write_str(" (killed: out of memory)")?;
         }
         if let Some(e) = self.error.as_deref().filter(|e| !e.is_empty()) {
-            write!(f, " ({e})")?;
+            write!(f, " ({})", output::one_line(e, output::ERROR_MAX_CHARS))?;
         }
         Ok(())
     }
@@ -147,6 +185,8 @@ impl std::fmt::Display for ExitInfo {
 pub struct DockerRuntime {
     docker: Docker,
     platform: String,
+    /// The id of [`NETWORK`] on this engine.
+    network: String,
 }
 
 impl DockerRuntime {
@@ -162,10 +202,79 @@ impl DockerRuntime {
         let docker = Docker::connect_with_defaults().map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
-        Ok(DockerRuntime {
+        let mut rt = DockerRuntime {
             docker,
             platform: platform.to_string(),
-        })
+            network: String::new(),
+        };
+        rt.network = rt.ensure_network().await?;
+        Ok(rt)
+    }
+
+    /// The id of [`NETWORK`], created when the engine does not have it. Platforms that
+    /// start at the same moment may each create one (this engine allows two networks of
+    /// one name): every platform then uses the one with the smallest id, and the others
+    /// are removed when nothing uses them.
+    async fn ensure_network(&self) -> Result<String, RuntimeError> {
+        let mut ids = self.networks_named().await?;
+        if ids.is_empty() {
+            self.create_network().await?;
+            ids = self.networks_named().await?;
+        }
+        ids.sort();
+        let Some(keep) = ids.first().cloned() else {
+            return Err(RuntimeError::Engine(format!(
+                "network {NETWORK} was created but the engine does not list it"
+            )));
+        };
+        for extra in &ids[1..] {
+            // In use by another platform's containers: it stays, unused by new ones.
+            let _ = self.docker.remove_network(extra).await;
+        }
+        Ok(keep)
+    }
+
+    async fn networks_named(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert("name", vec![NETWORK]);
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(engine)?;
+        // The engine's name filter matches substrings.
+        Ok(list
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .filter_map(|n| n.id)
+            .collect())
+    }
+
+    async fn create_network(&self) -> Result<(), RuntimeError> {
+        let mut options = HashMap::new();
+        options.insert(
+            "com.docker.network.bridge.enable_icc".to_string(),
+            "false".to_string(),
+        );
+        let mut net_labels = HashMap::new();
+        net_labels.insert("slipway.network".to_string(), "instances".to_string());
+        let req = NetworkCreateRequest {
+            name: NETWORK.to_string(),
+            driver: Some("bridge".to_string()),
+            options: Some(options),
+            labels: Some(net_labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
     }
 
     /// The platform id whose containers this runtime manages.
@@ -191,15 +300,39 @@ impl DockerRuntime {
             .rm(true)
             .forcerm(true)
             .labels(&labels)
+            .memory(BUILD_MEMORY)
+            .memswap(BUILD_MEMORY)
+            .cpushares(BUILD_CPU_SHARES)
+            .cpuperiod(BUILD_CPU_PERIOD)
+            .cpuquota(BUILD_CPU_QUOTA)
             .build();
         let mut stream =
             self.docker
                 .build_image(options, None, Some(bollard::body_full(context.into())));
         let mut image_id = None;
+        // The base image of the step that runs, when it is a FROM: a pull that fails
+        // there is explained as a missing base image.
+        let mut from: Option<String> = None;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(engine)?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    let msg = match engine(e) {
+                        RuntimeError::Engine(m) => m,
+                        other => other.to_string(),
+                    };
+                    log(&msg);
+                    return Err(RuntimeError::Engine(output::build_error(
+                        &msg,
+                        from.as_deref(),
+                    )));
+                }
+            };
             if let Some(s) = info.stream.as_deref() {
                 for line in s.lines() {
+                    if line.starts_with("Step ") {
+                        from = output::from_image(line).map(str::to_owned);
+                    }
                     log(line);
                 }
             }
@@ -209,7 +342,10 @@ impl DockerRuntime {
             if let Some(detail) = info.error_detail {
                 let msg = detail.message.unwrap_or_else(|| "build failed".into());
                 log(&msg);
-                return Err(RuntimeError::Engine(msg));
+                return Err(RuntimeError::Engine(output::build_error(
+                    &msg,
+                    from.as_deref(),
+                )));
             }
             if let Some(aux) = info.aux {
                 if let Some(id) = aux.id {
@@ -283,6 +419,11 @@ impl DockerRuntime {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 init: Some(true),
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
+                cap_drop: Some(vec!["ALL".to_string()]),
+                cap_add: Some(INSTANCE_CAPS.iter().map(|c| (*c).to_string()).collect()),
+                pids_limit: Some(INSTANCE_PIDS_LIMIT),
+                network_mode: Some(self.network.clone()),
                 port_bindings: Some(bindings),
                 nano_cpus: Some(cfg.nano_cpus),
                 memory: Some(cfg.memory_bytes),
@@ -436,16 +577,17 @@ impl DockerRuntime {
             .tail(&lines.to_string())
             .build();
         let mut stream = self.docker.logs(container_id, Some(opts));
-        let mut out = String::new();
+        let mut raw = Vec::new();
         let collect = async {
             while let Some(Ok(chunk)) = stream.next().await {
-                out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                if out.len() > 64 * 1024 {
-                    break;
+                raw.extend_from_slice(&chunk.into_bytes());
+                if raw.len() > 4 * output::TAIL_MAX {
+                    // Keep the newest bytes only.
+                    raw.drain(..raw.len() - output::TAIL_MAX);
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), collect).await;
-        out
+        output::tail_text(&raw)
     }
 }

@@ -22,8 +22,10 @@ pub struct Conn {
         default_value = "http://127.0.0.1:7070"
     )]
     api: String,
-    /// The API token (default: the `token` file in the data directory).
-    #[arg(long, global = true, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    /// The API token, from `$SLIPWAY_TOKEN` only (default: the `token` file in the data
+    /// directory). There is no `--token` flag: process arguments are visible to every user
+    /// of the machine in `ps`.
+    #[arg(skip = std::env::var("SLIPWAY_TOKEN").ok().filter(|t| !t.is_empty()))]
     token: Option<String>,
     /// The data directory whose token to use.
     #[arg(long, global = true, env = "SLIPWAY_DATA_DIR")]
@@ -43,11 +45,17 @@ pub enum ClientCmd {
     Status(NameArg),
     /// Print a service's URL.
     Url(NameArg),
-    /// Print the git remote to push to (with the token in it).
+    /// Print the git remote to push to (run `slipway login` once so git can authenticate).
     Remote(NameArg),
+    /// Let git authenticate to this platform: sets this binary up as git's credential
+    /// helper for the API's URL (`git config --global credential.<api>.helper`).
+    Login(ConnOnly),
+    /// git's credential helper protocol (what `slipway login` configures; git runs it).
+    #[command(hide = true)]
+    GitCredential(GitCredentialArgs),
     /// Delete a service and its instances.
     Delete(NameArg),
-    /// Deploy the image an image-sourced service names (again).
+    /// Deploy again: an image service's image, or a git service's branch head (rebuilt).
     Deploy(NameArg),
     /// Roll back to an earlier revision (default: the one before the active one).
     Rollback(RollbackArgs),
@@ -57,6 +65,15 @@ pub enum ClientCmd {
     Deployments(NameArg),
     /// The activity log, or with --build the latest build's output.
     Logs(LogsArgs),
+}
+
+/// `slipway git-credential get|store|erase`.
+#[derive(Args)]
+pub struct GitCredentialArgs {
+    /// The operation git asks for.
+    operation: String,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// Just the connection flags.
@@ -311,10 +328,11 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let remote = v["git_remote"]
                 .as_str()
                 .ok_or_else(|| anyhow!("service {} deploys an image, not git pushes", a.name))?;
-            let with_token = remote.replacen("://", &format!("://slipway:{}@", api.token), 1);
-            println!("{with_token}");
+            println!("{remote}");
             Ok(())
         }
+        ClientCmd::Login(a) => login(&a.conn).await,
+        ClientCmd::GitCredential(a) => git_credential(&a),
         ClientCmd::Delete(a) => {
             let api = Api::new(&a.conn)?;
             api.call("DELETE", &format!("/v1/services/{}", a.name), None)
@@ -327,7 +345,16 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/deploy", a.name), None)
                 .await?;
-            println!("deploying revision {}", v["revision"]);
+            if v["build"].is_number() {
+                println!(
+                    "building commit {} again (build {}); `slipway logs {} --follow` shows it",
+                    s(&v, "commit").get(..12).unwrap_or_default(),
+                    v["build"],
+                    a.name
+                );
+            } else {
+                println!("deploying revision {}", v["revision"]);
+            }
             Ok(())
         }
         ClientCmd::Rollback(a) => {
@@ -520,10 +547,93 @@ async fn create(a: CreateArgs) -> Result<()> {
     println!("created {}", s(&v, "name"));
     println!("  url: {}", s(&v, "url"));
     if v["git_remote"].is_string() {
-        let remote = s(&v, "git_remote").replacen("://", &format!("://slipway:{}@", api.token), 1);
-        println!("  deploy with:");
+        let remote = s(&v, "git_remote");
+        println!("  deploy with (after `slipway login`, once per machine):");
         println!("    git remote add slipway {remote}");
         println!("    git push slipway {}", a.branch);
     }
+    Ok(())
+}
+
+/// `slipway login`: checks the token against the API, then tells git to ask this binary
+/// for credentials for the API's URL, so no token is ever written into a remote URL.
+async fn login(conn: &Conn) -> Result<()> {
+    let api = Api::new(conn)?;
+    api.call("GET", "/v1/services", None)
+        .await
+        .context("the API refused the token")?;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    // The helper finds the token where this command did: the same API and data
+    // directory (never the token itself, which stays in the data directory).
+    let mut helper = format!("'{}' git-credential --api '{}'", exe.display(), api.base);
+    if let Some(dir) = conn
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os("SLIPWAY_DATA_DIR").map(Into::into))
+    {
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        helper.push_str(&format!(" --data-dir '{}'", dir.display()));
+    }
+    let key = format!("credential.{}.helper", api.base);
+    // git runs a helper that starts with `!` through the shell, with the operation last.
+    let helper = format!("!{helper}");
+    // Idempotent: the URL's helpers are replaced. An empty helper first resets any helper
+    // list git inherited (a global `credential.helper`) for this URL.
+    let _ = std::process::Command::new("git")
+        .args(["config", "--global", "--unset-all", &key])
+        .status();
+    for value in ["", helper.as_str()] {
+        let st = std::process::Command::new("git")
+            .args(["config", "--global", "--add", &key, value])
+            .status()
+            .context("cannot run git")?;
+        if !st.success() {
+            bail!("git config --global {key} failed");
+        }
+    }
+    let user_key = format!("credential.{}.username", api.base);
+    let st = std::process::Command::new("git")
+        .args(["config", "--global", &user_key, "slipway"])
+        .status()
+        .context("cannot run git")?;
+    if !st.success() {
+        bail!("git config --global {user_key} failed");
+    }
+    println!(
+        "git now asks `{helper}` for the token when it talks to {}",
+        api.base
+    );
+    Ok(())
+}
+
+/// git's credential helper protocol: for `get`, answer the token for a request to this
+/// platform's API (git sends `protocol`, `host` and maybe `path` lines); `store` and
+/// `erase` have nothing to do, since the token lives in the data directory.
+fn git_credential(a: &GitCredentialArgs) -> Result<()> {
+    use std::io::BufRead;
+    if a.operation != "get" {
+        return Ok(());
+    }
+    let mut fields = BTreeMap::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            fields.insert(k.to_string(), v.to_string());
+        }
+    }
+    let api = Api::new(&a.conn)?;
+    let asked = format!(
+        "{}://{}",
+        fields.get("protocol").map_or("", String::as_str),
+        fields.get("host").map_or("", String::as_str)
+    );
+    if asked != api.base {
+        // Not ours: say nothing, and git asks its next helper.
+        return Ok(());
+    }
+    println!("username=slipway\npassword={}", api.token);
     Ok(())
 }

@@ -32,15 +32,53 @@ pub struct ServeArgs {
     /// The platform zone: services answer at `<service>.<zone>`.
     #[arg(long, env = "SLIPWAY_ZONE", default_value = "slipway.localhost")]
     zone: String,
+    /// Also serve `GET /metrics` here without the token, for scrapers (e.g.
+    /// `127.0.0.1:9464`). Off unless set; on the API address `/metrics` needs the token.
+    #[arg(long, env = "SLIPWAY_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Scaler tick in milliseconds.
     #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
     scaler_tick_ms: u64,
 }
 
-fn random_hex(n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:x}", fastrand::u8(..16)))
-        .collect()
+/// `n` hex digits from the operating system's CSPRNG (the API token and the platform id:
+/// never a clock-seeded generator).
+fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n.div_ceil(2)];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(hex[..n].to_string())
+}
+
+/// Creates `dir` (and its parents) and makes it private to the user: 0700.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private", dir.display()))
+}
+
+/// Creates the database file 0600 before SQLite opens it, and makes an existing one (and
+/// its `-wal` and `-shm` files) 0600. SQLite gives the `-wal` and `-shm` files it creates
+/// the database file's mode.
+fn private_db(db: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
@@ -56,20 +94,24 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         anyhow::bail!("--zone {:?} is not a valid domain name", a.zone);
     }
     let data = a.data_dir.unwrap_or_else(crate::default_data_dir);
-    std::fs::create_dir_all(data.join("repos"))
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let store = Arc::new(Store::open(&data.join("slipway.db")).context("cannot open the store")?);
-    let platform = store.meta_or_init("platform_id", || random_hex(12))?;
+    private_dir(&data)?;
+    private_dir(&data.join("repos"))?;
+    let db = data.join("slipway.db");
+    private_db(&db)?;
+    let store = Arc::new(Store::open(&db).context("cannot open the store")?);
+    // The WAL files exist once the store is open: make sure of their mode too.
+    private_db(&db)?;
+    let platform_id = random_hex(12)?;
+    let platform = store.meta_or_init("platform_id", || platform_id)?;
     let token_path = data.join("token");
     let token = match std::env::var("SLIPWAY_TOKEN") {
         Ok(t) if !t.is_empty() => t,
-        _ => store.meta_or_init("api_token", || random_hex(32))?,
+        _ => {
+            let fresh = random_hex(64)?;
+            store.meta_or_init("api_token", || fresh)?
+        }
     };
     write_private(&token_path, &token)?;
-    let interrupted = store.fail_running_builds()?;
-    if interrupted > 0 {
-        tracing::warn!("{interrupted} build(s) were interrupted by the last shutdown");
-    }
 
     let runtime = DockerRuntime::connect(&platform).await?;
     let shutdown = CancellationToken::new();
@@ -111,6 +153,11 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .start()
         .await
         .context("reconciling with the Docker engine")?;
+    // Pushes git accepted before a restart and builds it cut short are built (again).
+    builder
+        .resume()
+        .await
+        .context("resuming the builds a restart interrupted")?;
 
     // Cold starts: the router holds the request and tells us; the scaler wants one
     // instance at once and the deployer starts (or unpauses) it.
@@ -160,7 +207,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     };
     let api = Api {
         store: store.clone(),
-        builder,
+        builder: builder.clone(),
         deployer: deployer.clone(),
         router: router.clone(),
         token,
@@ -169,6 +216,22 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         api_url: api_url.clone(),
         metrics,
         platform_id: platform.clone(),
+    };
+    let metrics_task = match a.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            let app = slipway_console::metrics_app(api.clone());
+            let stop = shutdown.clone();
+            println!("  metrics:     http://{addr}/metrics   (no token)");
+            Some(tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
     };
     let app = slipway_console::app(api);
     let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
@@ -196,11 +259,24 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     }
     eprintln!("slipway: shutting down (instances keep running and are adopted at the next start)");
     shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+    // The router promises open connections SHUTDOWN_DRAIN_DEADLINE to finish: wait for it
+    // (and a little more for the API's own graceful end), never less.
+    let deadline = slipway_router::SHUTDOWN_DRAIN_DEADLINE + Duration::from_secs(2);
+    if tokio::time::timeout(deadline, async {
         let _ = router_task.await;
         let _ = api_task.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
     })
-    .await;
+    .await
+    .is_err()
+    {
+        eprintln!(
+            "slipway: connections still open after {} s; exiting",
+            deadline.as_secs()
+        );
+    }
     Ok(())
 }
 

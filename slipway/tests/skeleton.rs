@@ -72,9 +72,8 @@ async fn push_serves_updates_survives_bad_builds_and_kill9() {
     }
     // `slipway logs --build` shows it.
     let out = std::process::Command::new(support::bin())
-        .args([
-            "logs", "site", "--build", "--follow", "--api", &p.api, "--token", &p.token,
-        ])
+        .args(["logs", "site", "--build", "--follow", "--api", &p.api])
+        .env("SLIPWAY_TOKEN", &p.token)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -336,9 +335,9 @@ async fn bad_input_gets_clear_4xx() {
     // The CLI refuses an invalid size pair with the choices listed.
     let out = std::process::Command::new(support::bin())
         .args([
-            "create", "c1", "--cpu", "0.25", "--memory", "4 GB", "--api", &p.api, "--token",
-            &p.token,
+            "create", "c1", "--cpu", "0.25", "--memory", "4 GB", "--api", &p.api,
         ])
+        .env("SLIPWAY_TOKEN", &p.token)
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -590,14 +590,52 @@ impl Store {
         Ok(rows)
     }
 
-    /// Starts a build record.
-    pub fn start_build(&self, service: &str, commit: &str) -> Result<i64> {
+    /// Records a build of `commit` as queued, before anything else happens to it: a push
+    /// git accepted is in the store from then on, whatever happens to the process.
+    pub fn queue_build(&self, service: &str, commit: &str) -> Result<i64> {
         let db = self.db();
         db.execute(
-            "INSERT INTO builds (service, commit_sha, state, created_ms) VALUES (?1, ?2, 'running', ?3)",
+            "INSERT INTO builds (service, commit_sha, state, created_ms) VALUES (?1, ?2, 'queued', ?3)",
             params![service, commit, now_unix_ms()],
         )?;
         Ok(db.last_insert_rowid())
+    }
+
+    /// Marks a queued build as running.
+    pub fn start_build(&self, id: i64) -> Result<()> {
+        self.finish_build(id, "running")
+    }
+
+    /// Builds that were queued or running (not finished), oldest first: after a restart,
+    /// the ones to build again.
+    pub fn unfinished_builds(&self) -> Result<Vec<BuildRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, service, commit_sha, state, '', created_ms FROM builds WHERE state IN ('queued','running') ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(BuildRow {
+                    id: r.get(0)?,
+                    service: r.get(1)?,
+                    commit: r.get(2)?,
+                    state: r.get(3)?,
+                    log: r.get(4)?,
+                    created_ms: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Whether any build of `commit` was ever recorded for `service`.
+    pub fn has_build_of(&self, service: &str, commit: &str) -> Result<bool> {
+        let n: i64 = self.db().query_row(
+            "SELECT count(*) FROM builds WHERE service = ?1 AND commit_sha = ?2",
+            params![service, commit],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     /// Appends output to a build's log (bounded).
@@ -637,14 +675,6 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
-    }
-
-    /// Marks builds left running by a crash as failed.
-    pub fn fail_running_builds(&self) -> Result<usize> {
-        Ok(self.db().execute(
-            "UPDATE builds SET state = 'failed', log = log || '\n(interrupted: the server restarted)\n' WHERE state = 'running'",
-            [],
-        )?)
     }
 }
 
@@ -722,13 +752,26 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].message, "created");
         assert_eq!(s.events("web", ev[0].id, 10).unwrap().len(), 1);
-        let b = s.start_build("web", "abc").unwrap();
+        let b = s.queue_build("web", "abc").unwrap();
+        let q = s.queue_build("web", "def").unwrap();
+        assert!(s.has_build_of("web", "abc").unwrap());
+        assert!(!s.has_build_of("web", "ghi").unwrap());
+        s.start_build(b).unwrap();
         s.append_build_log(b, "step 1\n").unwrap();
         s.append_build_log(b, "step 2\n").unwrap();
-        assert_eq!(s.fail_running_builds().unwrap(), 1);
+        let open: Vec<(i64, String)> = s
+            .unfinished_builds()
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.id, b.state))
+            .collect();
+        assert_eq!(open, vec![(b, "running".into()), (q, "queued".into())]);
+        s.finish_build(b, "failed").unwrap();
+        s.finish_build(q, "succeeded").unwrap();
+        assert!(s.unfinished_builds().unwrap().is_empty());
         let builds = s.builds("web", 5).unwrap();
-        assert!(builds[0].log.starts_with("step 1\nstep 2\n"));
-        assert_eq!(builds[0].state, "failed");
+        assert!(builds[1].log.starts_with("step 1\nstep 2\n"));
+        assert_eq!(builds[1].state, "failed");
     }
 
     #[test]

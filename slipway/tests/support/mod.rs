@@ -23,7 +23,7 @@ pub fn client() -> HttpClient {
         .build_http()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,10 +45,17 @@ pub struct Platform {
     pub platform_id: String,
     child: Option<Child>,
     pub http: HttpClient,
+    /// Extra environment of `slipway serve`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Platform {
     pub async fn start() -> Platform {
+        Platform::start_with_env(&[]).await
+    }
+
+    /// A platform whose `slipway serve` has these extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Platform {
         let dir = std::env::temp_dir().join(format!(
             "slipway-test-{}-{}",
             std::process::id(),
@@ -64,6 +71,10 @@ impl Platform {
             platform_id: String::new(),
             child: None,
             http: client(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         p.api = format!("http://127.0.0.1:{}", p.api_port);
         p.spawn().await;
@@ -89,6 +100,7 @@ impl Platform {
             .env("SLIPWAY_DATA_DIR", self.dir.join("data"))
             .env("SLIPWAY_SCALER_TICK_MS", "500")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
