@@ -81,8 +81,9 @@ impl Scaler {
             track.state = state;
             let desired = decision.desired as i64;
             if desired != row.desired_instances {
+                // The decision with its inputs, so that the log (and a test) can check it.
                 let msg = format!(
-                    "desired instances {} -> {}: {}{}",
+                    "desired instances {} -> {}: {}{} [inputs: ready {}, panic-window concurrency {}, stable-window concurrency {}, panicking {}]",
                     row.desired_instances,
                     desired,
                     decision.reason,
@@ -90,11 +91,22 @@ impl Scaler {
                         " (panic mode)"
                     } else {
                         ""
-                    }
+                    },
+                    l.ready,
+                    decision.panic_concurrency,
+                    decision.stable_concurrency,
+                    decision.panicking
                 );
                 tracing::info!(service = %name, "{msg}");
-                let _ = self.store.set_desired_instances(&name, desired);
-                let _ = self.store.event(&name, "scale", &msg);
+                // The scaler's one output: a failed write is not a decision made.
+                if let Err(e) = self.store.set_desired_instances(&name, desired) {
+                    tracing::error!(service = %name, "store: cannot record the desired count: {e}");
+                    track.last = Some(decision);
+                    continue;
+                }
+                if let Err(e) = self.store.event(&name, "scale", &msg) {
+                    tracing::warn!(service = %name, "store: {e}");
+                }
                 changed.push(name.clone());
             }
             track.last = Some(decision);

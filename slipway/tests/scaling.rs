@@ -166,11 +166,45 @@ async fn load_step_scales_up_in_the_panic_window_and_back_to_zero() {
     .await;
     let tally = load.stop().await;
     assert_eq!(tally.failures(), 0, "{}", tally.summary());
+    // The first scale-up is a panic-mode decision, and it follows from its inputs: at
+    // least 200% of the ready instances' target (4 x 50% = 2 per instance), and the
+    // desired count is what the panic window's concurrency needs.
     let activity = p.activity("step").await;
-    assert!(
-        activity.contains("panic mode"),
-        "scale-up happened in panic mode:\n{activity}"
+    let up = activity
+        .lines()
+        .find(|l| l.starts_with("scale desired instances 1 -> "))
+        .unwrap_or_else(|| panic!("no scale-up from 1:\n{activity}"));
+    let num = |key: &str| -> f64 {
+        let at = up.find(key).unwrap_or_else(|| panic!("{key} in {up}")) + key.len();
+        up[at..]
+            .split(|c: char| c == ',' || c == ']')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{key} in {up}: {e}"))
+    };
+    let to: f64 = up["scale desired instances 1 -> ".len()..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (ready, panic, stable) = (
+        num("ready "),
+        num("panic-window concurrency "),
+        num("stable-window concurrency "),
     );
+    assert!(up.contains("panicking true"), "{up}");
+    let target = 2.0;
+    assert!(
+        panic / target >= 2.0 * ready,
+        "not over the panic threshold: {up}"
+    );
+    // The scaler's rounding: ceil(load / target) with a relative slack against float noise.
+    let need = |load: f64| (load / target * (1.0 - 1e-9)).ceil();
+    let want = ready.max(need(panic)).max(need(stable)).min(4.0);
+    assert_eq!(to, want, "{up}");
     // Load stopped: down one at a time, then to zero after the grace period.
     wait_ready(
         &p,
