@@ -177,7 +177,7 @@ async fn load_step_scales_up_in_the_panic_window_and_back_to_zero() {
     let num = |key: &str| -> f64 {
         let at = up.find(key).unwrap_or_else(|| panic!("{key} in {up}")) + key.len();
         up[at..]
-            .split(|c: char| c == ',' || c == ']')
+            .split([',', ']'])
             .next()
             .unwrap()
             .trim()

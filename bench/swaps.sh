@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Issue 13: request latency during blue/green swaps against steady state, one run.
+#
+# One `slipway serve`, one busybox static-site service (health interval 1 s). A paced load
+# of 200 GET/s (bench/swapload.py: 10 keep-alive connections, one request each per 50 ms,
+# at fixed slots) runs through the router for STEADY_S seconds with no change (steady), then
+# during SWAPS blue/green swaps made back to back (swaps), each waited for until it
+# succeeded. Swaps are rollbacks between two kept revisions by default (no docker build
+# competes for the two cores); SWAPS_BY=push makes them pushes (each a build).
+# Prints, for both phases: requests, failures, p50, p99, max and requests over 250 ms,
+# then the ratio p99(swaps) / p99(steady). The goal: at most 1.5x, and none over 250 ms.
+#
+#   bench/swaps.sh                   # 20 swaps by rollback
+#   SWAPS_BY=push bench/swaps.sh     # 20 swaps by push
+#   SWAPS=10 STEADY_S=15 SLIPWAY_BIN=target/release/slipway bench/swaps.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+
+SVC=swaps
+SWAPS="${SWAPS:-20}"
+STEADY_S="${STEADY_S:-20}"
+SWAPS_BY="${SWAPS_BY:-rollback}"
+build_slipway
+log "$(machine_state)"
+start_slipway
+api POST /v1/services "{\"name\":\"$SVC\",\"health_check\":{\"interval_s\":1},\"network\":{\"drain_timeout_s\":10}}" |
+    jq -e .name > /dev/null || die "create failed"
+SITE="$TMP/site"
+make_site_repo "$SITE"
+REMOTE="http://127.0.0.1:${API##*:}/git/$SVC.git"
+push() { (cd "$SITE" && SLIPWAY_TOKEN="$TOKEN" HOME="$TMP" git -c "credential.$API.helper=!$BIN git-credential --api $API --data-dir $DATA" push -q -f "$REMOTE" HEAD:main); }
+wait_done() { # deployment count to reach
+    for _ in $(seq 1200); do
+        local n
+        n="$(api GET "/v1/services/$SVC/deployments" | jq '[.[] | select(.state == "succeeded")] | length')"
+        (( n >= $1 )) && return 0
+        sleep 0.1
+    done
+    die "deployment $1 did not succeed"
+}
+push
+wait_router_content "$SVC" initial 120 > /dev/null || die "first push never served"
+wait_done 1
+commit_marker "$SITE" second
+push
+wait_router_content "$SVC" second 120 > /dev/null || die "second push never served"
+wait_done 2
+done_count=2
+
+STOP="$TMP/stop"
+python3 "$ROOT/bench/swapload.py" 127.0.0.1 "$ROUTER_PORT" "$SVC" "$STOP" 900 > "$TMP/lat.tsv" 2> "$TMP/load.err" &
+LOAD_PID=$!
+sleep "$STEADY_S"
+SWAP_START="$(python3 -c 'import time; print(time.monotonic())')"
+for i in $(seq "$SWAPS"); do
+    if [[ "$SWAPS_BY" == push ]]; then
+        commit_marker "$SITE" "swap-$i"
+        push
+    else
+        active="$(api GET "/v1/services/$SVC" | jq -r .active_revision)"
+        target=$(( active == 1 ? 2 : 1 ))
+        # Rollback alternates between the two kept revisions (images are reused).
+        api POST "/v1/services/$SVC/rollback" "{\"revision\":$target}" | jq -e .deployment > /dev/null ||
+            die "rollback $i refused"
+    fi
+    done_count=$((done_count + 1))
+    wait_done "$done_count"
+done
+SWAP_END="$(python3 -c 'import time; print(time.monotonic())')"
+touch "$STOP"
+wait "$LOAD_PID"
+cat "$TMP/load.err" >&2
+
+python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$SWAPS_BY" <<'PY'
+import sys
+path, s0, s1, n, by = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+rows = [l.split("\t") for l in open(path) if l.strip()]
+rows = [(float(t), float(lat), int(st)) for t, lat, st in rows]
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else float("nan")
+def phase(name, sel):
+    lat = [l for _, l, _ in sel]
+    fails = sum(1 for *_, st in sel if not 200 <= st < 300)
+    slow = sum(1 for l in lat if l > 250)
+    print(f"{name:8} requests {len(sel):6}  failures {fails:3}  p50 {pct(lat,50):7.2f} ms  p99 {pct(lat,99):7.2f} ms  max {max(lat) if lat else 0:8.2f} ms  over 250 ms {slow}")
+    return pct(lat, 99)
+steady = [r for r in rows if r[0] < s0]
+swaps = [r for r in rows if s0 <= r[0] <= s1]
+print(f"{n} swaps by {by}, {s1 - s0:.1f} s; 200 req/s offered")
+a = phase("steady", steady)
+b = phase("swaps", swaps)
+print(f"p99 swaps / steady: {b / a:.2f}x (goal <= 1.5x, no request over 250 ms)")
+PY
