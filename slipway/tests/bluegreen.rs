@@ -280,6 +280,11 @@ async fn running_instances_that_turn_unhealthy_are_replaced() {
     let repo = Repo::new(&p, None, "heal");
     // Healthy until /tmp/sick exists; the test makes it exist.
     let health = "#!/bin/sh\nif [ -f /tmp/sick ]; then printf 'Status: 503\\r\\n\\r\\n'; else printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'; fi\n";
+    // A request that is still running when the instance turns unhealthy.
+    repo.write(
+        "www/cgi-bin/slower",
+        "#!/bin/sh\nsleep 7\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslower done\\n'\n",
+    );
     app(&repo, "one", health, SERVE);
     repo.push();
     p.wait_content("heal", "version one", Duration::from_secs(120))
@@ -291,6 +296,13 @@ async fn running_instances_that_turn_unhealthy_are_replaced() {
         .status()
         .unwrap();
     assert!(st.success());
+    // It leaves the route after two failed checks (~2 s), but its in-flight request gets
+    // the drain timeout to finish before it is stopped.
+    let in_flight = {
+        let http = p.http.clone();
+        let port = p.router_port;
+        tokio::spawn(async move { support::get_via(&http, port, "heal", "/cgi-bin/slower").await })
+    };
     support::wait_for(
         "the sick instance to be replaced",
         Duration::from_secs(60),
@@ -302,10 +314,17 @@ async fn running_instances_that_turn_unhealthy_are_replaced() {
     .await;
     p.wait_content("heal", "version one", Duration::from_secs(30))
         .await;
-    assert!(p
-        .activity("heal")
-        .await
-        .contains("failed 2 health checks in a row"));
+    let activity = p.activity("heal").await;
+    assert!(activity.contains("failed 2 health checks in a row"));
+    assert!(
+        activity.contains("it stops once its in-flight requests finish"),
+        "{activity}"
+    );
+    let reply = in_flight.await.unwrap();
+    assert!(
+        matches!(&reply, Ok((200, b)) if b.contains("slower done")),
+        "the in-flight request was cut: {reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
