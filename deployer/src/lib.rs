@@ -120,29 +120,14 @@ impl Deployer {
             let name = s.spec.name.as_str();
             // A deployment the crash interrupted did not finish: record it, and deploy its
             // revision again from the start (the old revision kept serving meanwhile).
-            for d in store.deployments(name, 50)? {
-                let swapped = s.active_revision == Some(d.revision)
-                    && matches!(
-                        d.state,
-                        DeploymentState::SwitchingTraffic | DeploymentState::Draining
-                    );
-                if swapped {
-                    // Traffic had switched: the reconcile pass above removed the old
-                    // instances, so the deployment is complete.
-                    let why = "completed after a server restart (the old instances were removed)";
-                    if d.state == DeploymentState::SwitchingTraffic {
-                        store.set_deployment_state(d.id, DeploymentState::Draining, why)?;
-                    }
-                    store.set_deployment_state(d.id, DeploymentState::Succeeded, why)?;
-                    store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
-                } else if !d.state.is_terminal() {
-                    let why = format!("interrupted in state {} by a server restart", d.state);
-                    if d.state != DeploymentState::Failed {
-                        store.set_deployment_state(d.id, DeploymentState::Failed, &why)?;
-                    }
-                    store.set_deployment_state(d.id, DeploymentState::RolledBack, &why)?;
-                    store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
-                }
+            let failed = self.close_interrupted(
+                name,
+                s.active_revision,
+                "completed after a server restart (the old instances were removed)",
+                |state| format!("interrupted in state {state} by a server restart"),
+            )?;
+            for (d, why) in failed {
+                store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
             }
             if let Some(t) = s.target_revision.filter(|t| Some(*t) != s.active_revision) {
                 if store.revision(name, t)?.is_some() {
@@ -258,37 +243,62 @@ impl Deployer {
         }
     }
 
-    /// The deployment a panicked worker was running: complete if traffic had switched,
-    /// otherwise failed and rolled back, with the panic as its reason.
-    fn fail_interrupted(&self, name: &str, why: &str) -> anyhow::Result<()> {
+    /// Closes the deployments of `name` that an interruption (a restart, a worker's panic)
+    /// left open. One whose traffic had switched to its revision (`active`) is complete,
+    /// since the old instances were removed; its reason is `completed`. Any other is failed
+    /// and rolled back with `interrupted(state)` as its reason, and returned with it.
+    fn close_interrupted(
+        &self,
+        name: &str,
+        active: Option<i64>,
+        completed: &str,
+        interrupted: impl Fn(DeploymentState) -> String,
+    ) -> anyhow::Result<Vec<(slipway_store::DeploymentRow, String)>> {
         let store = &self.ctx.store;
-        let Some(row) = store.service(name)? else {
-            return Ok(());
-        };
-        for d in store.deployments(name, 20)? {
-            if d.state.is_terminal() {
-                continue;
-            }
-            if row.active_revision == Some(d.revision)
+        let mut failed = Vec::new();
+        for d in store.deployments(name, 50)? {
+            let swapped = active == Some(d.revision)
                 && matches!(
                     d.state,
                     DeploymentState::SwitchingTraffic | DeploymentState::Draining
-                )
-            {
-                let msg = "completed after its worker restarted (the old instances were removed)";
+                );
+            if swapped {
                 if d.state == DeploymentState::SwitchingTraffic {
-                    store.set_deployment_state(d.id, DeploymentState::Draining, msg)?;
+                    store.set_deployment_state(d.id, DeploymentState::Draining, completed)?;
                 }
-                store.set_deployment_state(d.id, DeploymentState::Succeeded, msg)?;
-                self.note(name, "deployment", &format!("deployment {} {msg}", d.id));
-                continue;
+                store.set_deployment_state(d.id, DeploymentState::Succeeded, completed)?;
+                store.event(
+                    name,
+                    "deployment",
+                    &format!("deployment {} {completed}", d.id),
+                )?;
+            } else if !d.state.is_terminal() {
+                let why = interrupted(d.state);
+                if d.state != DeploymentState::Failed {
+                    store.set_deployment_state(d.id, DeploymentState::Failed, &why)?;
+                }
+                store.set_deployment_state(d.id, DeploymentState::RolledBack, &why)?;
+                failed.push((d, why));
             }
-            let msg = format!("internal error in state {}: {why}", d.state);
-            if d.state != DeploymentState::Failed {
-                store.set_deployment_state(d.id, DeploymentState::Failed, &msg)?;
-            }
-            store.set_deployment_state(d.id, DeploymentState::RolledBack, &msg)?;
-            store.reset_target(name, d.revision)?;
+        }
+        Ok(failed)
+    }
+
+    /// The deployment a panicked worker was running: complete if traffic had switched,
+    /// otherwise failed and rolled back with the panic as its reason, and its revision is
+    /// no longer the target (it is not retried: it could panic again).
+    fn fail_interrupted(&self, name: &str, why: &str) -> anyhow::Result<()> {
+        let Some(row) = self.ctx.store.service(name)? else {
+            return Ok(());
+        };
+        let failed = self.close_interrupted(
+            name,
+            row.active_revision,
+            "completed after its worker restarted (the old instances were removed)",
+            |state| format!("internal error in state {state}: {why}"),
+        )?;
+        for (d, msg) in failed {
+            self.ctx.store.reset_target(name, d.revision)?;
             self.note(
                 name,
                 "deployment",

@@ -309,7 +309,7 @@ pub(crate) async fn serve(
                 }
             }
             scanned = buf.len();
-            if buf.len() > head_limit(router) {
+            if buf.len() > router.config.head_limit() {
                 break Prepared::TooLarge;
             }
             let idle = buf.is_empty();
@@ -370,7 +370,7 @@ pub(crate) async fn serve(
         let mut io = ClientIo {
             stream: client,
             buf: &mut buf,
-            limit: head_limit(router) + MAX_INLINE_BODY,
+            limit: router.config.head_limit() + MAX_INLINE_BODY,
             ended: &mut client_ended,
         };
         let after = exchange(
@@ -932,11 +932,6 @@ fn plain_target(path: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
 }
 
-/// Largest request head, as the hyper path applies it (hyper cannot go below 8 KiB).
-fn head_limit(router: &Router) -> usize {
-    router.config.head_limit()
-}
-
 fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
@@ -958,8 +953,8 @@ fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Pr
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= head_limit(router) => n,
-        Ok(httparse::Status::Partial) if buf.len() <= head_limit(router) => {
+        Ok(httparse::Status::Complete(n)) if n <= router.config.head_limit() => n,
+        Ok(httparse::Status::Partial) if buf.len() <= router.config.head_limit() => {
             return Prepared::Partial
         }
         Ok(_) => return Prepared::TooLarge,

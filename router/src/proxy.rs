@@ -297,9 +297,7 @@ pub(crate) fn check_head(router: &Router, req: &Request<Incoming>) -> Result<(),
 
 /// Removes request fields whose names hold `_` (see `ServiceRoute::underscores_in_headers`).
 fn drop_underscored(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
-        return;
-    }
+    // Empty (no allocation) for the usual request, which has no such field.
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().contains('_'))

@@ -566,11 +566,8 @@ async fn login(conn: &Conn) -> Result<()> {
     // The helper finds the token where this command did: the same API and data
     // directory (never the token itself, which stays in the data directory).
     let mut helper = format!("'{}' git-credential --api '{}'", exe.display(), api.base);
-    if let Some(dir) = conn
-        .data_dir
-        .clone()
-        .or_else(|| std::env::var_os("SLIPWAY_DATA_DIR").map(Into::into))
-    {
+    // `--data-dir` or `$SLIPWAY_DATA_DIR` (clap reads both into `data_dir`).
+    if let Some(dir) = conn.data_dir.clone() {
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         helper.push_str(&format!(" --data-dir '{}'", dir.display()));
     }
@@ -582,27 +579,26 @@ async fn login(conn: &Conn) -> Result<()> {
     let _ = std::process::Command::new("git")
         .args(["config", "--global", "--unset-all", &key])
         .status();
-    for value in ["", helper.as_str()] {
-        let st = std::process::Command::new("git")
-            .args(["config", "--global", "--add", &key, value])
-            .status()
-            .context("cannot run git")?;
-        if !st.success() {
-            bail!("git config --global {key} failed");
-        }
-    }
-    let user_key = format!("credential.{}.username", api.base);
-    let st = std::process::Command::new("git")
-        .args(["config", "--global", &user_key, "slipway"])
-        .status()
-        .context("cannot run git")?;
-    if !st.success() {
-        bail!("git config --global {user_key} failed");
-    }
+    git_config(&["--add", &key, ""])?;
+    git_config(&["--add", &key, &helper])?;
+    git_config(&[&format!("credential.{}.username", api.base), "slipway"])?;
     println!(
         "git now asks `{helper}` for the token when it talks to {}",
         api.base
     );
+    Ok(())
+}
+
+/// `git config --global ARGS...`, failing unless git succeeds.
+fn git_config(args: &[&str]) -> Result<()> {
+    let st = std::process::Command::new("git")
+        .args(["config", "--global"])
+        .args(args)
+        .status()
+        .context("cannot run git")?;
+    if !st.success() {
+        bail!("git config --global {} failed", args.join(" "));
+    }
     Ok(())
 }
 

@@ -99,8 +99,6 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let db = data.join("slipway.db");
     private_db(&db)?;
     let store = Arc::new(Store::open(&db).context("cannot open the store")?);
-    // The WAL files exist once the store is open: make sure of their mode too.
-    private_db(&db)?;
     let platform_id = random_hex(12)?;
     let platform = store.meta_or_init("platform_id", || platform_id)?;
     let token_path = data.join("token");

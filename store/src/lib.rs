@@ -590,6 +590,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// A builds row: id, service, commit_sha, state, log, created_ms.
+    fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+        Ok(BuildRow {
+            id: r.get(0)?,
+            service: r.get(1)?,
+            commit: r.get(2)?,
+            state: r.get(3)?,
+            log: r.get(4)?,
+            created_ms: r.get(5)?,
+        })
+    }
+
     /// Records a build of `commit` as queued, before anything else happens to it: a push
     /// git accepted is in the store from then on, whatever happens to the process.
     pub fn queue_build(&self, service: &str, commit: &str) -> Result<i64> {
@@ -614,16 +626,7 @@ impl Store {
             "SELECT id, service, commit_sha, state, '', created_ms FROM builds WHERE state IN ('queued','running') ORDER BY id",
         )?;
         let rows = st
-            .query_map([], |r| {
-                Ok(BuildRow {
-                    id: r.get(0)?,
-                    service: r.get(1)?,
-                    commit: r.get(2)?,
-                    state: r.get(3)?,
-                    log: r.get(4)?,
-                    created_ms: r.get(5)?,
-                })
-            })?
+            .query_map([], Self::build_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -663,16 +666,7 @@ impl Store {
             "SELECT id, service, commit_sha, state, log, created_ms FROM builds WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = st
-            .query_map(params![service, limit], |r| {
-                Ok(BuildRow {
-                    id: r.get(0)?,
-                    service: r.get(1)?,
-                    commit: r.get(2)?,
-                    state: r.get(3)?,
-                    log: r.get(4)?,
-                    created_ms: r.get(5)?,
-                })
-            })?
+            .query_map(params![service, limit], Self::build_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
