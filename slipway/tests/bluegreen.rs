@@ -191,11 +191,7 @@ async fn failing_deployments_leave_the_old_version_serving() {
                         .contains("not healthy yet (check")
             })
             .await;
-            let out = std::process::Command::new(support::bin())
-                .args(["status", "safe", "--api", &p.api])
-                .env("SLIPWAY_TOKEN", &p.token)
-                .output()
-                .unwrap();
+            let out = p.cli(&["status", "safe"]);
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
                 text.contains("health_checking") && text.contains("not healthy yet"),
@@ -240,11 +236,7 @@ async fn failing_deployments_leave_the_old_version_serving() {
         .await;
     p.wait_content("safe", "version second", Duration::from_secs(10))
         .await;
-    let out = std::process::Command::new(support::bin())
-        .args(["rollback", "safe", "1", "--api", &p.api])
-        .env("SLIPWAY_TOKEN", &p.token)
-        .output()
-        .unwrap();
+    let out = p.cli(&["rollback", "safe", "1"]);
     assert!(
         out.status.success(),
         "{}",

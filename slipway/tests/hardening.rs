@@ -36,14 +36,10 @@ async fn panicking_builds_and_workers_are_supervised() {
     // The first build panics: it fails with an internal error, and later pushes build.
     site(&repo, "one");
     repo.push();
-    support::wait_for(
-        "the build panic to be logged",
+    p.wait_activity(
+        "wedge",
+        "internal error: build 1 of commit",
         Duration::from_secs(30),
-        || async {
-            p.activity("wedge")
-                .await
-                .contains("internal error: build 1 of commit")
-        },
     )
     .await;
     let builds = p.get_json("/v1/services/wedge/builds").await;
@@ -51,14 +47,10 @@ async fn panicking_builds_and_workers_are_supervised() {
     // The second push builds; its deployment's worker panics after starting instances.
     site(&repo, "two");
     repo.push();
-    support::wait_for(
-        "the worker panic to be logged",
+    p.wait_activity(
+        "wedge",
+        "internal error: the worker of service wedge panicked",
         Duration::from_secs(120),
-        || async {
-            p.activity("wedge")
-                .await
-                .contains("internal error: the worker of service wedge panicked")
-        },
     )
     .await;
     let d = p
@@ -74,12 +66,8 @@ async fn panicking_builds_and_workers_are_supervised() {
     );
     // Within a second the worker is back and has swept the cut-short deployment's
     // containers away.
-    support::wait_for("the worker to restart", Duration::from_secs(5), || async {
-        p.activity("wedge")
-            .await
-            .contains("worker restarted: adopted")
-    })
-    .await;
+    p.wait_activity("wedge", "worker restarted: adopted", Duration::from_secs(5))
+        .await;
     support::wait_for("no orphan instance", Duration::from_secs(10), || async {
         p.containers().is_empty()
     })
@@ -114,10 +102,8 @@ async fn a_push_survives_kill9_during_its_build_and_deploy_rebuilds_the_head() {
     repo.write("www/index.html", "version durable\n");
     repo.commit("slow build");
     repo.push();
-    support::wait_for("the build to start", Duration::from_secs(30), || async {
-        p.activity("durable").await.contains("build 1 of commit")
-    })
-    .await;
+    p.wait_activity("durable", "build 1 of commit", Duration::from_secs(30))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.kill9();
     p.spawn().await;
@@ -139,11 +125,7 @@ async fn a_push_survives_kill9_during_its_build_and_deploy_rebuilds_the_head() {
     assert_eq!(states, vec!["succeeded", "interrupted"], "{builds}");
     // `slipway deploy` on a git service builds the branch head again: a new revision of
     // the same commit.
-    let out = Command::new(support::bin())
-        .args(["deploy", "durable", "--api", &p.api])
-        .env("SLIPWAY_TOKEN", &p.token)
-        .output()
-        .unwrap();
+    let out = p.cli(&["deploy", "durable"]);
     assert!(
         out.status.success(),
         "{}",
@@ -174,10 +156,8 @@ async fn a_missing_base_image_is_explained_in_one_line() {
     repo.commit("no base");
     repo.push();
     let want = "base image nosuchbase:1.0 is not on this engine and no registry answered";
-    support::wait_for("the build to fail", Duration::from_secs(60), || async {
-        p.activity("nobase").await.contains(want)
-    })
-    .await;
+    p.wait_activity("nobase", want, Duration::from_secs(60))
+        .await;
     let activity = p.activity("nobase").await;
     let line = activity.lines().find(|l| l.contains(want)).unwrap();
     assert!(!line.contains("registry-1.docker.io"), "{line}");

@@ -71,11 +71,7 @@ async fn push_serves_updates_survives_bad_builds_and_kill9() {
             .contains("Second version"));
     }
     // `slipway logs --build` shows it.
-    let out = std::process::Command::new(support::bin())
-        .args(["logs", "site", "--build", "--follow", "--api", &p.api])
-        .env("SLIPWAY_TOKEN", &p.token)
-        .output()
-        .unwrap();
+    let out = p.cli(&["logs", "site", "--build", "--follow"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("(failed)") && text.contains("about to fail"),
@@ -333,13 +329,7 @@ async fn bad_input_gets_clear_4xx() {
     // The router: an unknown host is Slipway's own 404.
     assert!(matches!(p.get("ghost", "/").await, Ok((404, _))));
     // The CLI refuses an invalid size pair with the choices listed.
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "create", "c1", "--cpu", "0.25", "--memory", "4 GB", "--api", &p.api,
-        ])
-        .env("SLIPWAY_TOKEN", &p.token)
-        .output()
-        .unwrap();
+    let out = p.cli(&["create", "c1", "--cpu", "0.25", "--memory", "4 GB"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -216,6 +216,26 @@ impl Platform {
         panic!("{service} never served {needle:?} within {within:?}; last: {last:?}\nactivity: {}\nlog tail: {}", self.activity(service).await, tail(&self.log(), 30));
     }
 
+    /// Runs the CLI against this platform: `--api` given, the token in `$SLIPWAY_TOKEN`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .args(["--api", &self.api])
+            .env("SLIPWAY_TOKEN", &self.token)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until the service's activity log holds `needle`.
+    pub async fn wait_activity(&self, service: &str, needle: &str, within: Duration) {
+        wait_for(
+            &format!("{service}'s activity log to say {needle:?}"),
+            within,
+            || async { self.activity(service).await.contains(needle) },
+        )
+        .await;
+    }
+
     pub async fn activity(&self, service: &str) -> String {
         let (_, v) = self
             .call(
