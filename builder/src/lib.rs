@@ -288,17 +288,30 @@ impl Builder {
     /// panic fails that build with an internal error in the activity log, and the loop
     /// goes on, so the service's later pushes still build.
     async fn build_loop(self: Arc<Self>, service: String) {
-        /// Clears the loop's running flag however the loop ends.
-        struct Running<'a>(&'a Builder, &'a str);
+        /// Clears the loop's running flag if the loop ends without doing so itself (a
+        /// panic outside a build). Disarmed when the loop clears the flag under the lock:
+        /// clearing it again later could stop a loop started after this one.
+        struct Running<'a> {
+            builder: &'a Builder,
+            service: &'a str,
+            armed: bool,
+        }
         impl Drop for Running<'_> {
             fn drop(&mut self) {
-                let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(entry) = q.get_mut(self.1) {
+                if !self.armed {
+                    return;
+                }
+                let mut q = self.builder.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = q.get_mut(self.service) {
                     entry.1 = false;
                 }
             }
         }
-        let _running = Running(&self, &service);
+        let mut running = Running {
+            builder: &self,
+            service: &service,
+            armed: true,
+        };
         // Bounded by the queue: each turn takes one queued commit.
         loop {
             let next = {
@@ -308,6 +321,7 @@ impl Builder {
                     Some(c) => c,
                     None => {
                         entry.1 = false;
+                        running.armed = false;
                         return;
                     }
                 }
