@@ -319,3 +319,33 @@ async fn instances_run_with_least_privilege_on_a_network_without_icc() {
     );
     assert_eq!(net["Driver"], "bridge");
 }
+
+/// `slipway serve` keeps the router's promise on SIGTERM: a request in flight gets the
+/// drain deadline (30 s) to finish, not the 10 s serve used to give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_within_the_drain_deadline() {
+    let mut p = Platform::start().await;
+    p.create(spec("term")).await;
+    let repo = Repo::new(&p, None, "term");
+    repo.write(
+        "www/cgi-bin/slow",
+        "#!/bin/sh\nsleep 13\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n",
+    );
+    site(&repo, "term");
+    repo.push();
+    p.wait_content("term", "version term", Duration::from_secs(120))
+        .await;
+    let in_flight = {
+        let http = p.http.clone();
+        let port = p.router_port;
+        tokio::spawn(async move { support::get_via(&http, port, "term", "/cgi-bin/slow").await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (took, exited) = tokio::task::block_in_place(|| p.terminate(Duration::from_secs(45)));
+    let reply = in_flight.await.unwrap();
+    assert!(
+        matches!(&reply, Ok((200, b)) if b.contains("slow done")),
+        "the request in flight was cut at shutdown after {took:?}: {reply:?}"
+    );
+    assert!(exited, "serve did not exit within 45 s of SIGTERM");
+}

@@ -126,6 +126,29 @@ impl Platform {
             .to_string();
     }
 
+    /// SIGTERM, then waits (bounded) for the process to exit; returns how long it took
+    /// and whether it exited.
+    pub fn terminate(&mut self, within: Duration) -> (Duration, bool) {
+        let Some(mut c) = self.child.take() else {
+            return (Duration::ZERO, true);
+        };
+        let started = Instant::now();
+        let st = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        while started.elapsed() < within {
+            if let Ok(Some(_)) = c.try_wait() {
+                return (started.elapsed(), true);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        (started.elapsed(), false)
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
