@@ -47,6 +47,8 @@ pub mod labels {
 /// default address pools run out at about 30 user-defined networks, so not one per
 /// service), with inter-container communication disabled.
 pub const NETWORK: &str = "slipway";
+/// The bridge driver's option that turns inter-container communication on or off.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// The capabilities an instance keeps (all others are dropped): what ordinary web images
 /// need to start as root and drop to a user (nginx-style, gunicorn), bind ports below
 /// 1024 and signal their workers. Gone from Docker's default set: `NET_RAW`, `MKNOD`,
@@ -216,25 +218,33 @@ impl DockerRuntime {
     /// one name): every platform then uses the one with the smallest id, and the others
     /// are removed when nothing uses them.
     async fn ensure_network(&self) -> Result<String, RuntimeError> {
-        let mut ids = self.networks_named().await?;
-        if ids.is_empty() {
+        let mut nets = self.networks_named().await?;
+        if nets.is_empty() {
             self.create_network().await?;
-            ids = self.networks_named().await?;
+            nets = self.networks_named().await?;
         }
-        ids.sort();
-        let Some(keep) = ids.first().cloned() else {
+        nets.sort();
+        let Some((keep, isolated)) = nets.first().cloned() else {
             return Err(RuntimeError::Engine(format!(
                 "network {NETWORK} was created but the engine does not list it"
             )));
         };
-        for extra in &ids[1..] {
+        if !isolated {
+            // Made by someone else: instances would reach each other on it.
+            return Err(RuntimeError::Engine(format!(
+                "the engine has a network {NETWORK} without com.docker.network.bridge.enable_icc=false: remove it (docker network rm {NETWORK}) and Slipway creates its own"
+            )));
+        }
+        for (extra, _) in &nets[1..] {
             // In use by another platform's containers: it stays, unused by new ones.
             let _ = self.docker.remove_network(extra).await;
         }
         Ok(keep)
     }
 
-    async fn networks_named(&self) -> Result<Vec<String>, RuntimeError> {
+    /// The ids of the networks named [`NETWORK`], each with whether it has
+    /// inter-container communication disabled.
+    async fn networks_named(&self) -> Result<Vec<(String, bool)>, RuntimeError> {
         let mut filters = HashMap::new();
         filters.insert("name", vec![NETWORK]);
         let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
@@ -249,16 +259,20 @@ impl DockerRuntime {
         Ok(list
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(NETWORK))
-            .filter_map(|n| n.id)
+            .filter_map(|n| {
+                let isolated = n
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get(ICC_OPTION))
+                    .is_some_and(|v| v == "false");
+                Some((n.id?, isolated))
+            })
             .collect())
     }
 
     async fn create_network(&self) -> Result<(), RuntimeError> {
         let mut options = HashMap::new();
-        options.insert(
-            "com.docker.network.bridge.enable_icc".to_string(),
-            "false".to_string(),
-        );
+        options.insert(ICC_OPTION.to_string(), "false".to_string());
         let mut net_labels = HashMap::new();
         net_labels.insert("slipway.network".to_string(), "instances".to_string());
         let req = NetworkCreateRequest {
