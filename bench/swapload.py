@@ -2,7 +2,7 @@
 """Paced load for bench/swaps.sh: WORKERS threads, each with its own keep-alive HTTP/1.1
 connection to the router, each sending one GET every PACE seconds at fixed slots (so the
 offered rate is WORKERS / PACE). Runs until the file STOP exists (bounded by MAX_S), then
-prints one TSV line per request: start time (s, monotonic), latency (ms), status (0 for a
+prints one TSV line per request: start time (s, Unix time), latency (ms), status (0 for a
 failure). A send that starts more than half a pace after its slot counts as late; slots
 that pass while a request runs are skipped and counted as missed (stderr summary)."""
 import http.client, os, sys, threading, time
@@ -35,7 +35,8 @@ def worker():
             conn = None
         lat = (time.monotonic() - t) * 1000
         with lock:
-            rows.append((t, lat, status))
+            # Wall-clock start, to line requests up with the activity log's at_ms.
+            rows.append((time.time() - (time.monotonic() - t), lat, status))
             if late:
                 missed[0] += 1
         slot += PACE

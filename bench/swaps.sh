@@ -52,7 +52,7 @@ STOP="$TMP/stop"
 python3 "$ROOT/bench/swapload.py" 127.0.0.1 "$ROUTER_PORT" "$SVC" "$STOP" 900 > "$TMP/lat.tsv" 2> "$TMP/load.err" &
 LOAD_PID=$!
 sleep "$STEADY_S"
-SWAP_START="$(python3 -c 'import time; print(time.monotonic())')"
+SWAP_START="$(python3 -c 'import time; print(time.time())')"
 for i in $(seq "$SWAPS"); do
     if [[ "$SWAPS_BY" == push ]]; then
         commit_marker "$SITE" "swap-$i"
@@ -67,14 +67,17 @@ for i in $(seq "$SWAPS"); do
     done_count=$((done_count + 1))
     wait_done "$done_count"
 done
-SWAP_END="$(python3 -c 'import time; print(time.monotonic())')"
+SWAP_END="$(python3 -c 'import time; print(time.time())')"
 touch "$STOP"
 wait "$LOAD_PID"
 cat "$TMP/load.err" >&2
+events_tsv "$SVC" 0 > "$TMP/events.tsv"
 
-python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$SWAPS_BY" <<'PY'
-import sys
+python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$SWAPS_BY" "$TMP/events.tsv" <<'PY'
+import bisect, collections, sys
 path, s0, s1, n, by = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+events = [l.rstrip("\n").split("\t") for l in open(sys.argv[6]) if l.strip()]
+events = [(int(at) / 1000, msg) for _, at, msg in events]
 rows = [l.split("\t") for l in open(path) if l.strip()]
 rows = [(float(t), float(lat), int(st)) for t, lat, st in rows]
 def pct(v, p):
@@ -92,4 +95,16 @@ print(f"{n} swaps by {by}, {s1 - s0:.1f} s; 200 req/s offered")
 a = phase("steady", steady)
 b = phase("swaps", swaps)
 print(f"p99 swaps / steady: {b / a:.2f}x (goal <= 1.5x, no request over 250 ms)")
+# Where the slow ones fell: the deployment step (from the activity log) each slow request
+# of the swap phase started in; slow = over twice the steady p99.
+times = [t for t, _ in events]
+steps = collections.Counter()
+for t, lat, _ in swaps:
+    if lat > 2 * a:
+        i = bisect.bisect_right(times, t) - 1
+        msg = events[i][1] if i >= 0 else ""
+        step = msg.split(": ")[1] if msg.startswith("deployment ") and ": " in msg else msg[:30]
+        steps[step] += 1
+print(f"swap-phase requests over 2x steady p99 ({2 * a:.1f} ms), by the step they started in:",
+      ", ".join(f"{k} {v}" for k, v in steps.most_common()) or "none")
 PY
