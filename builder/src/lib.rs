@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slipway_core::{short_id, ServiceSpec, Source};
-use slipway_runtime::DockerRuntime;
+use slipway_runtime::Runtime;
 use slipway_store::Store;
 
 pub use git::{GitRequest, GitResponse};
@@ -51,7 +51,7 @@ struct Queued {
 /// The builder.
 pub struct Builder {
     store: Arc<Store>,
-    runtime: DockerRuntime,
+    runtime: Arc<dyn Runtime>,
     repos: PathBuf,
     wake: Wake,
     /// Per service: the newest commit waiting to be built (with its queued build's id),
@@ -61,7 +61,12 @@ pub struct Builder {
 
 impl Builder {
     /// A builder keeping repositories under `repos`.
-    pub fn new(store: Arc<Store>, runtime: DockerRuntime, repos: PathBuf, wake: Wake) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        runtime: Arc<dyn Runtime>,
+        repos: PathBuf,
+        wake: Wake,
+    ) -> Arc<Self> {
         Arc::new(Builder {
             store,
             runtime,
@@ -429,7 +434,7 @@ impl Builder {
         let mut pending = String::new();
         let result = self
             .runtime
-            .build(context, tag, service, |line| {
+            .build(context, tag, service, &mut |line: &str| {
                 pending.push_str(line);
                 pending.push('\n');
                 if pending.len() > 512 {

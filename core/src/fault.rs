@@ -19,6 +19,15 @@ fn armed() -> &'static Mutex<Vec<String>> {
     })
 }
 
+/// Arms fault `point` for `service` in this process, once (what unit tests use instead of
+/// the environment).
+pub fn arm(point: &str, service: &str) {
+    armed()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!("{point}:{service}"));
+}
+
 /// Whether fault `point` is armed for `service`; it disarms as it fires.
 pub fn fires(point: &str, service: &str) -> bool {
     let mut armed = armed().lock().unwrap_or_else(|p| p.into_inner());

@@ -11,7 +11,6 @@
 //! ones that belong to a service's active revision; every other container (a deployment
 //! interrupted by a crash, a deleted service) is removed in that one pass.
 
-mod health;
 mod worker;
 
 use std::collections::HashMap;
@@ -20,12 +19,11 @@ use std::time::Duration;
 
 use slipway_core::DeploymentState;
 use slipway_router::Router;
-use slipway_runtime::{DockerRuntime, Observed};
+use slipway_runtime::{Observed, Runtime};
 use slipway_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use health::probe;
 pub use worker::route_for;
 
 /// Per-service counts the deployer publishes for metrics and the API.
@@ -63,7 +61,7 @@ struct Handle {
 /// Shared by the deployer and its workers.
 pub(crate) struct Ctx {
     pub store: Arc<Store>,
-    pub runtime: DockerRuntime,
+    pub runtime: Arc<dyn Runtime>,
     pub router: Arc<Router>,
     pub counts: Mutex<HashMap<String, InstanceCounts>>,
     pub shutdown: CancellationToken,
@@ -79,7 +77,7 @@ impl Deployer {
     /// A deployer; call [`Deployer::start`] next.
     pub fn new(
         store: Arc<Store>,
-        runtime: DockerRuntime,
+        runtime: Arc<dyn Runtime>,
         router: Arc<Router>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -113,7 +111,7 @@ impl Deployer {
                 adopt.entry(o.service.clone()).or_default().push(o);
             } else {
                 tracing::info!(container = %o.container_id, service = %o.service, revision = o.revision, "removing a container no service runs");
-                self.ctx.runtime.remove(&o.container_id, 0).await?;
+                self.ctx.runtime.remove(&o.container_id).await?;
             }
         }
         for s in &services {
@@ -328,7 +326,7 @@ impl Deployer {
             if Some(o.revision) == active && o.running && o.addr.is_some() {
                 keep.push(o);
             } else {
-                self.ctx.runtime.remove(&o.container_id, 0).await?;
+                self.ctx.runtime.remove(&o.container_id).await?;
             }
         }
         self.note(

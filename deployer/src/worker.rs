@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use slipway_core::{DeploymentState, IdleMode, ServiceSpec};
@@ -17,9 +17,9 @@ use slipway_router::{InstanceRoute, ServiceRoute};
 use slipway_runtime::{InstanceConfig, Observed};
 use slipway_store::{DeploymentRow, RevisionRow};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::probe;
 use crate::{Ctx, InstanceCounts};
 
 /// Lines of an app's output quoted when it fails.
@@ -178,11 +178,11 @@ impl Worker {
         if deleted {
             self.ctx.router.remove_service(&self.name);
             let all: Vec<_> = self.instances.drain(..).collect();
-            join_all(all.iter().map(|i| self.ctx.runtime.remove(&i.container, 0))).await;
+            join_all(all.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
             // Containers of a deployment in flight were not in `instances`: sweep by label.
             if let Ok(list) = self.ctx.runtime.list().await {
                 for o in list.into_iter().filter(|o| o.service == self.name) {
-                    let _ = self.ctx.runtime.remove(&o.container_id, 0).await;
+                    let _ = self.ctx.runtime.remove(&o.container_id).await;
                 }
             }
         }
@@ -282,12 +282,40 @@ impl Worker {
             nano_cpus: spec.cpu.nano_cpus(),
             memory_bytes: spec.memory.bytes(),
         };
-        let (container, addr) = self.ctx.runtime.start(&cfg).await.map_err(|e| {
+        let rt = &self.ctx.runtime;
+        let cannot = |e: slipway_runtime::RuntimeError| {
             format!(
                 "could not start a container of revision {}: {e}",
                 rev.number
             )
-        })?;
+        };
+        let container = rt.create(&cfg).await.map_err(cannot)?;
+        let addr = match rt.start(&container, cfg.port).await {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                // It exited before its port was published: say how it ended and what it
+                // printed, then remove it.
+                let info = rt.inspect(&container).await.unwrap_or_default();
+                let logs = rt.logs_tail(&container, LOG_LINES).await;
+                if let Err(e) = rt.remove(&container).await {
+                    tracing::warn!(container, "removing a container that exited at once: {e}");
+                }
+                let logs = logs.trim_end();
+                return Err(cannot(slipway_runtime::RuntimeError::Engine(
+                    if logs.is_empty() {
+                        format!("the container {info} at once; the app printed nothing")
+                    } else {
+                        format!("the container {info} at once; last output:\n{logs}")
+                    },
+                )));
+            }
+            Err(e) => {
+                if let Err(e) = rt.remove(&container).await {
+                    tracing::warn!(container, "removing a container that did not start: {e}");
+                }
+                return Err(cannot(e));
+            }
+        };
         Ok(Instance {
             id,
             container,
@@ -301,7 +329,7 @@ impl Worker {
 
     /// Why a container failed: how it ended and its last output.
     async fn explain(&self, inst: &Instance, what: &str) -> String {
-        let info = self.ctx.runtime.exit_info(&inst.container).await.ok();
+        let info = self.ctx.runtime.inspect(&inst.container).await.ok();
         let logs = self.ctx.runtime.logs_tail(&inst.container, LOG_LINES).await;
         let mut msg = what.to_string();
         if let Some(info) = info.filter(|i| !i.running) {
@@ -348,7 +376,7 @@ impl Worker {
                 return Err(Abort::Failed(self.explain(inst, &what).await));
             }
             checks += 1;
-            match probe(inst.addr, hc).await {
+            match self.ctx.runtime.probe(inst.addr, hc).await {
                 Ok(()) => {
                     passes += 1;
                     if passes >= hc.healthy_threshold {
@@ -364,7 +392,7 @@ impl Worker {
                         "instance {} not healthy yet (check {checks}: {last})",
                         inst.id
                     ));
-                    if let Ok(info) = self.ctx.runtime.exit_info(&inst.container).await {
+                    if let Ok(info) = self.ctx.runtime.inspect(&inst.container).await {
                         if !info.running {
                             let what = format!(
                                 "instance {} stopped before it was healthy (last check: {last})",
@@ -391,7 +419,7 @@ impl Worker {
         join_all(
             insts
                 .iter()
-                .map(|i| self.ctx.runtime.remove(&i.container, 0)),
+                .map(|i| self.ctx.runtime.remove(&i.container)),
         )
         .await;
     }
@@ -485,7 +513,7 @@ impl Worker {
             Err(_) => false,
         } || matches!(store.service(&name), Ok(None));
         let hc = &spec.health_check;
-        let check = crate::health::describe(hc);
+        let check = slipway_runtime::probe::describe(hc);
         let new = match self.start_many(spec, &rev, n).await {
             Ok(new) => new,
             Err(Abort::Failed(why)) => {
@@ -555,7 +583,7 @@ impl Worker {
                 if !i.paused && !router.wait_drained(&i.id, drain).await {
                     tracing::warn!(instance = %i.id, "drain deadline passed with requests in flight");
                 }
-                let _ = runtime.remove(&i.container, STOP_GRACE_S).await;
+                let _ = slipway_runtime::stop_and_remove(&*runtime, &i.container, STOP_GRACE_S).await;
             }
         }))
         .await;
@@ -628,7 +656,12 @@ impl Worker {
         let running: Vec<usize> = (0..self.instances.len())
             .filter(|i| !self.instances[*i].paused)
             .collect();
-        let results = join_all(running.iter().map(|i| probe(self.instances[*i].addr, hc))).await;
+        let results = join_all(
+            running
+                .iter()
+                .map(|i| self.ctx.runtime.probe(self.instances[*i].addr, hc)),
+        )
+        .await;
         let mut dead = Vec::new();
         for (idx, r) in running.into_iter().zip(results) {
             let inst = &mut self.instances[idx];
@@ -636,7 +669,7 @@ impl Worker {
                 Ok(()) => inst.fails = 0,
                 Err(e) => {
                     inst.fails += 1;
-                    let gone = matches!(self.ctx.runtime.exit_info(&inst.container).await, Ok(i) if !i.running);
+                    let gone = matches!(self.ctx.runtime.inspect(&inst.container).await, Ok(i) if !i.running);
                     if gone || inst.fails >= hc.unhealthy_threshold {
                         dead.push((idx, e, gone));
                     }
@@ -703,7 +736,7 @@ impl Worker {
                 tracing::warn!(instance = %inst.id, "drain deadline passed with requests in flight");
             }
             let grace = if drain.is_zero() { 0 } else { STOP_GRACE_S };
-            if let Err(e) = runtime.remove(&inst.container, grace).await {
+            if let Err(e) = slipway_runtime::stop_and_remove(&*runtime, &inst.container, grace).await {
                 tracing::warn!(instance = %inst.id, "removing a retired instance: {e}");
             }
         });
@@ -751,7 +784,7 @@ impl Worker {
                 let wake = self.wake.clone();
                 let at = self.next_start;
                 tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
+                    tokio::time::sleep_until(at).await;
                     wake.notify_one();
                 });
                 return;
@@ -849,7 +882,7 @@ impl Worker {
                 .collect();
             self.instances.retain(|i| !i.paused);
             for c in paused {
-                let _ = self.ctx.runtime.remove(&c, 0).await;
+                let _ = self.ctx.runtime.remove(&c).await;
             }
             self.publish_counts();
         }

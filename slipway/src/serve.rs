@@ -12,7 +12,7 @@ use slipway_builder::Builder;
 use slipway_console::Api;
 use slipway_deployer::Deployer;
 use slipway_router::{Router, RouterConfig};
-use slipway_runtime::DockerRuntime;
+use slipway_runtime::{DockerRuntime, Runtime};
 use slipway_scaler::{Load, Scaler};
 use slipway_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     };
     write_private(&token_path, &token)?;
 
-    let runtime = DockerRuntime::connect(&platform).await?;
+    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect(&platform).await?);
     let shutdown = CancellationToken::new();
     let router = Router::new(RouterConfig {
         zone: zone.clone(),

@@ -1,4 +1,4 @@
-//! Health probes, App Runner's shape: a TCP connect, or an HTTP GET of a path that must
+//! Health probes over TCP to a published port (what [`crate::DockerRuntime`] uses), App Runner's shape: a TCP connect, or an HTTP GET of a path that must
 //! answer 2xx or 3xx, each within the check's timeout. A probe says how it failed, because
 //! a failed deployment must explain itself.
 
@@ -9,8 +9,8 @@ use slipway_core::{HealthCheck, HealthProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Probes `addr` once.
-pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
+/// Probes `addr` once over the loopback network.
+pub async fn tcp_probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
     let timeout = Duration::from_secs(hc.timeout_s as u64);
     match tokio::time::timeout(timeout, probe_inner(addr, hc)).await {
         Ok(r) => r,
@@ -23,7 +23,7 @@ pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
 }
 
 /// How a check is shown to people: `TCP` or `HTTP GET <path>`.
-pub(crate) fn describe(hc: &HealthCheck) -> String {
+pub fn describe(hc: &HealthCheck) -> String {
     match hc.protocol {
         HealthProtocol::Tcp => "TCP".to_string(),
         HealthProtocol::Http => format!("HTTP GET {}", hc.path),
@@ -129,9 +129,9 @@ mod tests {
         };
         hc.path = "/healthz".into();
         let ok = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-        assert!(probe(ok, &hc).await.is_ok());
+        assert!(tcp_probe(ok, &hc).await.is_ok());
         let bad = server(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
-        let e = probe(bad, &hc).await.unwrap_err();
+        let e = tcp_probe(bad, &hc).await.unwrap_err();
         assert!(e.contains("HTTP GET /healthz answered 500"), "{e}");
     }
 
@@ -146,7 +146,7 @@ mod tests {
         let mut reply = "x".repeat(79);
         reply.push_str("ééé garbage\n");
         let addr = server(Box::leak(reply.into_bytes().into_boxed_slice())).await;
-        let e = probe(addr, &hc).await.unwrap_err();
+        let e = tcp_probe(addr, &hc).await.unwrap_err();
         assert!(e.contains("not an HTTP answer"), "{e}");
     }
 
@@ -182,9 +182,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(s);
         });
-        assert!(probe(addr, &hc).await.is_ok());
+        assert!(tcp_probe(addr, &hc).await.is_ok());
         hold.await.unwrap();
-        let e = probe(addr, &hc).await.unwrap_err();
+        let e = tcp_probe(addr, &hc).await.unwrap_err();
         assert!(e.contains("connect failed"), "{e}");
     }
 }

@@ -1,0 +1,468 @@
+//! [`DockerRuntime`]: the [`Runtime`] on the Docker Engine API, through bollard.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use slipway_core::HealthCheck;
+
+use crate::{
+    labels, output, ExitInfo, InstanceConfig, Observed, Runtime, RuntimeError, BUILD_CPU_PERIOD,
+    BUILD_CPU_QUOTA, BUILD_CPU_SHARES, BUILD_MEMORY, INSTANCE_CAPS, INSTANCE_PIDS_LIMIT, NETWORK,
+};
+
+/// The bridge driver's option that turns inter-container communication on or off.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+fn engine(e: bollard::errors::Error) -> RuntimeError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+            RuntimeError::Engine(message)
+        }
+        other => RuntimeError::Engine(other.to_string()),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The Docker engine, for one platform id.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    platform: String,
+    /// The id of [`NETWORK`] on this engine.
+    network: String,
+}
+
+impl DockerRuntime {
+    /// Connects through `DOCKER_HOST` or the default socket, negotiates the API version and
+    /// pings, so a missing engine is reported at start with what to do.
+    pub async fn connect(platform: &str) -> Result<Self, RuntimeError> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |source| RuntimeError::Unreachable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        let mut rt = DockerRuntime {
+            docker,
+            platform: platform.to_string(),
+            network: String::new(),
+        };
+        rt.network = rt.ensure_network().await?;
+        Ok(rt)
+    }
+
+    /// The id of [`NETWORK`], created when the engine does not have it. Platforms that
+    /// start at the same moment may each create one (this engine allows two networks of
+    /// one name): every platform then uses the one with the smallest id, and the others
+    /// are removed when nothing uses them.
+    async fn ensure_network(&self) -> Result<String, RuntimeError> {
+        let mut nets = self.networks_named().await?;
+        if nets.is_empty() {
+            self.create_network().await?;
+            nets = self.networks_named().await?;
+        }
+        nets.sort();
+        let Some((keep, isolated)) = nets.first().cloned() else {
+            return Err(RuntimeError::Engine(format!(
+                "network {NETWORK} was created but the engine does not list it"
+            )));
+        };
+        if !isolated {
+            // Made by someone else: instances would reach each other on it.
+            return Err(RuntimeError::Engine(format!(
+                "the engine has a network {NETWORK} without com.docker.network.bridge.enable_icc=false: remove it (docker network rm {NETWORK}) and Slipway creates its own"
+            )));
+        }
+        for (extra, _) in &nets[1..] {
+            // In use by another platform's containers: it stays, unused by new ones.
+            let _ = self.docker.remove_network(extra).await;
+        }
+        Ok(keep)
+    }
+
+    /// The ids of the networks named [`NETWORK`], each with whether it has
+    /// inter-container communication disabled.
+    async fn networks_named(&self) -> Result<Vec<(String, bool)>, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert("name", vec![NETWORK]);
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(engine)?;
+        // The engine's name filter matches substrings.
+        Ok(list
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .filter_map(|n| {
+                let isolated = n
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get(ICC_OPTION))
+                    .is_some_and(|v| v == "false");
+                Some((n.id?, isolated))
+            })
+            .collect())
+    }
+
+    async fn create_network(&self) -> Result<(), RuntimeError> {
+        let mut options = HashMap::new();
+        options.insert(ICC_OPTION.to_string(), "false".to_string());
+        let mut net_labels = HashMap::new();
+        net_labels.insert("slipway.network".to_string(), "instances".to_string());
+        let req = NetworkCreateRequest {
+            name: NETWORK.to_string(),
+            driver: Some("bridge".to_string()),
+            options: Some(options),
+            labels: Some(net_labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    /// The platform id whose containers this runtime manages.
+    fn platform(&self) -> &str {
+        &self.platform
+    }
+
+    /// Builds `context` (a tar stream with a Dockerfile at its root) as `tag`, sending each
+    /// output line to `log`. Returns the image id, or the build's error text.
+    async fn build(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        service: &str,
+        log: &mut (dyn for<'l> FnMut(&'l str) + Send),
+    ) -> Result<String, RuntimeError> {
+        let mut labels = HashMap::new();
+        labels.insert(labels::PLATFORM.to_string(), self.platform.clone());
+        labels.insert(labels::SERVICE.to_string(), service.to_string());
+        let options = BuildImageOptionsBuilder::default()
+            .t(tag)
+            .dockerfile("Dockerfile")
+            .rm(true)
+            .forcerm(true)
+            .labels(&labels)
+            .memory(BUILD_MEMORY)
+            .memswap(BUILD_MEMORY)
+            .cpushares(BUILD_CPU_SHARES)
+            .cpuperiod(BUILD_CPU_PERIOD)
+            .cpuquota(BUILD_CPU_QUOTA)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut image_id = None;
+        // The base image of the step that runs, when it is a FROM: a pull that fails
+        // there is explained as a missing base image.
+        let mut from: Option<String> = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    let msg = match engine(e) {
+                        RuntimeError::Engine(m) => m,
+                        other => other.to_string(),
+                    };
+                    log(&msg);
+                    return Err(RuntimeError::Engine(output::build_error(
+                        &msg,
+                        from.as_deref(),
+                    )));
+                }
+            };
+            if let Some(s) = info.stream.as_deref() {
+                for line in s.lines() {
+                    if line.starts_with("Step ") {
+                        from = output::from_image(line).map(str::to_owned);
+                    }
+                    log(line);
+                }
+            }
+            if let Some(s) = info.status.as_deref() {
+                log(s);
+            }
+            if let Some(detail) = info.error_detail {
+                let msg = detail.message.unwrap_or_else(|| "build failed".into());
+                log(&msg);
+                return Err(RuntimeError::Engine(output::build_error(
+                    &msg,
+                    from.as_deref(),
+                )));
+            }
+            if let Some(aux) = info.aux {
+                if let Some(id) = aux.id {
+                    image_id = Some(id);
+                }
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self.image_id(tag).await?.ok_or_else(|| {
+                RuntimeError::Engine(format!("the build finished but image {tag} is missing"))
+            }),
+        }
+    }
+
+    /// The id of an image on the engine, or None when there is no such image.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(img.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    /// Tags `image` as `repo:tag`.
+    async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), RuntimeError> {
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(image, Some(opts))
+            .await
+            .map_err(engine)
+    }
+
+    /// Removes an image reference; a missing one or one still in use is not an error.
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn create(&self, cfg: &InstanceConfig) -> Result<String, RuntimeError> {
+        let port_key = format!("{}/tcp", cfg.port);
+        let mut labels = HashMap::new();
+        labels.insert(labels::PLATFORM.to_string(), self.platform.clone());
+        labels.insert(labels::SERVICE.to_string(), cfg.service.clone());
+        labels.insert(labels::REVISION.to_string(), cfg.revision.to_string());
+        labels.insert(labels::INSTANCE.to_string(), cfg.instance.clone());
+        let mut bindings = HashMap::new();
+        bindings.insert(
+            port_key.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new()),
+            }]),
+        );
+        let body = ContainerCreateBody {
+            image: Some(cfg.image.clone()),
+            env: Some(cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            exposed_ports: Some(vec![port_key.clone()]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
+                cap_drop: Some(vec!["ALL".to_string()]),
+                cap_add: Some(INSTANCE_CAPS.iter().map(|c| (*c).to_string()).collect()),
+                pids_limit: Some(INSTANCE_PIDS_LIMIT),
+                network_mode: Some(self.network.clone()),
+                port_bindings: Some(bindings),
+                nano_cpus: Some(cfg.nano_cpus),
+                memory: Some(cfg.memory_bytes),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("slipway-{}-{}", cfg.service, cfg.instance);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(engine)?;
+        Ok(created.id)
+    }
+
+    /// Publishes the port on 127.0.0.1 at a port the engine picks.
+    async fn start(
+        &self,
+        container_id: &str,
+        port: u16,
+    ) -> Result<Option<SocketAddr>, RuntimeError> {
+        self.docker
+            .start_container(container_id, None)
+            .await
+            .map_err(engine)?;
+        let inspect = self
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .map_err(engine)?;
+        let port_key = format!("{port}/tcp");
+        // A container that exited before its port was published has none.
+        Ok(inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|p| p.get(&port_key).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+            .and_then(|p| p.parse::<u16>().ok())
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p))))
+    }
+
+    async fn stop(&self, container_id: &str, grace_s: i32) -> Result<(), RuntimeError> {
+        let opts = StopContainerOptionsBuilder::default().t(grace_s).build();
+        match self.docker.stop_container(container_id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()), // already stopped
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(container_id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()), // removal already in progress
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    /// Freezes a container (cgroup freezer): it keeps its memory and uses no CPU.
+    async fn pause(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .pause_container(container_id)
+            .await
+            .map_err(engine)
+    }
+
+    /// Thaws a paused container.
+    async fn unpause(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .unpause_container(container_id)
+            .await
+            .map_err(engine)
+    }
+
+    /// Every container of this platform, running or not.
+    async fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label",
+            vec![format!("{}={}", labels::PLATFORM, self.platform)],
+        );
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(engine)?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                let addr = c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|p| p.public_port)
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+                Some(Observed {
+                    container_id: c.id?,
+                    service: labels.get(labels::SERVICE)?.clone(),
+                    revision: labels.get(labels::REVISION)?.parse().ok()?,
+                    instance: labels.get(labels::INSTANCE)?.clone(),
+                    running: state == "running" || state == "paused",
+                    paused: state == "paused",
+                    addr,
+                })
+            })
+            .collect())
+    }
+
+    /// How a container is doing or how it ended.
+    async fn inspect(&self, container_id: &str) -> Result<ExitInfo, RuntimeError> {
+        let c = self
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .map_err(engine)?;
+        let s = c.state.unwrap_or_default();
+        Ok(ExitInfo {
+            running: s.running.unwrap_or(false),
+            exit_code: s.exit_code,
+            oom_killed: s.oom_killed.unwrap_or(false),
+            error: s.error,
+        })
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr), bounded in time.
+    async fn logs_tail(&self, container_id: &str, lines: usize) -> String {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(container_id, Some(opts));
+        let mut raw = Vec::new();
+        let collect = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                raw.extend_from_slice(&chunk.into_bytes());
+                if raw.len() > 4 * output::TAIL_MAX {
+                    // Keep the newest bytes only.
+                    raw.drain(..raw.len() - output::TAIL_MAX);
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), collect).await;
+        output::tail_text(&raw)
+    }
+
+    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+        crate::probe::tcp_probe(addr, check).await
+    }
+}
