@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use slipway_core::{short_id, ServiceSpec, Source};
+use slipway_core::{short_id, BuildState, DeploymentKind, EventKind, ServiceSpec, Source};
 use slipway_runtime::Runtime;
 use slipway_store::Store;
 
@@ -131,7 +131,7 @@ impl Builder {
                 match self.enqueue(service, &commit) {
                     Ok(id) => self.log(
                         service,
-                        "build",
+                        EventKind::Build,
                         &format!("push to {branch}: commit {short} queued for build {id}"),
                     ),
                     Err(e) => tracing::error!(service, "store: {e}"),
@@ -141,7 +141,7 @@ impl Builder {
         resp
     }
 
-    fn log(&self, service: &str, kind: &str, msg: &str) {
+    fn log(&self, service: &str, kind: EventKind, msg: &str) {
         tracing::info!(service, "{msg}");
         if let Err(e) = self.store.event(service, kind, msg) {
             tracing::warn!("store: {e}");
@@ -170,12 +170,15 @@ impl Builder {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let entry = q.entry(service.to_string()).or_insert((None, false));
             if let Some(old) = entry.0.replace(next) {
-                if let Err(e) = self.store.finish_build(old.build_id, "superseded") {
+                if let Err(e) = self
+                    .store
+                    .finish_build(old.build_id, BuildState::Superseded)
+                {
                     tracing::error!(service, "store: {e}");
                 }
                 self.log(
                     service,
-                    "build",
+                    EventKind::Build,
                     &format!(
                         "commit {} superseded before its build {} started",
                         short_id(&old.commit),
@@ -199,13 +202,15 @@ impl Builder {
         let internal = |e: slipway_store::StoreError| SourceError::Internal(e.to_string());
         for b in self.store.unfinished_builds().map_err(internal)? {
             if self.store.service(&b.service).map_err(internal)?.is_none() {
-                self.store.finish_build(b.id, "failed").map_err(internal)?;
+                self.store
+                    .finish_build(b.id, BuildState::Failed)
+                    .map_err(internal)?;
                 continue;
             }
             let short = short_id(&b.commit).to_string();
-            if b.state == "running" {
+            if b.state == BuildState::Running {
                 self.store
-                    .finish_build(b.id, "interrupted")
+                    .finish_build(b.id, BuildState::Interrupted)
                     .map_err(internal)?;
                 let _ = self
                     .store
@@ -213,13 +218,13 @@ impl Builder {
                 let id = self.enqueue(&b.service, &b.commit)?;
                 self.log(
                     &b.service,
-                    "build",
+                    EventKind::Build,
                     &format!("build {} of commit {short} was interrupted by a restart; building again (build {id})", b.id),
                 );
             } else {
                 self.log(
                     &b.service,
-                    "build",
+                    EventKind::Build,
                     &format!(
                         "build {} of commit {short} was queued before a restart; building it",
                         b.id
@@ -247,7 +252,7 @@ impl Builder {
                 let id = self.enqueue(service, &head)?;
                 self.log(
                     service,
-                    "build",
+                    EventKind::Build,
                     &format!(
                         "commit {} was pushed to {branch} just before a restart and never built; building it (build {id})",
                         short_id(&head)
@@ -280,7 +285,7 @@ impl Builder {
         let id = self.enqueue(service, &head)?;
         self.log(
             service,
-            "build",
+            EventKind::Build,
             &format!(
                 "deploy requested: building the head of {branch}, commit {} (build {id})",
                 short_id(&head)
@@ -335,14 +340,14 @@ impl Builder {
             if let Err(panic) = futures_util::FutureExt::catch_unwind(build).await {
                 let why = slipway_core::fault::panic_message(panic.as_ref());
                 tracing::error!(service = %service, "build panicked: {why}");
-                let _ = self.store.finish_build(next.build_id, "failed");
+                let _ = self.store.finish_build(next.build_id, BuildState::Failed);
                 let _ = self.store.append_build_log(
                     next.build_id,
                     &format!("\nbuild failed: internal error: {why}\n"),
                 );
                 self.log(
                     &service,
-                    "internal",
+                    EventKind::Internal,
                     &format!(
                         "internal error: build {} of commit {} of service {service} panicked ({why}); it failed, and later pushes build as usual",
                         next.build_id,
@@ -357,7 +362,7 @@ impl Builder {
     async fn build(&self, service: &str, queued: &Queued) {
         let (commit, build_id) = (queued.commit.as_str(), queued.build_id);
         let Ok(Some(row)) = self.store.service(service) else {
-            let _ = self.store.finish_build(build_id, "failed");
+            let _ = self.store.finish_build(build_id, BuildState::Failed);
             return; // deleted meanwhile
         };
         let short = short_id(commit);
@@ -370,7 +375,7 @@ impl Builder {
         }
         self.log(
             service,
-            "build",
+            EventKind::Build,
             &format!("build {build_id} of commit {short} started"),
         );
         let tag = format!("{}:{short}", self.image_repo(service));
@@ -387,15 +392,19 @@ impl Builder {
         match result {
             Ok(image) => {
                 let _ = self.store.append_build_log(build_id, "\nbuild succeeded\n");
-                let recorded =
-                    self.store
-                        .new_revision(service, &image, |_| tag.clone(), Some(commit), "push");
-                let _ = self.store.finish_build(build_id, "succeeded");
+                let recorded = self.store.new_revision(
+                    service,
+                    &image,
+                    |_| tag.clone(),
+                    Some(commit),
+                    DeploymentKind::Push,
+                );
+                let _ = self.store.finish_build(build_id, BuildState::Succeeded);
                 match recorded {
                     Ok((rev, dep)) => {
                         self.log(
                             service,
-                            "build",
+                            EventKind::Build,
                             &format!(
                                 "build {build_id} succeeded: revision {} (deployment {dep})",
                                 rev.number
@@ -410,8 +419,8 @@ impl Builder {
                 let _ = self
                     .store
                     .append_build_log(build_id, &format!("\nbuild failed: {why}\n"));
-                let _ = self.store.finish_build(build_id, "failed");
-                self.log(service, "build", &format!("build {build_id} of commit {short} failed: {why}; the running version keeps serving"));
+                let _ = self.store.finish_build(build_id, BuildState::Failed);
+                self.log(service, EventKind::Build, &format!("build {build_id} of commit {short} failed: {why}; the running version keeps serving"));
             }
         }
     }
@@ -465,7 +474,13 @@ impl Builder {
         let repo = self.image_repo(service);
         let (rev, dep) = self
             .store
-            .new_revision(service, &id, |n| format!("{repo}:r{n}"), None, "image")
+            .new_revision(
+                service,
+                &id,
+                |n| format!("{repo}:r{n}"),
+                None,
+                DeploymentKind::Image,
+            )
             .map_err(|e| SourceError::Internal(e.to_string()))?;
         self.runtime
             .tag(&id, &repo, &format!("r{}", rev.number))
@@ -473,7 +488,7 @@ impl Builder {
             .map_err(|e| SourceError::Internal(e.to_string()))?;
         self.log(
             service,
-            "deployment",
+            EventKind::Deployment,
             &format!(
                 "image {image} ({}) recorded as revision {} (deployment {dep})",
                 short_id(&id),

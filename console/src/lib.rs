@@ -18,7 +18,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use slipway_builder::{Builder, GitRequest};
-use slipway_core::{ServiceName, ServiceSpec, Source};
+use slipway_core::{DeploymentKind, EventKind, ServiceName, ServiceSpec, Source};
 use slipway_deployer::Deployer;
 use slipway_store::{ServiceRow, Store};
 
@@ -280,7 +280,9 @@ async fn create_service(
         e => ApiError::internal(e),
     })?;
     let name = spec.name.to_string();
-    let _ = api.store.event(&name, "service", "service created");
+    let _ = api
+        .store
+        .event(&name, EventKind::Service, "service created");
     if let Err(e) = api.builder.prepare(&spec).await {
         let _ = api.store.delete_service(&name);
         return Err(ApiError::internal(e));
@@ -412,11 +414,11 @@ async fn rollback(
     };
     let dep = api
         .store
-        .deploy_revision(&name, target.number, "rollback")
+        .deploy_revision(&name, target.number, DeploymentKind::Rollback)
         .map_err(ApiError::internal)?;
     let _ = api.store.event(
         &name,
-        "deployment",
+        EventKind::Deployment,
         &format!(
             "rollback to revision {} requested (deployment {dep})",
             target.number

@@ -7,11 +7,13 @@
 
 pub mod deployment;
 pub mod fault;
+pub mod kinds;
 pub mod name;
 pub mod service;
 pub mod size;
 
 pub use deployment::{DeploymentState, TransitionError};
+pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
 pub use name::{NameError, ServiceName};
 pub use service::{
     HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source, SpecError,

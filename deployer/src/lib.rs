@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use slipway_core::DeploymentState;
+use slipway_core::{DeploymentKind, DeploymentState, EventKind};
 use slipway_router::Router;
 use slipway_runtime::{Observed, Runtime};
 use slipway_store::Store;
@@ -125,14 +125,18 @@ impl Deployer {
                 |state| format!("interrupted in state {state} by a server restart"),
             )?;
             for (d, why) in failed {
-                store.event(name, "deployment", &format!("deployment {} {why}", d.id))?;
+                store.event(
+                    name,
+                    EventKind::Deployment,
+                    &format!("deployment {} {why}", d.id),
+                )?;
             }
             if let Some(t) = s.target_revision.filter(|t| Some(*t) != s.active_revision) {
                 if store.revision(name, t)?.is_some() {
-                    let id = store.deploy_revision(name, t, "restart")?;
+                    let id = store.deploy_revision(name, t, DeploymentKind::Restart)?;
                     store.event(
                         name,
-                        "deployment",
+                        EventKind::Deployment,
                         &format!(
                             "deployment {id} of revision {t} restarted after the server restart"
                         ),
@@ -143,7 +147,7 @@ impl Deployer {
             if !adopted.is_empty() {
                 store.event(
                     name,
-                    "service",
+                    EventKind::Service,
                     &format!(
                         "server restarted: adopted {} running instance(s) of revision {}",
                         adopted.len(),
@@ -214,7 +218,7 @@ impl Deployer {
             tracing::error!(service = name, "worker panicked: {why}");
             self.note(
                 name,
-                "internal",
+                EventKind::Internal,
                 &format!("internal error: the worker of service {name} panicked ({why}); restarting it from the store"),
             );
             if let Err(e) = self.fail_interrupted(name, &why) {
@@ -235,7 +239,7 @@ impl Deployer {
         }
     }
 
-    fn note(&self, service: &str, kind: &str, msg: &str) {
+    fn note(&self, service: &str, kind: EventKind, msg: &str) {
         if let Err(e) = self.ctx.store.event(service, kind, msg) {
             tracing::error!(service, "store: {e}");
         }
@@ -255,11 +259,10 @@ impl Deployer {
         let store = &self.ctx.store;
         let mut failed = Vec::new();
         for d in store.deployments(name, 50)? {
-            let swapped = active == Some(d.revision)
-                && matches!(
-                    d.state,
-                    DeploymentState::SwitchingTraffic | DeploymentState::Draining
-                );
+            // Traffic had switched: draining comes after the swap, and a deployment cut
+            // short while switching traffic had swapped if its revision is active.
+            let swapped = d.state == DeploymentState::Draining
+                || (d.state == DeploymentState::SwitchingTraffic && active == Some(d.revision));
             if swapped {
                 if d.state == DeploymentState::SwitchingTraffic {
                     store.set_deployment_state(d.id, DeploymentState::Draining, completed)?;
@@ -267,7 +270,7 @@ impl Deployer {
                 store.set_deployment_state(d.id, DeploymentState::Succeeded, completed)?;
                 store.event(
                     name,
-                    "deployment",
+                    EventKind::Deployment,
                     &format!("deployment {} {completed}", d.id),
                 )?;
             } else if !d.state.is_terminal() {
@@ -299,7 +302,7 @@ impl Deployer {
             self.ctx.store.reset_target(name, d.revision)?;
             self.note(
                 name,
-                "deployment",
+                EventKind::Deployment,
                 &format!(
                     "deployment {} (revision {}): failed: {msg}; its instances were removed",
                     d.id, d.revision
@@ -331,7 +334,7 @@ impl Deployer {
         }
         self.note(
             name,
-            "service",
+            EventKind::Service,
             &format!(
                 "worker restarted: adopted {} running instance(s) of revision {}",
                 keep.len(),

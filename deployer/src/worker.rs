@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use slipway_core::{DeploymentState, IdleMode, ServiceSpec};
+use slipway_core::{DeploymentState, EventKind, IdleMode, ServiceSpec};
 use slipway_router::{InstanceRoute, ServiceRoute};
 use slipway_runtime::{InstanceConfig, Observed};
 use slipway_store::{DeploymentRow, RevisionRow};
@@ -119,7 +119,7 @@ impl Worker {
         }
     }
 
-    fn event(&self, kind: &str, msg: &str) {
+    fn event(&self, kind: EventKind, msg: &str) {
         tracing::info!(service = %self.name, "{msg}");
         if let Err(e) = self.ctx.store.event(&self.name, kind, msg) {
             tracing::warn!("store: {e}");
@@ -247,7 +247,7 @@ impl Worker {
             tracing::error!("store: {e}");
         }
         self.event(
-            "deployment",
+            EventKind::Deployment,
             &format!(
                 "deployment {} (revision {}): {next}: {why}",
                 dep.id, dep.revision
@@ -416,12 +416,7 @@ impl Worker {
     }
 
     async fn remove_all(&self, insts: &[Instance]) {
-        join_all(
-            insts
-                .iter()
-                .map(|i| self.ctx.runtime.remove(&i.container)),
-        )
-        .await;
+        join_all(insts.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
     }
 
     /// Starts `n` instances of `rev`; on any failure the ones that started are removed.
@@ -531,11 +526,14 @@ impl Worker {
         );
         self.step(&dep, &mut state, DeploymentState::HealthChecking, &waiting);
         let progress = |p: &str| {
-            let _ = self.ctx.store.set_deployment_state(
-                dep.id,
-                DeploymentState::HealthChecking,
-                &format!("{waiting}; {p}"),
-            );
+            // Progress within the state, not a step: a lost one is only a stale message.
+            if let Err(e) = self
+                .ctx
+                .store
+                .set_deployment_reason(dep.id, &format!("{waiting}; {p}"))
+            {
+                tracing::warn!("store: {e}");
+            }
         };
         match self
             .wait_all_healthy(spec, &new, &superseded, &progress)
@@ -544,7 +542,7 @@ impl Worker {
             Ok(()) => {}
             Err(Abort::Cancelled) => return,
             Err(Abort::Superseded) => {
-                self.event("deployment", &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
+                self.event(EventKind::Deployment, &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
                 return;
             }
             Err(Abort::Failed(why)) => {
@@ -642,7 +640,7 @@ impl Worker {
                 "it never served".into()
             };
             self.event(
-                "deployment",
+                EventKind::Deployment,
                 &format!("pruned revision {} ({why})", r.number),
             );
         }
@@ -701,7 +699,7 @@ impl Worker {
             let young = inst.started.elapsed() < Duration::from_secs(30);
             self.back_off(young);
             self.event(
-                "health",
+                EventKind::Health,
                 &format!(
                     "{msg}\nreplacing it{}{}",
                     if young {
@@ -775,7 +773,7 @@ impl Worker {
             }
             if woke > 0 {
                 self.publish(spec);
-                self.event("scale", &format!("unpaused {woke} instance(s)"));
+                self.event(EventKind::Scale, &format!("unpaused {woke} instance(s)"));
             }
             if need == 0 {
                 return;
@@ -807,7 +805,7 @@ impl Worker {
                     self.instances.extend(new);
                     self.publish(spec);
                     self.event(
-                        "scale",
+                        EventKind::Scale,
                         &format!(
                             "started {} instance(s) ({}): now {} ready",
                             ids.len(),
@@ -819,7 +817,7 @@ impl Worker {
                 Err(Abort::Failed(why)) => {
                     self.back_off(true);
                     self.event(
-                        "scale",
+                        EventKind::Scale,
                         &format!(
                             "could not start an instance: {why}\nretrying in {} s",
                             self.backoff.as_secs()
@@ -845,7 +843,7 @@ impl Worker {
                     }
                 }
                 self.event(
-                    "scale",
+                    EventKind::Scale,
                     &format!("idle: paused {paused} instance(s) (they wake in milliseconds)"),
                 );
                 return;
@@ -860,7 +858,7 @@ impl Worker {
             self.publish(spec);
             let ids: Vec<_> = victims.iter().map(|i| i.id.clone()).collect();
             self.event(
-                "scale",
+                EventKind::Scale,
                 &format!(
                     "removing {} instance(s) ({}) after they drain: now {} ready",
                     ids.len(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use slipway_core::{DeploymentState, ServiceSpec};
+use slipway_core::{DeploymentKind, DeploymentState, ServiceSpec};
 use slipway_deployer::Deployer;
 use slipway_router::{Router, RouterConfig};
 use slipway_runtime::fake::{Call, FakeRuntime, Script};
@@ -70,7 +70,13 @@ impl Rig {
         let image = self.rt.add_image(&tag, script);
         let (rev, dep) = self
             .store
-            .new_revision(service, &image, |_| tag.clone(), None, "image")
+            .new_revision(
+                service,
+                &image,
+                |_| tag.clone(),
+                None,
+                DeploymentKind::Image,
+            )
             .unwrap();
         (rev.number, dep)
     }
@@ -147,7 +153,11 @@ impl Rig {
     }
 
     fn active(&self, service: &str) -> Option<i64> {
-        self.store.service(service).unwrap().unwrap().active_revision
+        self.store
+            .service(service)
+            .unwrap()
+            .unwrap()
+            .active_revision
     }
 }
 
@@ -179,7 +189,11 @@ async fn blue_green_happy_path() {
     assert_eq!(rig.done(d2).await, DeploymentState::Succeeded);
     let green = rig.instance_ids(r2);
     assert_eq!(green.len(), 1);
-    assert_eq!(rig.routed("web"), green, "traffic moved to the new revision");
+    assert_eq!(
+        rig.routed("web"),
+        green,
+        "traffic moved to the new revision"
+    );
     assert!(rig.instance_ids(r1).is_empty(), "the old instance stopped");
     assert_eq!(rig.active("web"), Some(r2));
     let activity = rig.activity("web");
@@ -254,7 +268,11 @@ async fn four_bad_deployments_leave_the_old_revision_serving() {
             assert!(own.contains("fatal: DATABASE_URL is not set"), "{own}");
         }
         assert_eq!(rig.active("web"), Some(good), "{case}");
-        assert_eq!(rig.routed("web"), serving, "{case}: the old instance serves");
+        assert_eq!(
+            rig.routed("web"),
+            serving,
+            "{case}: the old instance serves"
+        );
         assert_eq!(
             rig.rt.containers().len(),
             1,
@@ -319,11 +337,15 @@ async fn a_push_supersedes_a_deployment_in_flight() {
     assert_eq!(rig.done(d3).await, DeploymentState::Succeeded);
     assert_eq!(rig.state(d2), DeploymentState::Superseded);
     assert_eq!(rig.active("web"), Some(r3));
-    assert!(rig.instance_ids(r2).is_empty(), "revision 2's instances were removed");
+    assert!(
+        rig.instance_ids(r2).is_empty(),
+        "revision 2's instances were removed"
+    );
     assert!(rig.instance_ids(r1).is_empty());
     assert_eq!(rig.routed("web"), rig.instance_ids(r3));
     assert!(
-        rig.activity("web").contains("superseded by a newer deployment"),
+        rig.activity("web")
+            .contains("superseded by a newer deployment"),
         "{}",
         rig.activity("web")
     );
@@ -338,7 +360,10 @@ async fn rollback_redeploys_a_kept_revision() {
     rig.done(d1).await;
     let (r2, d2) = rig.push("web", Script::healthy());
     rig.done(d2).await;
-    let d3 = rig.store.deploy_revision("web", r1, "rollback").unwrap();
+    let d3 = rig
+        .store
+        .deploy_revision("web", r1, DeploymentKind::Rollback)
+        .unwrap();
     rig.deployer.wake("web");
     assert_eq!(rig.done(d3).await, DeploymentState::Succeeded);
     assert_eq!(rig.active("web"), Some(r1));
@@ -362,7 +387,9 @@ fn leave_in(store: &Store, dep: i64, to: DeploymentState) {
         return;
     }
     for s in path {
-        store.set_deployment_state(dep, s, "before the crash").unwrap();
+        store
+            .set_deployment_state(dep, s, "before the crash")
+            .unwrap();
         if s == to {
             return;
         }
@@ -387,7 +414,13 @@ fn cfg_for(rig: &Rig, service: &str, revision: i64, instance: &str) -> InstanceC
 #[tokio::test(start_paused = true)]
 async fn restart_recovery_in_every_open_state() {
     use DeploymentState::*;
-    for state in [Pending, Starting, HealthChecking, SwitchingTraffic, Draining] {
+    for state in [
+        Pending,
+        Starting,
+        HealthChecking,
+        SwitchingTraffic,
+        Draining,
+    ] {
         // A platform that served revision 1 and died while deploying revision 2.
         let store = Arc::new(Store::memory().unwrap());
         let rt = FakeRuntime::new("test");
@@ -404,28 +437,37 @@ async fn restart_recovery_in_every_open_state() {
         if swapped {
             store.set_active_revision("web", r2).unwrap();
         }
-        let green = (state != Pending)
-            .then(|| rt.leave_running(cfg_for(&first, "web", r2, "green"), true));
+        let green =
+            (state != Pending).then(|| rt.leave_running(cfg_for(&first, "web", r2, "green"), true));
         let dead = rt.leave_running(cfg_for(&first, "web", r1, "dead"), false);
 
         let rig = Rig::on(store.clone(), rt.clone());
         rig.deployer.start().await.unwrap();
         let live: Vec<String> = rt.containers().into_iter().map(|c| c.id).collect();
-        assert!(!live.contains(&dead), "{state}: a stopped container is removed");
+        assert!(
+            !live.contains(&dead),
+            "{state}: a stopped container is removed"
+        );
         if swapped {
             // Traffic had switched: the deployment is complete; the new instance serves.
             assert_eq!(rig.state(d2), Succeeded, "{state}");
-            assert!(!live.contains(&blue), "{state}: the old revision's instance goes");
+            assert!(
+                !live.contains(&blue),
+                "{state}: the old revision's instance goes"
+            );
             let green = green.clone().unwrap();
             assert!(live.contains(&green), "{state}: the new one is adopted");
-            rig.until("the adopted instance routed", || !rig.routed("web").is_empty())
-                .await;
+            rig.until("the adopted instance routed", || {
+                !rig.routed("web").is_empty()
+            })
+            .await;
             assert_eq!(rig.routed("web"), ["green"], "{state}");
         } else {
             // Not switched: failed with the reason, and deployed again from the start.
             assert_eq!(rig.state(d2), RolledBack, "{state}");
             assert!(
-                rig.reason(d2).contains(&format!("interrupted in state {state}")),
+                rig.reason(d2)
+                    .contains(&format!("interrupted in state {state}")),
                 "{state}: {}",
                 rig.reason(d2)
             );
@@ -433,7 +475,7 @@ async fn restart_recovery_in_every_open_state() {
                 assert!(!live.contains(g), "{state}: the half-started instance goes");
             }
             let again = rig.store.open_deployment("web").unwrap().unwrap();
-            assert_eq!((again.revision, again.kind.as_str()), (r2, "restart"));
+            assert_eq!((again.revision, again.kind), (r2, DeploymentKind::Restart));
             assert_eq!(rig.done(again.id).await, Succeeded, "{state}");
             assert_eq!(rig.active("web"), Some(r2));
             assert!(rt.containers().iter().all(|c| c.id != blue));
@@ -461,12 +503,11 @@ async fn scale_to_zero_and_wake_in_both_idle_modes() {
             .await;
         let paused = rig.rt.containers().iter().filter(|c| c.paused).count();
         if mode == "pause" {
-            rig.until("paused", || {
-                rig.rt.containers().iter().any(|c| c.paused)
-            })
-            .await;
+            rig.until("paused", || rig.rt.containers().iter().any(|c| c.paused))
+                .await;
         } else {
-            rig.until("removed", || rig.rt.containers().is_empty()).await;
+            rig.until("removed", || rig.rt.containers().is_empty())
+                .await;
             assert_eq!(paused, 0);
         }
         // A request arrives: the scaler wants one, and the deployer wakes it.
@@ -488,10 +529,12 @@ async fn scale_to_zero_and_wake_in_both_idle_modes() {
         // Scale out to three and back to one: the newest go.
         rig.store.set_desired_instances("web", 3).unwrap();
         rig.deployer.wake("web");
-        rig.until("three routed", || rig.routed("web").len() == 3).await;
+        rig.until("three routed", || rig.routed("web").len() == 3)
+            .await;
         rig.store.set_desired_instances("web", 1).unwrap();
         rig.deployer.wake("web");
-        rig.until("one routed", || rig.routed("web").len() == 1).await;
+        rig.until("one routed", || rig.routed("web").len() == 1)
+            .await;
         assert_eq!(rig.routed("web"), now, "{mode}: the oldest instance stays");
         rig.shutdown.cancel();
     }

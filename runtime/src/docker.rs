@@ -50,6 +50,21 @@ pub struct DockerRuntime {
     network: String,
 }
 
+/// An exclusive lock on a file in the temporary directory, held while a platform finds or
+/// creates [`NETWORK`]; None when the file cannot be opened or locked (the smallest-id
+/// rule then still settles on one network).
+fn network_lock() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("slipway-network.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
 impl DockerRuntime {
     /// Connects through `DOCKER_HOST` or the default socket, negotiates the API version and
     /// pings, so a missing engine is reported at start with what to do.
@@ -68,14 +83,21 @@ impl DockerRuntime {
             platform: platform.to_string(),
             network: String::new(),
         };
+        // Platforms on one machine that start at the same moment take turns, so they do
+        // not each create a network of the same name (this engine allows that, and then
+        // one of them would remove the other's before it ran anything on it).
+        let lock = tokio::task::spawn_blocking(network_lock)
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("taking the network lock: {e}")))?;
         rt.network = rt.ensure_network().await?;
+        drop(lock);
         Ok(rt)
     }
 
-    /// The id of [`NETWORK`], created when the engine does not have it. Platforms that
-    /// start at the same moment may each create one (this engine allows two networks of
-    /// one name): every platform then uses the one with the smallest id, and the others
-    /// are removed when nothing uses them.
+    /// The id of [`NETWORK`], created when the engine does not have it. Platforms on
+    /// other machines sharing the engine that start at the same moment may each create
+    /// one (this engine allows two networks of one name): every platform then uses the one
+    /// with the smallest id, and the others are removed when nothing uses them.
     async fn ensure_network(&self) -> Result<String, RuntimeError> {
         let mut nets = self.networks_named().await?;
         if nets.is_empty() {

@@ -195,8 +195,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts a created container and returns the loopback address its port `port` is
     /// published on, or None when the container is no longer running once started (it
     /// exited at once: [`Runtime::inspect`] and [`Runtime::logs_tail`] say why).
-    async fn start(&self, container_id: &str, port: u16)
-        -> Result<Option<SocketAddr>, RuntimeError>;
+    async fn start(
+        &self,
+        container_id: &str,
+        port: u16,
+    ) -> Result<Option<SocketAddr>, RuntimeError>;
 
     /// Stops a container: SIGTERM, then SIGKILL after `grace_s`. A missing or stopped
     /// container is not an error.

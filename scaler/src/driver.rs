@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use slipway_core::EventKind;
 use slipway_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +107,7 @@ impl Scaler {
                     track.last = Some(decision);
                     continue;
                 }
-                if let Err(e) = self.store.event(&name, "scale", &msg) {
+                if let Err(e) = self.store.event(&name, EventKind::Scale, &msg) {
                     tracing::warn!(service = %name, "store: {e}");
                 }
                 changed.push(name.clone());
@@ -137,7 +138,7 @@ impl Scaler {
         let _ = self.store.set_desired_instances(service, 1);
         let _ = self.store.event(
             service,
-            "scale",
+            EventKind::Scale,
             "desired instances 0 -> 1: a request arrived while at zero (cold start)",
         );
         true

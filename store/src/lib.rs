@@ -14,7 +14,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use slipway_core::{now_unix_ms, DeploymentState, ServiceSpec};
+use slipway_core::{
+    now_unix_ms, BuildState, DeploymentKind, DeploymentState, EventKind, ServiceSpec,
+    TransitionError, UnknownValue,
+};
 
 /// A store error. Only corruption or a full disk produce these; a missing row is `None`.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,37 @@ pub enum StoreError {
     /// The service already exists.
     #[error("service {0} already exists")]
     Exists(String),
+    /// A deployment was asked to take a step the state machine does not allow.
+    #[error("deployment {id}: {source}")]
+    Transition {
+        /// The deployment.
+        id: i64,
+        /// Both states.
+        source: TransitionError,
+    },
+    /// No deployment has this id.
+    #[error("no deployment {0}")]
+    NoDeployment(i64),
+}
+
+/// Reads column `idx` as one of a vocabulary's names; anything else is an error that
+/// names the value, never a guess.
+fn vocab<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    parse: impl FnOnce(&str) -> std::result::Result<T, UnknownValue>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(idx)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn deployment_state(s: &str) -> std::result::Result<DeploymentState, UnknownValue> {
+    DeploymentState::parse(s).ok_or_else(|| UnknownValue {
+        what: "deployment state",
+        value: s.to_string(),
+    })
 }
 
 /// Result alias.
@@ -85,8 +119,8 @@ pub struct DeploymentRow {
     pub service: String,
     /// The revision it deploys.
     pub revision: i64,
-    /// What started it: push, image, rollback, restart.
-    pub kind: String,
+    /// What started it.
+    pub kind: DeploymentKind,
     /// Current state.
     pub state: DeploymentState,
     /// Why it is in that state (failures explain themselves here).
@@ -104,8 +138,8 @@ pub struct EventRow {
     pub id: i64,
     /// ms since the epoch.
     pub at_ms: i64,
-    /// deployment, build, scale, health, service.
-    pub kind: String,
+    /// What it is about.
+    pub kind: EventKind,
     /// What happened.
     pub message: String,
 }
@@ -119,8 +153,8 @@ pub struct BuildRow {
     pub service: String,
     /// Commit built.
     pub commit: String,
-    /// running, succeeded, failed.
-    pub state: String,
+    /// Where it is.
+    pub state: BuildState,
     /// The build's output.
     pub log: String,
     /// ms since the epoch.
@@ -332,7 +366,7 @@ impl Store {
         image: &str,
         tag_for: impl FnOnce(i64) -> String,
         commit: Option<&str>,
-        kind: &str,
+        kind: DeploymentKind,
     ) -> Result<(RevisionRow, i64)> {
         let mut db = self.db();
         let tx = db.transaction()?;
@@ -382,18 +416,31 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         service: &str,
         revision: i64,
-        kind: &str,
+        kind: DeploymentKind,
         now: i64,
     ) -> Result<i64> {
-        // A newer deployment supersedes any that has not switched traffic yet.
+        // A newer deployment supersedes any that the state machine lets go to superseded
+        // (those that have not switched traffic yet).
+        let open: Vec<(i64, DeploymentState)> = {
+            let mut st = tx.prepare("SELECT id, state FROM deployments WHERE service = ?1")?;
+            let rows = st
+                .query_map([service], |r| {
+                    Ok((r.get(0)?, vocab(r, 1, deployment_state)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
+        for (id, state) in open {
+            if state.can_go_to(DeploymentState::Superseded) {
+                tx.execute(
+                    "UPDATE deployments SET state = ?2, reason = 'a newer deployment replaced it', updated_ms = ?3 WHERE id = ?1",
+                    params![id, DeploymentState::Superseded.as_str(), now],
+                )?;
+            }
+        }
         tx.execute(
-            "UPDATE deployments SET state = 'superseded', reason = 'a newer deployment replaced it', updated_ms = ?2
-             WHERE service = ?1 AND state IN ('pending','building','starting','health_checking')",
-            params![service, now],
-        )?;
-        tx.execute(
-            "INSERT INTO deployments (service, revision, kind, state, reason, created_ms, updated_ms) VALUES (?1, ?2, ?3, 'pending', '', ?4, ?4)",
-            params![service, revision, kind, now],
+            "INSERT INTO deployments (service, revision, kind, state, reason, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, '', ?5, ?5)",
+            params![service, revision, kind.as_str(), DeploymentState::Pending.as_str(), now],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
@@ -404,7 +451,12 @@ impl Store {
     }
 
     /// Starts a deployment of an existing revision (rollback, restart recovery).
-    pub fn deploy_revision(&self, service: &str, revision: i64, kind: &str) -> Result<i64> {
+    pub fn deploy_revision(
+        &self,
+        service: &str,
+        revision: i64,
+        kind: DeploymentKind,
+    ) -> Result<i64> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let id = Self::start_deployment_tx(&tx, service, revision, kind, now_unix_ms())?;
@@ -460,28 +512,48 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a deployment to `state` with `reason`.
-    pub fn set_deployment_state(
-        &self,
-        id: i64,
-        state: DeploymentState,
-        reason: &str,
-    ) -> Result<()> {
-        self.db().execute(
+    /// Moves a deployment to `next` with `reason`, if the state machine allows the step
+    /// from its stored state; otherwise refuses with an error naming both states.
+    pub fn set_deployment_state(&self, id: i64, next: DeploymentState, reason: &str) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let current = tx
+            .query_row("SELECT state FROM deployments WHERE id = ?1", [id], |r| {
+                vocab(r, 0, deployment_state)
+            })
+            .optional()?
+            .ok_or(StoreError::NoDeployment(id))?;
+        current
+            .go_to(next)
+            .map_err(|source| StoreError::Transition { id, source })?;
+        tx.execute(
             "UPDATE deployments SET state = ?2, reason = ?3, updated_ms = ?4 WHERE id = ?1",
-            params![id, state.as_str(), reason, now_unix_ms()],
+            params![id, next.as_str(), reason, now_unix_ms()],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Updates why a deployment is where it is, within its state (a health check's
+    /// progress): not a transition.
+    pub fn set_deployment_reason(&self, id: i64, reason: &str) -> Result<()> {
+        let n = self.db().execute(
+            "UPDATE deployments SET reason = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, reason, now_unix_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoDeployment(id));
+        }
         Ok(())
     }
 
     fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
-        let state: String = r.get(4)?;
         Ok(DeploymentRow {
             id: r.get(0)?,
             service: r.get(1)?,
             revision: r.get(2)?,
-            kind: r.get(3)?,
-            state: DeploymentState::parse(&state).unwrap_or(DeploymentState::Failed),
+            kind: vocab(r, 3, DeploymentKind::parse)?,
+            state: vocab(r, 4, deployment_state)?,
             reason: r.get(5)?,
             created_ms: r.get(6)?,
             updated_ms: r.get(7)?,
@@ -555,11 +627,11 @@ impl Store {
     }
 
     /// Appends to a service's activity log.
-    pub fn event(&self, service: &str, kind: &str, message: &str) -> Result<()> {
+    pub fn event(&self, service: &str, kind: EventKind, message: &str) -> Result<()> {
         let db = self.db();
         db.execute(
             "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![service, now_unix_ms(), kind, message],
+            params![service, now_unix_ms(), kind.as_str(), message],
         )?;
         let id = db.last_insert_rowid();
         if id % 100 == 0 {
@@ -582,7 +654,7 @@ impl Store {
                 Ok(EventRow {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
-                    kind: r.get(2)?,
+                    kind: vocab(r, 2, EventKind::parse)?,
                     message: r.get(3)?,
                 })
             })?
@@ -596,7 +668,7 @@ impl Store {
             id: r.get(0)?,
             service: r.get(1)?,
             commit: r.get(2)?,
-            state: r.get(3)?,
+            state: vocab(r, 3, BuildState::parse)?,
             log: r.get(4)?,
             created_ms: r.get(5)?,
         })
@@ -607,15 +679,15 @@ impl Store {
     pub fn queue_build(&self, service: &str, commit: &str) -> Result<i64> {
         let db = self.db();
         db.execute(
-            "INSERT INTO builds (service, commit_sha, state, created_ms) VALUES (?1, ?2, 'queued', ?3)",
-            params![service, commit, now_unix_ms()],
+            "INSERT INTO builds (service, commit_sha, state, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![service, commit, BuildState::Queued.as_str(), now_unix_ms()],
         )?;
         Ok(db.last_insert_rowid())
     }
 
     /// Marks a queued build as running.
     pub fn start_build(&self, id: i64) -> Result<()> {
-        self.finish_build(id, "running")
+        self.finish_build(id, BuildState::Running)
     }
 
     /// Builds that were queued or running (not finished), oldest first: after a restart,
@@ -623,10 +695,11 @@ impl Store {
     pub fn unfinished_builds(&self) -> Result<Vec<BuildRow>> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT id, service, commit_sha, state, '', created_ms FROM builds WHERE state IN ('queued','running') ORDER BY id",
+            "SELECT id, service, commit_sha, state, '', created_ms FROM builds WHERE state IN (?1, ?2) ORDER BY id",
         )?;
+        let [a, b] = BuildState::UNFINISHED.map(BuildState::as_str);
         let rows = st
-            .query_map([], Self::build_row)?
+            .query_map([a, b], Self::build_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -650,11 +723,11 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a build.
-    pub fn finish_build(&self, id: i64, state: &str) -> Result<()> {
+    /// Moves a build to `state`.
+    pub fn finish_build(&self, id: i64, state: BuildState) -> Result<()> {
         self.db().execute(
             "UPDATE builds SET state = ?2 WHERE id = ?1",
-            params![id, state],
+            params![id, state.as_str()],
         )?;
         Ok(())
     }
@@ -702,12 +775,24 @@ mod tests {
     fn new_revisions_supersede_open_deployments() {
         let s = Store::memory().unwrap();
         assert!(matches!(
-            s.new_revision("web", "sha256:a", |n| format!("t{n}"), None, "push"),
+            s.new_revision(
+                "web",
+                "sha256:a",
+                |n| format!("t{n}"),
+                None,
+                DeploymentKind::Push
+            ),
             Err(StoreError::NoService(_))
         ));
         s.create_service(&spec("web")).unwrap();
         let (r1, d1) = s
-            .new_revision("web", "sha256:a", |n| format!("t{n}"), Some("c1"), "push")
+            .new_revision(
+                "web",
+                "sha256:a",
+                |n| format!("t{n}"),
+                Some("c1"),
+                DeploymentKind::Push,
+            )
             .unwrap();
         assert_eq!(r1.number, 1);
         assert_eq!(r1.tag, "t1");
@@ -723,7 +808,13 @@ mod tests {
         s.set_deployment_state(d1, DeploymentState::Starting, "")
             .unwrap();
         let (r2, d2) = s
-            .new_revision("web", "sha256:b", |n| format!("t{n}"), Some("c2"), "push")
+            .new_revision(
+                "web",
+                "sha256:b",
+                |n| format!("t{n}"),
+                Some("c2"),
+                DeploymentKind::Push,
+            )
             .unwrap();
         assert_eq!(r2.number, 2);
         assert_eq!(
@@ -740,8 +831,8 @@ mod tests {
     #[test]
     fn events_and_builds() {
         let s = Store::memory().unwrap();
-        s.event("web", "service", "created").unwrap();
-        s.event("web", "build", "started").unwrap();
+        s.event("web", EventKind::Service, "created").unwrap();
+        s.event("web", EventKind::Build, "started").unwrap();
         let ev = s.events("web", 0, 10).unwrap();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].message, "created");
@@ -753,19 +844,112 @@ mod tests {
         s.start_build(b).unwrap();
         s.append_build_log(b, "step 1\n").unwrap();
         s.append_build_log(b, "step 2\n").unwrap();
-        let open: Vec<(i64, String)> = s
+        let open: Vec<(i64, BuildState)> = s
             .unfinished_builds()
             .unwrap()
             .into_iter()
             .map(|b| (b.id, b.state))
             .collect();
-        assert_eq!(open, vec![(b, "running".into()), (q, "queued".into())]);
-        s.finish_build(b, "failed").unwrap();
-        s.finish_build(q, "succeeded").unwrap();
+        assert_eq!(
+            open,
+            vec![(b, BuildState::Running), (q, BuildState::Queued)]
+        );
+        s.finish_build(b, BuildState::Failed).unwrap();
+        s.finish_build(q, BuildState::Succeeded).unwrap();
         assert!(s.unfinished_builds().unwrap().is_empty());
         let builds = s.builds("web", 5).unwrap();
         assert!(builds[1].log.starts_with("step 1\nstep 2\n"));
-        assert_eq!(builds[1].state, "failed");
+        assert_eq!(builds[1].state, BuildState::Failed);
+    }
+
+    #[test]
+    fn a_deployment_moves_only_by_the_state_machine() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        let (_, d) = s
+            .new_revision(
+                "web",
+                "sha256:a",
+                |n| format!("t{n}"),
+                None,
+                DeploymentKind::Image,
+            )
+            .unwrap();
+        // pending -> health_checking skips starting: refused, naming both states.
+        let e = s
+            .set_deployment_state(d, DeploymentState::HealthChecking, "skip")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("deployment {d}: a deployment cannot go from pending to health_checking")
+        );
+        assert_eq!(
+            s.deployment(d).unwrap().unwrap().state,
+            DeploymentState::Pending,
+            "nothing was written"
+        );
+        s.set_deployment_state(d, DeploymentState::Starting, "go")
+            .unwrap();
+        // Progress within a state is not a transition.
+        s.set_deployment_reason(d, "still starting").unwrap();
+        let row = s.deployment(d).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.reason.as_str()),
+            (DeploymentState::Starting, "still starting")
+        );
+        assert!(s
+            .set_deployment_state(d, DeploymentState::Starting, "again")
+            .is_err());
+        assert!(matches!(
+            s.set_deployment_state(999, DeploymentState::Starting, ""),
+            Err(StoreError::NoDeployment(999))
+        ));
+        // Terminal states stay terminal.
+        s.set_deployment_state(d, DeploymentState::Failed, "x")
+            .unwrap();
+        s.set_deployment_state(d, DeploymentState::RolledBack, "x")
+            .unwrap();
+        for next in DeploymentState::ALL {
+            assert!(s.set_deployment_state(d, next, "").is_err(), "{next}");
+        }
+    }
+
+    #[test]
+    fn unknown_stored_values_are_errors_not_guesses() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        let (_, d) = s
+            .new_revision(
+                "web",
+                "sha256:a",
+                |n| format!("t{n}"),
+                None,
+                DeploymentKind::Image,
+            )
+            .unwrap();
+        let b = s.queue_build("web", "abc").unwrap();
+        s.event("web", EventKind::Service, "created").unwrap();
+        {
+            let db = s.db();
+            db.execute(
+                "UPDATE deployments SET state = 'exploded' WHERE id = ?1",
+                [d],
+            )
+            .unwrap();
+            db.execute("UPDATE builds SET state = 'melted' WHERE id = ?1", [b])
+                .unwrap();
+            db.execute("UPDATE events SET kind = 'gossip'", []).unwrap();
+        }
+        let e = s.deployment(d).unwrap_err().to_string();
+        assert!(e.contains("unknown deployment state \"exploded\""), "{e}");
+        let e = s.builds("web", 5).unwrap_err().to_string();
+        assert!(e.contains("unknown build state \"melted\""), "{e}");
+        let e = s.events("web", 0, 5).unwrap_err().to_string();
+        assert!(e.contains("unknown event kind \"gossip\""), "{e}");
+        // A new deployment cannot decide what to supersede: it is refused too.
+        assert!(s
+            .deploy_revision("web", 1, DeploymentKind::Rollback)
+            .is_err());
     }
 
     #[test]
