@@ -21,6 +21,8 @@ use std::time::Duration;
 use slipway_core::{short_id, BuildState, DeploymentKind, EventKind, ServiceSpec, Source};
 use slipway_runtime::Runtime;
 use slipway_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use git::{GitRequest, GitResponse};
 
@@ -36,9 +38,37 @@ pub enum SourceError {
     /// The service's source is not what the request needs.
     #[error("{0}")]
     WrongSource(String),
-    /// The engine or the store failed.
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] slipway_store::StoreError),
+    /// The engine failed.
+    #[error(transparent)]
+    Runtime(#[from] slipway_runtime::RuntimeError),
+}
+
+/// Why a build failed: what its log and the activity log say.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The pushed commit could not be read from the repository.
+    #[error("cannot read commit {commit}: {source}")]
+    Commit {
+        /// The commit.
+        commit: String,
+        /// What git said.
+        source: std::io::Error,
+    },
+    /// The tree is not buildable (no Dockerfile, a broken archive).
     #[error("{0}")]
-    Internal(String),
+    Context(String),
+    /// The engine's build failed (its message is the build's own).
+    #[error(transparent)]
+    Engine(#[from] slipway_runtime::RuntimeError),
+    /// It ran past the service's build timeout.
+    #[error("the build took longer than {0} s and was stopped")]
+    Timeout(u64),
+    /// The build's context task died.
+    #[error("internal error preparing the build context: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// A commit waiting for its build, already recorded in the store as queued.
@@ -57,6 +87,11 @@ pub struct Builder {
     /// Per service: the newest commit waiting to be built (with its queued build's id),
     /// and whether a build loop runs.
     queue: Mutex<HashMap<String, (Option<Queued>, bool)>>,
+    /// Owns the build loops.
+    tasks: TaskTracker,
+    /// Cancelled at shutdown: a build in progress stops (it stays recorded as running, so
+    /// the next start builds it again).
+    shutdown: CancellationToken,
 }
 
 impl Builder {
@@ -66,6 +101,7 @@ impl Builder {
         runtime: Arc<dyn Runtime>,
         repos: PathBuf,
         wake: Wake,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Builder {
             store,
@@ -73,7 +109,18 @@ impl Builder {
             repos,
             wake,
             queue: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
         })
+    }
+
+    /// Waits, at most `deadline`, for the build loops to end once the shutdown token is
+    /// cancelled; true when they did.
+    pub async fn stopped(&self, deadline: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// The image repository for a service's images: unique per platform, so two
@@ -93,7 +140,12 @@ impl Builder {
 
     /// Removes a deleted service's repository.
     pub async fn forget(&self, service: &str) {
-        let _ = tokio::fs::remove_dir_all(git::repo_dir(&self.repos, service)).await;
+        let dir = git::repo_dir(&self.repos, service);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(service, "removing {}: {e}", dir.display()),
+        }
     }
 
     /// Serves one smart-HTTP request for `service`; after a push that moved the
@@ -151,10 +203,7 @@ impl Builder {
     /// Queues a build of `commit`, recording it in the store first; a queued one not yet
     /// started is superseded. Returns the build's id.
     pub fn enqueue(self: &Arc<Self>, service: &str, commit: &str) -> Result<i64, SourceError> {
-        let build_id = self
-            .store
-            .queue_build(service, commit)
-            .map_err(|e| SourceError::Internal(e.to_string()))?;
+        let build_id = self.store.queue_build(service, commit)?;
         self.push_queue(
             service,
             Queued {
@@ -191,7 +240,8 @@ impl Builder {
         if start {
             let me = self.clone();
             let service = service.to_string();
-            tokio::spawn(async move { me.build_loop(service).await });
+            self.tasks
+                .spawn(async move { me.build_loop(service).await });
         }
     }
 
@@ -199,22 +249,15 @@ impl Builder {
     /// again, queued ones are built, and a branch head that a push moved just before the
     /// process died (before its build was recorded) is built too.
     pub async fn resume(self: &Arc<Self>) -> Result<(), SourceError> {
-        let internal = |e: slipway_store::StoreError| SourceError::Internal(e.to_string());
-        for b in self.store.unfinished_builds().map_err(internal)? {
-            if self.store.service(&b.service).map_err(internal)?.is_none() {
-                self.store
-                    .finish_build(b.id, BuildState::Failed)
-                    .map_err(internal)?;
+        for b in self.store.unfinished_builds()? {
+            if self.store.service(&b.service)?.is_none() {
+                self.store.finish_build(b.id, BuildState::Failed)?;
                 continue;
             }
             let short = short_id(&b.commit).to_string();
             if b.state == BuildState::Running {
-                self.store
-                    .finish_build(b.id, BuildState::Interrupted)
-                    .map_err(internal)?;
-                let _ = self
-                    .store
-                    .append_build_log(b.id, "\n(interrupted by a restart)\n");
+                self.store.finish_build(b.id, BuildState::Interrupted)?;
+                self.build_log(b.id, "\n(interrupted by a restart)\n");
                 let id = self.enqueue(&b.service, &b.commit)?;
                 self.log(
                     &b.service,
@@ -239,7 +282,7 @@ impl Builder {
                 );
             }
         }
-        for row in self.store.services().map_err(internal)? {
+        for row in self.store.services()? {
             let Source::Git { branch } = &row.spec.source else {
                 continue;
             };
@@ -248,7 +291,7 @@ impl Builder {
             let Some(head) = git::branch_commit(&repo, branch).await else {
                 continue;
             };
-            if !self.store.has_build_of(service, &head).map_err(internal)? {
+            if !self.store.has_build_of(service, &head)? {
                 let id = self.enqueue(service, &head)?;
                 self.log(
                     service,
@@ -337,14 +380,21 @@ impl Builder {
                 }
             };
             let build = std::panic::AssertUnwindSafe(self.build(&service, &next));
-            if let Err(panic) = futures_util::FutureExt::catch_unwind(build).await {
+            let result = tokio::select! {
+                r = futures_util::FutureExt::catch_unwind(build) => r,
+                () = self.shutdown.cancelled() => {
+                    tracing::info!(service = %service, build = next.build_id, "shutting down: the build stops and is built again at the next start");
+                    return;
+                }
+            };
+            if let Err(panic) = result {
                 let why = slipway_core::fault::panic_message(panic.as_ref());
                 tracing::error!(service = %service, "build panicked: {why}");
-                let _ = self.store.finish_build(next.build_id, BuildState::Failed);
-                let _ = self.store.append_build_log(
+                self.build_log(
                     next.build_id,
                     &format!("\nbuild failed: internal error: {why}\n"),
                 );
+                self.finish(next.build_id, BuildState::Failed).await;
                 self.log(
                     &service,
                     EventKind::Internal,
@@ -361,9 +411,18 @@ impl Builder {
     /// Builds one commit and, on success, records a revision and wakes the deployer.
     async fn build(&self, service: &str, queued: &Queued) {
         let (commit, build_id) = (queued.commit.as_str(), queued.build_id);
-        let Ok(Some(row)) = self.store.service(service) else {
-            let _ = self.store.finish_build(build_id, BuildState::Failed);
-            return; // deleted meanwhile
+        let row = match self.store.service(service) {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                // Deleted meanwhile.
+                self.finish(build_id, BuildState::Failed).await;
+                return;
+            }
+            Err(e) => {
+                // It stays recorded as queued: the next start builds it.
+                tracing::error!(service, "store: {e}; build {build_id} waits for a restart");
+                return;
+            }
         };
         let short = short_id(commit);
         if let Err(e) = self.store.start_build(build_id) {
@@ -383,25 +442,23 @@ impl Builder {
         let result =
             tokio::time::timeout(timeout, self.build_image(service, commit, &tag, build_id))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "the build took longer than {} s and was stopped",
-                        timeout.as_secs()
-                    ))
-                });
+                .unwrap_or(Err(BuildError::Timeout(timeout.as_secs())));
         match result {
             Ok(image) => {
-                let _ = self.store.append_build_log(build_id, "\nbuild succeeded\n");
-                let recorded = self.store.new_revision(
-                    service,
-                    &image,
-                    |_| tag.clone(),
-                    Some(commit),
-                    DeploymentKind::Push,
-                );
-                let _ = self.store.finish_build(build_id, BuildState::Succeeded);
+                self.build_log(build_id, "\nbuild succeeded\n");
+                let recorded = slipway_store::durable("recording a built revision", || {
+                    self.store.new_revision(
+                        service,
+                        &image,
+                        |_| tag.clone(),
+                        Some(commit),
+                        DeploymentKind::Push,
+                    )
+                })
+                .await;
                 match recorded {
                     Ok((rev, dep)) => {
+                        self.finish(build_id, BuildState::Succeeded).await;
                         self.log(
                             service,
                             EventKind::Build,
@@ -412,14 +469,17 @@ impl Builder {
                         );
                         (self.wake)(service);
                     }
-                    Err(e) => tracing::error!("store: {e}"),
+                    // Left running in the store: the next start builds it again.
+                    Err(e) => self.log(
+                        service,
+                        EventKind::Build,
+                        &format!("build {build_id} of commit {short} succeeded but its revision could not be recorded ({e}); the next start builds it again"),
+                    ),
                 }
             }
             Err(why) => {
-                let _ = self
-                    .store
-                    .append_build_log(build_id, &format!("\nbuild failed: {why}\n"));
-                let _ = self.store.finish_build(build_id, BuildState::Failed);
+                self.build_log(build_id, &format!("\nbuild failed: {why}\n"));
+                self.finish(build_id, BuildState::Failed).await;
                 self.log(service, EventKind::Build, &format!("build {build_id} of commit {short} failed: {why}; the running version keeps serving"));
             }
         }
@@ -431,14 +491,17 @@ impl Builder {
         commit: &str,
         tag: &str,
         build_id: i64,
-    ) -> Result<String, String> {
+    ) -> Result<String, BuildError> {
         let repo = git::repo_dir(&self.repos, service);
         let tree = git::archive(&repo, commit)
             .await
-            .map_err(|e| format!("cannot read commit {commit}: {e}"))?;
+            .map_err(|source| BuildError::Commit {
+                commit: commit.to_string(),
+                source,
+            })?;
         let context = tokio::task::spawn_blocking(move || build_context(&tree))
-            .await
-            .map_err(|e| e.to_string())??;
+            .await?
+            .map_err(BuildError::Context)?;
         let store = self.store.clone();
         let mut pending = String::new();
         let result = self
@@ -447,12 +510,32 @@ impl Builder {
                 pending.push_str(line);
                 pending.push('\n');
                 if pending.len() > 512 {
-                    let _ = store.append_build_log(build_id, &std::mem::take(&mut pending));
+                    if let Err(e) = store.append_build_log(build_id, &std::mem::take(&mut pending))
+                    {
+                        tracing::warn!("store: build {build_id}'s log: {e}");
+                    }
                 }
             })
             .await;
-        let _ = self.store.append_build_log(build_id, &pending);
-        result.map_err(|e| e.to_string())
+        self.build_log(build_id, &pending);
+        Ok(result?)
+    }
+
+    /// Appends to a build's log; a lost line is logged, not fatal.
+    fn build_log(&self, build_id: i64, text: &str) {
+        if let Err(e) = self.store.append_build_log(build_id, text) {
+            tracing::warn!("store: build {build_id}'s log: {e}");
+        }
+    }
+
+    /// Records a build's end (retried: it decides what the next start builds again).
+    async fn finish(&self, build_id: i64, state: BuildState) {
+        let what = format!("build {build_id} {state}");
+        if let Err(e) =
+            slipway_store::durable(&what, || self.store.finish_build(build_id, state)).await
+        {
+            tracing::error!("{what} was not recorded: {e}");
+        }
     }
 
     /// Deploys the image a service with an image source names: resolves it to an id (so
@@ -468,24 +551,19 @@ impl Builder {
         let id = self
             .runtime
             .image_id(image)
-            .await
-            .map_err(|e| SourceError::Internal(e.to_string()))?
+            .await?
             .ok_or_else(|| SourceError::NoSuchImage(image.clone()))?;
         let repo = self.image_repo(service);
-        let (rev, dep) = self
-            .store
-            .new_revision(
-                service,
-                &id,
-                |n| format!("{repo}:r{n}"),
-                None,
-                DeploymentKind::Image,
-            )
-            .map_err(|e| SourceError::Internal(e.to_string()))?;
+        let (rev, dep) = self.store.new_revision(
+            service,
+            &id,
+            |n| format!("{repo}:r{n}"),
+            None,
+            DeploymentKind::Image,
+        )?;
         self.runtime
             .tag(&id, &repo, &format!("r{}", rev.number))
-            .await
-            .map_err(|e| SourceError::Internal(e.to_string()))?;
+            .await?;
         self.log(
             service,
             EventKind::Deployment,

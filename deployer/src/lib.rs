@@ -26,6 +26,20 @@ use tokio_util::sync::CancellationToken;
 
 pub use worker::route_for;
 
+/// What stopped the deployer from reconciling: the store or the engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] slipway_store::StoreError),
+    /// The engine failed.
+    #[error(transparent)]
+    Runtime(#[from] slipway_runtime::RuntimeError),
+}
+
+/// Result alias.
+pub type Result<T, E = DeployerError> = std::result::Result<T, E>;
+
 /// Per-service counts the deployer publishes for metrics and the API.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct InstanceCounts {
@@ -53,9 +67,14 @@ pub struct InstanceInfo {
 /// How long a panicked worker's service waits before its new worker starts.
 pub const RESTART_DELAY: Duration = Duration::from_millis(250);
 
+/// How long a deleted service's worker may take to remove its instances.
+pub const REMOVE_DEADLINE: Duration = Duration::from_secs(10);
+
 struct Handle {
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    /// The worker's task: [`Deployer::remove`] waits on it.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Shared by the deployer and its workers.
@@ -71,6 +90,8 @@ pub(crate) struct Ctx {
 pub struct Deployer {
     ctx: Arc<Ctx>,
     workers: Mutex<HashMap<String, Handle>>,
+    /// Owns every worker's task.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Deployer {
@@ -90,12 +111,23 @@ impl Deployer {
                 shutdown,
             }),
             workers: Mutex::new(HashMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    /// Waits, at most `deadline`, for every worker to end once the shutdown token is
+    /// cancelled (each leaves its instances running for the next start to adopt); true
+    /// when they did.
+    pub async fn stopped(&self, deadline: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Reconciles what the engine runs with the store (one pass), then starts a worker
     /// for every service.
-    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
         let store = &self.ctx.store;
         let observed = self.ctx.runtime.list().await?;
         let services = store.services()?;
@@ -168,22 +200,26 @@ impl Deployer {
         }
         let wake = Arc::new(Notify::new());
         let cancel = self.ctx.shutdown.child_token();
-        workers.insert(
-            name.to_string(),
-            Handle {
-                wake: wake.clone(),
-                cancel: cancel.clone(),
-            },
-        );
         let me = self.clone();
-        let name = name.to_string();
-        tokio::spawn(async move {
-            me.supervise(&name, wake, cancel, adopted).await;
+        let service = name.to_string();
+        let (w, c) = (wake.clone(), cancel.clone());
+        // The task removes its own entry when it ends, which waits for this lock: the
+        // entry is in the map first.
+        let task = self.tasks.spawn(async move {
+            me.supervise(&service, w, c, adopted).await;
             me.workers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&name);
+                .remove(&service);
         });
+        workers.insert(
+            name.to_string(),
+            Handle {
+                wake,
+                cancel,
+                task: Some(task),
+            },
+        );
     }
 
     /// Runs a service's worker until it ends (the service was deleted, or the server
@@ -255,7 +291,7 @@ impl Deployer {
         active: Option<i64>,
         completed: &str,
         interrupted: impl Fn(DeploymentState) -> String,
-    ) -> anyhow::Result<Vec<(slipway_store::DeploymentRow, String)>> {
+    ) -> Result<Vec<(slipway_store::DeploymentRow, String)>> {
         let store = &self.ctx.store;
         let mut failed = Vec::new();
         for d in store.deployments(name, 50)? {
@@ -288,7 +324,7 @@ impl Deployer {
     /// The deployment a panicked worker was running: complete if traffic had switched,
     /// otherwise failed and rolled back with the panic as its reason, and its revision is
     /// no longer the target (it is not retried: it could panic again).
-    fn fail_interrupted(&self, name: &str, why: &str) -> anyhow::Result<()> {
+    fn fail_interrupted(&self, name: &str, why: &str) -> Result<()> {
         let Some(row) = self.ctx.store.service(name)? else {
             return Ok(());
         };
@@ -315,7 +351,7 @@ impl Deployer {
     /// A restarted worker's instances: the running containers of the service's active
     /// revision. Every other container of the service (a deployment the panic cut short)
     /// is removed.
-    async fn readopt(&self, name: &str) -> anyhow::Result<Vec<Observed>> {
+    async fn readopt(&self, name: &str) -> Result<Vec<Observed>> {
         let active = self
             .ctx
             .store
@@ -349,26 +385,26 @@ impl Deployer {
         self.spawn_worker(service, Vec::new());
     }
 
-    /// Stops a deleted service's worker, which removes its instances and routes; waits
-    /// (bounded) for it to finish.
+    /// Stops a deleted service's worker, which removes its instances and routes, and
+    /// waits for it to end (at most [`REMOVE_DEADLINE`]).
     pub async fn remove(self: &Arc<Self>, service: &str) {
-        let cancel = {
-            let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-            workers.get(service).map(|h| h.cancel.clone())
+        let task = {
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers.get_mut(service).and_then(|h| {
+                h.cancel.cancel();
+                h.task.take()
+            })
         };
-        if let Some(c) = cancel {
-            c.cancel();
-        }
-        for _ in 0..200 {
-            if !self
-                .workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(service)
-            {
-                break;
+        if let Some(task) = task {
+            match tokio::time::timeout(REMOVE_DEADLINE, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(service, "the worker ended badly: {e}"),
+                Err(_) => tracing::warn!(
+                    service,
+                    "the worker did not stop within {} s",
+                    REMOVE_DEADLINE.as_secs()
+                ),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.ctx.router.remove_service(service);
     }

@@ -55,6 +55,8 @@ pub(crate) struct Worker {
     instances: Vec<Instance>,
     backoff: Duration,
     next_start: Instant,
+    /// When the run loop must look again: a start that waits out its backoff.
+    retry_at: Option<Instant>,
     /// Instances out of the route that finish their in-flight requests, then stop. Owned
     /// by the worker: a deleted service's are cut short (the delete sweeps by label).
     draining: tokio::task::JoinSet<()>,
@@ -115,6 +117,7 @@ impl Worker {
             instances,
             backoff: Duration::from_secs(1),
             next_start: Instant::now(),
+            retry_at: None,
             draining: tokio::task::JoinSet::new(),
         }
     }
@@ -161,10 +164,11 @@ impl Worker {
                 self.scale(&spec, active, row.desired_instances).await;
             }
             self.publish_counts();
-            let tick = Duration::from_secs(spec.health_check.interval_s as u64);
+            let tick = Instant::now() + Duration::from_secs(spec.health_check.interval_s as u64);
+            let until = self.retry_at.take().map_or(tick, |at| at.min(tick));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep_until(until) => {}
                 _ = self.cancel.cancelled() => {}
             }
         }
@@ -178,11 +182,13 @@ impl Worker {
         if deleted {
             self.ctx.router.remove_service(&self.name);
             let all: Vec<_> = self.instances.drain(..).collect();
-            join_all(all.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
+            self.remove_all(&all).await;
             // Containers of a deployment in flight were not in `instances`: sweep by label.
             if let Ok(list) = self.ctx.runtime.list().await {
                 for o in list.into_iter().filter(|o| o.service == self.name) {
-                    let _ = self.ctx.runtime.remove(&o.container_id).await;
+                    if let Err(e) = self.ctx.runtime.remove(&o.container_id).await {
+                        tracing::warn!(container = %o.container_id, "removing a deleted service's container: {e}");
+                    }
                 }
             }
         }
@@ -229,7 +235,7 @@ impl Worker {
             );
     }
 
-    fn step(
+    async fn step(
         &self,
         dep: &DeploymentRow,
         state: &mut DeploymentState,
@@ -243,8 +249,13 @@ impl Worker {
                 return;
             }
         }
-        if let Err(e) = self.ctx.store.set_deployment_state(dep.id, next, why) {
-            tracing::error!("store: {e}");
+        let what = format!("deployment {} {next}", dep.id);
+        if let Err(e) = slipway_store::durable(&what, || {
+            self.ctx.store.set_deployment_state(dep.id, next, why)
+        })
+        .await
+        {
+            tracing::error!("{what} was not recorded: {e}");
         }
         self.event(
             EventKind::Deployment,
@@ -416,7 +427,12 @@ impl Worker {
     }
 
     async fn remove_all(&self, insts: &[Instance]) {
-        join_all(insts.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
+        let results = join_all(insts.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
+        for (i, r) in insts.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(instance = %i.id, "removing an instance: {e}");
+            }
+        }
     }
 
     /// Starts `n` instances of `rev`; on any failure the ones that started are removed.
@@ -475,14 +491,16 @@ impl Worker {
                     "revision {} no longer exists (its image was pruned)",
                     dep.revision
                 );
-                self.step(&dep, &mut state, DeploymentState::Failed, &why);
+                self.step(&dep, &mut state, DeploymentState::Failed, &why)
+                    .await;
                 self.step(
                     &dep,
                     &mut state,
                     DeploymentState::RolledBack,
                     "nothing changed",
-                );
-                let _ = store.reset_target(&self.name, dep.revision);
+                )
+                .await;
+                self.reset_target(dep.revision).await;
                 return;
             }
         };
@@ -499,7 +517,8 @@ impl Worker {
                 "starting {n} instance(s) of image {}",
                 slipway_core::short_id(&rev.image)
             ),
-        );
+        )
+        .await;
         let name = self.name.clone();
         let dep_id = dep.id;
         let superseded = move || match store.deployment(dep_id) {
@@ -512,7 +531,7 @@ impl Worker {
         let new = match self.start_many(spec, &rev, n).await {
             Ok(new) => new,
             Err(Abort::Failed(why)) => {
-                self.fail(&dep, &mut state, &why);
+                self.fail(&dep, &mut state, &why).await;
                 return;
             }
             Err(_) => return,
@@ -524,7 +543,8 @@ impl Worker {
             "waiting for {n} instance(s) to pass {} {check} check(s) in a row (deadline {} s)",
             hc.healthy_threshold, spec.deploy_timeout_s
         );
-        self.step(&dep, &mut state, DeploymentState::HealthChecking, &waiting);
+        self.step(&dep, &mut state, DeploymentState::HealthChecking, &waiting)
+            .await;
         let progress = |p: &str| {
             // Progress within the state, not a step: a lost one is only a stale message.
             if let Err(e) = self
@@ -546,7 +566,7 @@ impl Worker {
                 return;
             }
             Err(Abort::Failed(why)) => {
-                self.fail(&dep, &mut state, &why);
+                self.fail(&dep, &mut state, &why).await;
                 return;
             }
         }
@@ -555,11 +575,17 @@ impl Worker {
             &mut state,
             DeploymentState::SwitchingTraffic,
             "all new instances are healthy; swapping the route table",
-        );
+        )
+        .await;
         let old = std::mem::replace(&mut self.instances, new);
         self.publish(spec);
-        if let Err(e) = self.ctx.store.set_active_revision(&self.name, rev.number) {
-            tracing::error!("store: {e}");
+        let what = format!("revision {} of {} is active", rev.number, self.name);
+        if let Err(e) = slipway_store::durable(&what, || {
+            self.ctx.store.set_active_revision(&self.name, rev.number)
+        })
+        .await
+        {
+            tracing::error!("{what} was not recorded: {e}");
         }
         let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
         self.step(
@@ -571,7 +597,8 @@ impl Worker {
                 old.len(),
                 drain.as_secs()
             ),
-        );
+        )
+        .await;
         let router = self.ctx.router.clone();
         let runtime = self.ctx.runtime.clone();
         join_all(old.iter().map(|i| {
@@ -581,7 +608,11 @@ impl Worker {
                 if !i.paused && !router.wait_drained(&i.id, drain).await {
                     tracing::warn!(instance = %i.id, "drain deadline passed with requests in flight");
                 }
-                let _ = slipway_runtime::stop_and_remove(&*runtime, &i.container, STOP_GRACE_S).await;
+                if let Err(e) =
+                    slipway_runtime::stop_and_remove(&*runtime, &i.container, STOP_GRACE_S).await
+                {
+                    tracing::warn!(instance = %i.id, "removing a drained instance: {e}");
+                }
             }
         }))
         .await;
@@ -590,14 +621,15 @@ impl Worker {
             &mut state,
             DeploymentState::Succeeded,
             &format!("revision {} serves all traffic", rev.number),
-        );
+        )
+        .await;
         self.backoff = Duration::from_secs(1);
         self.prune(spec, rev.number).await;
     }
 
-    fn fail(&self, dep: &DeploymentRow, state: &mut DeploymentState, why: &str) {
-        self.step(dep, state, DeploymentState::Failed, why);
-        let _ = self.ctx.store.reset_target(&self.name, dep.revision);
+    async fn fail(&self, dep: &DeploymentRow, state: &mut DeploymentState, why: &str) {
+        self.step(dep, state, DeploymentState::Failed, why).await;
+        self.reset_target(dep.revision).await;
         let serving = match self.ctx.store.service(&self.name) {
             Ok(Some(r)) => r.active_revision,
             _ => None,
@@ -606,7 +638,22 @@ impl Worker {
             Some(r) => format!("the new instances were removed; revision {r} keeps serving"),
             None => "the new instances were removed; no revision serves yet".into(),
         };
-        self.step(dep, state, DeploymentState::RolledBack, &msg);
+        self.step(dep, state, DeploymentState::RolledBack, &msg)
+            .await;
+    }
+
+    /// Points the target back at the active revision after `failed` failed (retried: a
+    /// target left on it would deploy it again).
+    async fn reset_target(&self, failed: i64) {
+        let what = format!(
+            "resetting the target of {} from revision {failed}",
+            self.name
+        );
+        if let Err(e) =
+            slipway_store::durable(&what, || self.ctx.store.reset_target(&self.name, failed)).await
+        {
+            tracing::error!("{what}: {e}");
+        }
     }
 
     /// Keeps the images of the newest `keep_revisions` revisions that served (rollback
@@ -633,7 +680,9 @@ impl Worker {
                     continue;
                 }
             }
-            let _ = self.ctx.store.delete_revision(&self.name, r.number);
+            if let Err(e) = self.ctx.store.delete_revision(&self.name, r.number) {
+                tracing::warn!("store: forgetting pruned revision {}: {e}", r.number);
+            }
             let why = if r.served {
                 format!("keeping the newest {keep} that served")
             } else {
@@ -779,12 +828,8 @@ impl Worker {
                 return;
             }
             if Instant::now() < self.next_start {
-                let wake = self.wake.clone();
-                let at = self.next_start;
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    wake.notify_one();
-                });
+                // The run loop wakes then (or earlier, for a health-check tick).
+                self.retry_at = Some(self.next_start);
                 return;
             }
             let Ok(Some(rev)) = self.ctx.store.revision(&self.name, active) else {
@@ -880,7 +925,9 @@ impl Worker {
                 .collect();
             self.instances.retain(|i| !i.paused);
             for c in paused {
-                let _ = self.ctx.runtime.remove(&c).await;
+                if let Err(e) = self.ctx.runtime.remove(&c).await {
+                    tracing::warn!(container = %c, "removing a paused instance: {e}");
+                }
             }
             self.publish_counts();
         }

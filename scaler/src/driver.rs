@@ -135,12 +135,22 @@ impl Scaler {
         {
             t.state.last_active = Some(now);
         }
-        let _ = self.store.set_desired_instances(service, 1);
-        let _ = self.store.event(
+        // Not written: the request still waits at the router, so the next tick sees its
+        // concurrency and decides (and writes) again.
+        if let Err(e) = self.store.set_desired_instances(service, 1) {
+            tracing::error!(
+                service,
+                "store: cannot record the cold start's desired count: {e}"
+            );
+            return false;
+        }
+        if let Err(e) = self.store.event(
             service,
             EventKind::Scale,
             "desired instances 0 -> 1: a request arrived while at zero (cold start)",
-        );
+        ) {
+            tracing::warn!(service, "store: {e}");
+        }
         true
     }
 

@@ -16,6 +16,22 @@ use slipway_runtime::{DockerRuntime, Runtime};
 use slipway_scaler::{Load, Scaler};
 use slipway_store::Store;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shutdown deadlines, one per part, all counted from the signal. The router keeps its
+/// promise to open connections (`SHUTDOWN_DRAIN_DEADLINE`, 30 s) plus a little for the
+/// last responses to be written.
+const ROUTER_SHUTDOWN_DEADLINE: Duration =
+    Duration::from_secs(slipway_router::SHUTDOWN_DRAIN_DEADLINE.as_secs() + 2);
+/// The API finishes its requests in flight (a git push among them) in the same time.
+const API_SHUTDOWN_DEADLINE: Duration = ROUTER_SHUTDOWN_DEADLINE;
+/// Workers stop between steps and leave their instances running for the next start.
+const WORKERS_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// A build in progress stops; it is recorded as running, and the next start builds it
+/// again.
+const BUILDS_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// The scaler's loop and the cold-start wake loop end at their next turn.
+const LOOPS_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Flags of `slipway serve`.
 #[derive(Args)]
@@ -132,6 +148,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         runtime.clone(),
         data.join("repos"),
         wake_deployer,
+        shutdown.clone(),
     );
     let scaler = Scaler::new(
         store.clone(),
@@ -159,19 +176,29 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
 
     // Cold starts: the router holds the request and tells us; the scaler wants one
     // instance at once and the deployer starts (or unpauses) it.
+    // Every long-lived task of this process belongs to `tasks` (the deployer's workers
+    // and the builder's loops to their own trackers), under the one `shutdown` token.
+    let tasks = TaskTracker::new();
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<String>(1024);
     router.set_wake_sender(wake_tx);
-    {
+    let wakes = {
         let scaler = scaler.clone();
         let deployer = deployer.clone();
-        tokio::spawn(async move {
-            while let Some(name) = wake_rx.recv().await {
-                scaler.demand(&name);
-                deployer.wake(&name);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(name) = wake_rx.recv() => {
+                        scaler.demand(&name);
+                        deployer.wake(&name);
+                    }
+                    () = stop.cancelled() => return,
+                    else => return,
+                }
             }
-        });
-    }
-    {
+        })
+    };
+    let scaling = {
         let router = router.clone();
         let deployer_l = deployer.clone();
         let deployer_w = deployer.clone();
@@ -192,12 +219,12 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
                 })
                 .collect::<HashMap<_, _>>()
         };
-        tokio::spawn(
+        tasks.spawn(
             scaler
                 .clone()
                 .run(load, move |s| deployer_w.wake(s), shutdown.clone()),
-        );
-    }
+        )
+    };
 
     let metrics: slipway_console::MetricsFn = {
         let scaler = scaler.clone();
@@ -223,7 +250,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             let app = slipway_console::metrics_app(api.clone());
             let stop = shutdown.clone();
             println!("  metrics:     http://{addr}/metrics   (no token)");
-            Some(tokio::spawn(async move {
+            Some(tasks.spawn(async move {
                 axum::serve(l, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
@@ -232,9 +259,9 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         None => None,
     };
     let app = slipway_console::app(api);
-    let router_task = tokio::spawn(router.clone().serve(router_listener, shutdown.clone()));
+    let router_task = tasks.spawn(router.clone().serve(router_listener, shutdown.clone()));
     let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(async move {
+    let api_task = tasks.spawn(async move {
         axum::serve(api_listener, app)
             .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
             .await
@@ -257,25 +284,44 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     }
     eprintln!("slipway: shutting down (instances keep running and are adopted at the next start)");
     shutdown.cancel();
-    // The router promises open connections SHUTDOWN_DRAIN_DEADLINE to finish: wait for it
-    // (and a little more for the API's own graceful end), never less.
-    let deadline = slipway_router::SHUTDOWN_DRAIN_DEADLINE + Duration::from_secs(2);
-    if tokio::time::timeout(deadline, async {
-        let _ = router_task.await;
-        let _ = api_task.await;
-        if let Some(t) = metrics_task {
-            let _ = t.await;
+    tasks.close();
+    // Each part gets its own deadline, all at once; none is waited for longer.
+    let part = |name: &'static str, deadline: Duration, done: bool| {
+        if !done {
+            eprintln!(
+                "slipway: {name} still busy after {} s; exiting",
+                deadline.as_secs()
+            );
         }
-    })
-    .await
-    .is_err()
-    {
-        eprintln!(
-            "slipway: connections still open after {} s; exiting",
-            deadline.as_secs()
-        );
-    }
+    };
+    let metrics_done = async {
+        match metrics_task {
+            Some(t) => within(API_SHUTDOWN_DEADLINE, t).await,
+            None => true,
+        }
+    };
+    let (r, a, m, d, b, s, w) = tokio::join!(
+        within(ROUTER_SHUTDOWN_DEADLINE, router_task),
+        within(API_SHUTDOWN_DEADLINE, api_task),
+        metrics_done,
+        deployer.stopped(WORKERS_SHUTDOWN_DEADLINE),
+        builder.stopped(BUILDS_SHUTDOWN_DEADLINE),
+        within(LOOPS_SHUTDOWN_DEADLINE, scaling),
+        within(LOOPS_SHUTDOWN_DEADLINE, wakes),
+    );
+    part("the router's connections", ROUTER_SHUTDOWN_DEADLINE, r);
+    part("the API", API_SHUTDOWN_DEADLINE, a);
+    part("the metrics listener", API_SHUTDOWN_DEADLINE, m);
+    part("the service workers", WORKERS_SHUTDOWN_DEADLINE, d);
+    part("the builds", BUILDS_SHUTDOWN_DEADLINE, b);
+    part("the scaler", LOOPS_SHUTDOWN_DEADLINE, s);
+    part("the wake loop", LOOPS_SHUTDOWN_DEADLINE, w);
     Ok(())
+}
+
+/// Whether task `t` ended within `deadline`.
+async fn within<T>(deadline: Duration, t: tokio::task::JoinHandle<T>) -> bool {
+    tokio::time::timeout(deadline, t).await.is_ok()
 }
 
 async fn sigterm() {

@@ -73,6 +73,39 @@ fn deployment_state(s: &str) -> std::result::Result<DeploymentState, UnknownValu
 /// Result alias.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Delays between the attempts of [`durable`].
+const DURABLE_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+];
+
+/// Runs a store write that carries a decision (a desired count, a deployment step, a
+/// build's result): each failure is logged with `what`, and the write is tried again
+/// twice, 50 ms and then 250 ms later, before the last error is returned for the caller
+/// to act on. A write the state machine refuses is not retried: it would be refused again.
+pub async fn durable<T>(what: &str, mut write: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delays = DURABLE_RETRIES.iter();
+    loop {
+        match write() {
+            Ok(v) => return Ok(v),
+            Err(e @ StoreError::Transition { .. }) => {
+                tracing::error!("store: {what}: {e}");
+                return Err(e);
+            }
+            Err(e) => match delays.next() {
+                Some(d) => {
+                    tracing::warn!("store: {what}: {e}; trying again in {} ms", d.as_millis());
+                    tokio::time::sleep(*d).await;
+                }
+                None => {
+                    tracing::error!("store: {what}: {e}; giving up");
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
 /// A service as stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceRow {
