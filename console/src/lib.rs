@@ -6,21 +6,25 @@
 //! fails. The hosted git remote lives here too, behind the same token (HTTP Basic, any
 //! user name, the token as password), because git clients speak HTTP auth natively.
 
+pub mod platform;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use slipway_builder::{Builder, GitRequest};
-use slipway_core::{DeploymentKind, EventKind, ServiceName, ServiceSpec, Source};
-use slipway_deployer::Deployer;
-use slipway_store::{ServiceRow, Store};
+use slipway_builder::GitRequest;
+use slipway_core::{ServiceSpec, Source};
+use slipway_store::ServiceRow;
+
+pub use platform::{Platform, PlatformError};
 
 /// Extra Prometheus text appended to `/metrics` (the scaler's figures).
 pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
@@ -28,12 +32,8 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 /// What the API needs.
 #[derive(Clone)]
 pub struct Api {
-    /// The store.
-    pub store: Arc<Store>,
-    /// The builder.
-    pub builder: Arc<Builder>,
-    /// The deployer.
-    pub deployer: Arc<Deployer>,
+    /// The platform's operations (and its store, builder and deployer).
+    pub platform: Platform,
     /// The router (for metrics and stats).
     pub router: Arc<slipway_router::Router>,
     /// The API token.
@@ -64,6 +64,27 @@ impl ApiError {
     }
 }
 
+impl From<PlatformError> for ApiError {
+    fn from(e: PlatformError) -> Self {
+        let status = match &e {
+            PlatformError::BadName(_) => StatusCode::BAD_REQUEST,
+            PlatformError::Invalid(_) | PlatformError::Unusable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            PlatformError::NoService(_) | PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
+            PlatformError::Exists(_) | PlatformError::Conflict(_) => StatusCode::CONFLICT,
+            PlatformError::Store(_) | PlatformError::Engine(_) => return ApiError::internal(e),
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<slipway_store::StoreError> for ApiError {
+    fn from(e: slipway_store::StoreError) -> Self {
+        PlatformError::from(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
@@ -79,8 +100,12 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Builds the API's router.
+/// Builds the API's router. One layer checks the token on everything but `/healthz`:
+/// `Authorization: Bearer <token>` for the API and `/metrics`, and HTTP Basic (any user
+/// name, the token as password; Bearer works too) for the git remote, because git clients
+/// speak Basic natively.
 pub fn app(api: Api) -> Router {
+    let token: Arc<str> = api.token.as_str().into();
     let v1 = Router::new()
         .route("/v1/platform", get(platform))
         .route("/v1/services", get(list_services).post(create_service))
@@ -94,20 +119,52 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/builds", get(builds))
-        .layer(DefaultBodyLimit::max(1 << 20));
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .route_layer(middleware::from_fn_with_state(
+            (token.clone(), Schemes::Bearer),
+            require_token,
+        ));
     let git = Router::new()
         .route("/git/{repo}/{*path}", any(git_http))
-        .layer(DefaultBodyLimit::max(512 << 20));
+        .layer(DefaultBodyLimit::max(512 << 20))
+        .route_layer(middleware::from_fn_with_state(
+            (token, Schemes::BearerOrBasic),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
         .merge(v1)
         .merge(git)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api)
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> bool {
+/// Which `Authorization` schemes a route accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Schemes {
+    Bearer,
+    BearerOrBasic,
+}
+
+/// The auth layer: the request goes on only with the platform's token.
+async fn require_token(
+    State((token, schemes)): State<(Arc<str>, Schemes)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if authorized(&token, schemes, req.headers()) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <token>` (the token is in the data directory's `token` file)",
+        )
+        .into_response()
+    }
+}
+
+fn authorized(token: &str, schemes: Schemes, headers: &HeaderMap) -> bool {
     let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -116,7 +173,10 @@ fn authorized(api: &Api, headers: &HeaderMap) -> bool {
     };
     let given = if let Some(t) = v.strip_prefix("Bearer ") {
         t.trim().to_string()
-    } else if let Some(b) = v.strip_prefix("Basic ") {
+    } else if let Some(b) = v
+        .strip_prefix("Basic ")
+        .filter(|_| schemes == Schemes::BearerOrBasic)
+    {
         match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
             Ok(raw) => {
                 let s = String::from_utf8_lossy(&raw).to_string();
@@ -129,34 +189,15 @@ fn authorized(api: &Api, headers: &HeaderMap) -> bool {
     } else {
         return false;
     };
-    constant_time_eq(given.as_bytes(), api.token.as_bytes())
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn auth(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
-    if authorized(api, headers) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send `Authorization: Bearer <token>` (the token is in the data directory's `token` file)",
-        ))
-    }
-}
-
-fn parse_name(name: &str) -> ApiResult<ServiceName> {
-    ServiceName::parse(name).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
-}
-
 fn load(api: &Api, name: &str) -> ApiResult<ServiceRow> {
-    let name = parse_name(name)?;
-    api.store
-        .service(name.as_str())
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name}")))
+    Ok(api.platform.service(name)?)
 }
 
 /// A service as the API shows it.
@@ -176,23 +217,7 @@ struct ServiceView {
 
 fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
     let name = row.spec.name.to_string();
-    let latest = api
-        .store
-        .deployments(&name, 1)
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .next();
-    let counts = api.deployer.counts().remove(&name).unwrap_or_default();
-    let status = match (&latest, row.active_revision) {
-        (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
-        (_, None) => match &row.spec.source {
-            Source::Git { .. } => "waiting for a push".into(),
-            Source::Image { .. } => "no revision yet".into(),
-        },
-        (_, Some(_)) if counts.ready > 0 => "running".into(),
-        (_, Some(_)) if counts.paused > 0 => "idle (paused)".into(),
-        (_, Some(_)) => "scaled to zero".into(),
-    };
+    let (status, counts, latest) = api.platform.status(&row)?;
     let git_remote = matches!(row.spec.source, Source::Git { .. })
         .then(|| format!("{}/git/{name}.git", api.api_url));
     Ok(ServiceView {
@@ -217,11 +242,7 @@ fn service_url(api: &Api, name: &str) -> String {
     }
 }
 
-async fn platform(
-    State(api): State<Api>,
-    headers: HeaderMap,
-) -> ApiResult<Json<serde_json::Value>> {
-    auth(&api, &headers)?;
+async fn platform(State(api): State<Api>) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(json!({
         "platform_id": api.platform_id,
         "zone": api.zone,
@@ -231,12 +252,8 @@ async fn platform(
     })))
 }
 
-async fn list_services(
-    State(api): State<Api>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Vec<ServiceView>>> {
-    auth(&api, &headers)?;
-    let rows = api.store.services().map_err(ApiError::internal)?;
+async fn list_services(State(api): State<Api>) -> ApiResult<Json<Vec<ServiceView>>> {
+    let rows = api.platform.store.services()?;
     Ok(Json(
         rows.into_iter()
             .map(|r| view(&api, r))
@@ -271,94 +288,33 @@ async fn create_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ServiceView>)> {
-    auth(&api, &headers)?;
     let spec: ServiceSpec = json_body(&headers, &body)?;
-    spec.validate()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    api.store.create_service(&spec).map_err(|e| match e {
-        slipway_store::StoreError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-        e => ApiError::internal(e),
-    })?;
-    let name = spec.name.to_string();
-    let _ = api
-        .store
-        .event(&name, EventKind::Service, "service created");
-    if let Err(e) = api.builder.prepare(&spec).await {
-        let _ = api.store.delete_service(&name);
-        return Err(ApiError::internal(e));
-    }
-    if let Source::Image { .. } = spec.source {
-        if let Err(e) = api.builder.deploy_image(&spec).await {
-            let _ = api.store.delete_service(&name);
-            return Err(match e {
-                slipway_builder::SourceError::NoSuchImage(_) => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                }
-                e => ApiError::internal(e),
-            });
-        }
-    }
-    api.deployer.wake(&name);
-    let row = load(&api, &name)?;
+    let row = api.platform.create_service(spec).await?;
     Ok((StatusCode::CREATED, Json(view(&api, row)?)))
 }
 
 async fn show_service(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ServiceView>> {
-    auth(&api, &headers)?;
     let row = load(&api, &name)?;
     Ok(Json(view(&api, row)?))
 }
 
-async fn delete_service(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
-    auth(&api, &headers)?;
-    let row = load(&api, &name)?;
-    let name = row.spec.name.to_string();
-    api.store
-        .delete_service(&name)
-        .map_err(ApiError::internal)?;
-    api.deployer.remove(&name).await;
-    api.builder.forget(&name).await;
+async fn delete_service(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    api.platform.delete_service(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn deploy(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    auth(&api, &headers)?;
-    let row = load(&api, &name)?;
-    if let Source::Git { .. } = row.spec.source {
-        return match api.builder.deploy_head(&row.spec).await {
-            Ok((build, commit)) => Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "build": build, "commit": commit })),
-            )),
-            Err(e @ slipway_builder::SourceError::WrongSource(_)) => {
-                Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
-            }
-            Err(e) => Err(ApiError::internal(e)),
-        };
-    }
-    match api.builder.deploy_image(&row.spec).await {
-        Ok(rev) => Ok((StatusCode::ACCEPTED, Json(json!({ "revision": rev })))),
-        Err(e @ slipway_builder::SourceError::NoSuchImage(_)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            e.to_string(),
-        )),
-        Err(e @ slipway_builder::SourceError::WrongSource(_)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
-        }
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    let body = match api.platform.deploy(&name).await? {
+        platform::Deployed::Build { build, commit } => json!({ "build": build, "commit": commit }),
+        platform::Deployed::Revision(rev) => json!({ "revision": rev }),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 #[derive(Deserialize, Default)]
@@ -373,89 +329,35 @@ async fn rollback(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    auth(&api, &headers)?;
-    let row = load(&api, &name)?;
-    let name = row.spec.name.to_string();
     let req: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
         json_body(&headers, &body)?
     };
-    let revs = api.store.revisions(&name).map_err(ApiError::internal)?;
-    let target = match req.revision {
-        Some(n) => revs.iter().find(|r| r.number == n).ok_or_else(|| {
-            let have: Vec<String> = revs.iter().map(|r| r.number.to_string()).collect();
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "service {name} has no revision {n} (kept revisions: {})",
-                    if have.is_empty() {
-                        "none".into()
-                    } else {
-                        have.join(", ")
-                    }
-                ),
-            )
-        })?,
-        None => {
-            let active = row.active_revision.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("service {name} has no active revision to roll back from"),
-                )
-            })?;
-            revs.iter().find(|r| r.number < active).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("service {name} has no revision older than {active}"),
-                )
-            })?
-        }
-    };
-    let dep = api
-        .store
-        .deploy_revision(&name, target.number, DeploymentKind::Rollback)
-        .map_err(ApiError::internal)?;
-    let _ = api.store.event(
-        &name,
-        EventKind::Deployment,
-        &format!(
-            "rollback to revision {} requested (deployment {dep})",
-            target.number
-        ),
-    );
-    api.deployer.wake(&name);
+    let done = api.platform.rollback(&name, req.revision)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "revision": target.number, "deployment": dep })),
+        Json(json!({ "revision": done.revision, "deployment": done.deployment })),
     ))
 }
 
 async fn revisions(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<slipway_store::RevisionRow>>> {
-    auth(&api, &headers)?;
     let row = load(&api, &name)?;
-    Ok(Json(
-        api.store
-            .revisions(row.spec.name.as_str())
-            .map_err(ApiError::internal)?,
-    ))
+    Ok(Json(api.platform.store.revisions(row.spec.name.as_str())?))
 }
 
 async fn deployments(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<slipway_store::DeploymentRow>>> {
-    auth(&api, &headers)?;
     let row = load(&api, &name)?;
     Ok(Json(
-        api.store
-            .deployments(row.spec.name.as_str(), 100)
-            .map_err(ApiError::internal)?,
+        api.platform
+            .store
+            .deployments(row.spec.name.as_str(), 100)?,
     ))
 }
 
@@ -472,39 +374,30 @@ fn default_limit() -> i64 {
 
 async fn events(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<slipway_store::EventRow>>> {
-    auth(&api, &headers)?;
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let row = load(&api, &name)?;
-    Ok(Json(
-        api.store
-            .events(row.spec.name.as_str(), q.after, q.limit.clamp(1, 1000))
-            .map_err(ApiError::internal)?,
-    ))
+    Ok(Json(api.platform.store.events(
+        row.spec.name.as_str(),
+        q.after,
+        q.limit.clamp(1, 1000),
+    )?))
 }
 
 async fn builds(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<slipway_store::BuildRow>>> {
-    auth(&api, &headers)?;
     let row = load(&api, &name)?;
-    Ok(Json(
-        api.store
-            .builds(row.spec.name.as_str(), 20)
-            .map_err(ApiError::internal)?,
-    ))
+    Ok(Json(api.platform.store.builds(row.spec.name.as_str(), 20)?))
 }
 
 /// `/metrics` on the API address: behind the token like everything else there (scrapers
 /// without it use `--metrics-addr`, see [`metrics_app`]).
-async fn metrics(State(api): State<Api>, headers: HeaderMap) -> ApiResult<Response> {
-    auth(&api, &headers)?;
-    Ok(metrics_text(&api))
+async fn metrics(State(api): State<Api>) -> Response {
+    metrics_text(&api)
 }
 
 /// The metrics alone, without a token, for a separate scrape address (`slipway serve
@@ -521,7 +414,7 @@ pub fn metrics_app(api: Api) -> Router {
 
 fn metrics_text(api: &Api) -> Response {
     let mut text = api.router.metrics_text();
-    text.push_str(&api.deployer.metrics_text());
+    text.push_str(&api.platform.deployer.metrics_text());
     text.push_str(&(api.metrics)());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -538,7 +431,6 @@ async fn git_http(
 }
 
 async fn git_inner(api: Api, repo: String, path: String, req: Request) -> ApiResult<Response> {
-    auth(&api, req.headers())?;
     let name = repo.strip_suffix(".git").unwrap_or(&repo);
     let row = load(&api, name)?;
     let method = req.method().clone();
@@ -562,6 +454,7 @@ async fn git_inner(api: Api, repo: String, path: String, req: Request) -> ApiRes
             )
         })?;
     let out = api
+        .platform
         .builder
         .git_http(
             &row.spec,

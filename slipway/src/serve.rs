@@ -231,9 +231,11 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         Arc::new(move || scaler.metrics_text())
     };
     let api = Api {
-        store: store.clone(),
-        builder: builder.clone(),
-        deployer: deployer.clone(),
+        platform: slipway_console::Platform {
+            store: store.clone(),
+            builder: builder.clone(),
+            deployer: deployer.clone(),
+        },
         router: router.clone(),
         token,
         zone: zone.clone(),

@@ -1,0 +1,307 @@
+//! The platform's operations, as the API's handlers call them: each validates, changes
+//! the store, and wakes the part that acts (the builder or the deployer). Handlers only
+//! turn HTTP into these calls and a [`PlatformError`] into a status; nothing here knows
+//! HTTP.
+
+use std::sync::Arc;
+
+use slipway_builder::{Builder, SourceError};
+use slipway_core::{
+    DeploymentKind, EventKind, NameError, ServiceName, ServiceSpec, Source, SpecError,
+};
+use slipway_deployer::{Deployer, InstanceCounts};
+use slipway_store::{DeploymentRow, RevisionRow, ServiceRow, Store, StoreError};
+
+/// Why an operation was refused or failed. Each variant says what the caller must change;
+/// only [`PlatformError::Store`] and [`PlatformError::Engine`] are the platform's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// A service name that is not a valid name.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// A spec with an invalid value.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// No such service.
+    #[error("no service named {0}")]
+    NoService(String),
+    /// A service of that name exists.
+    #[error("service {0} already exists")]
+    Exists(String),
+    /// Something named in the request does not exist (a revision).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the service's state (no revision to roll back to, a git
+    /// service asked to deploy an image, nothing pushed yet).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something the engine does not have (an image).
+    #[error("{0}")]
+    Unusable(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The engine or a repository failed.
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl From<StoreError> for PlatformError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(n) => PlatformError::Exists(n),
+            StoreError::NoService(n) => PlatformError::NoService(n),
+            e => PlatformError::Store(e),
+        }
+    }
+}
+
+impl From<SourceError> for PlatformError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::NoSuchImage(_) => PlatformError::Unusable(e.to_string()),
+            SourceError::WrongSource(m) => PlatformError::Conflict(m),
+            SourceError::Store(e) => e.into(),
+            SourceError::Runtime(e) => PlatformError::Engine(e.to_string()),
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// What `deploy` started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// A build of a git service's branch head.
+    Build {
+        /// The build's id.
+        build: i64,
+        /// The commit it builds.
+        commit: String,
+    },
+    /// A new revision of an image service.
+    Revision(i64),
+}
+
+/// What a rollback started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The revision it deploys again.
+    pub revision: i64,
+    /// The deployment that does it.
+    pub deployment: i64,
+}
+
+/// The parts of the platform the operations use.
+#[derive(Clone)]
+pub struct Platform {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The builder.
+    pub builder: Arc<Builder>,
+    /// The deployer.
+    pub deployer: Arc<Deployer>,
+}
+
+impl Platform {
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Result<ServiceRow> {
+        let name = ServiceName::parse(name)?;
+        self.store
+            .service(name.as_str())?
+            .ok_or_else(|| PlatformError::NoService(name.to_string()))
+    }
+
+    /// Creates a service; for an image source, deploys the image at once. Nothing of a
+    /// service whose creation fails is left behind.
+    pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceRow> {
+        spec.validate()?;
+        self.store.create_service(&spec)?;
+        let name = spec.name.to_string();
+        self.note(&name, EventKind::Service, "service created");
+        let made = async {
+            self.builder
+                .prepare(&spec)
+                .await
+                .map_err(|e| PlatformError::Engine(format!("cannot create the repository: {e}")))?;
+            if let Source::Image { .. } = spec.source {
+                self.builder.deploy_image(&spec).await?;
+            }
+            Ok::<_, PlatformError>(())
+        }
+        .await;
+        if let Err(e) = made {
+            self.undo_create(&name).await;
+            return Err(e);
+        }
+        self.deployer.wake(&name);
+        self.service(&name)
+    }
+
+    async fn undo_create(&self, name: &str) {
+        match self.store.delete_service(name) {
+            Ok(_) => {}
+            Err(e) => tracing::error!(service = name, "store: undoing a failed create: {e}"),
+        }
+        self.builder.forget(name).await;
+    }
+
+    /// Deletes a service: its record at once, then its instances, routes and repository.
+    pub async fn delete_service(&self, name: &str) -> Result<()> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        self.store.delete_service(name)?;
+        self.deployer.remove(name).await;
+        self.builder.forget(name).await;
+        Ok(())
+    }
+
+    /// Deploys again: a git service builds its branch head (whatever became of its last
+    /// build); an image service records the image as it is now.
+    pub async fn deploy(&self, name: &str) -> Result<Deployed> {
+        let row = self.service(name)?;
+        if let Source::Git { .. } = row.spec.source {
+            let (build, commit) = self.builder.deploy_head(&row.spec).await?;
+            return Ok(Deployed::Build { build, commit });
+        }
+        Ok(Deployed::Revision(
+            self.builder.deploy_image(&row.spec).await?,
+        ))
+    }
+
+    /// Deploys a kept revision again: `revision`, or the newest one older than the
+    /// active revision.
+    pub fn rollback(&self, name: &str, revision: Option<i64>) -> Result<RolledBack> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        let revs = self.store.revisions(name)?;
+        let target = rollback_target(name, &revs, row.active_revision, revision)?;
+        let deployment = self
+            .store
+            .deploy_revision(name, target, DeploymentKind::Rollback)?;
+        self.note(
+            name,
+            EventKind::Deployment,
+            &format!("rollback to revision {target} requested (deployment {deployment})"),
+        );
+        self.deployer.wake(name);
+        Ok(RolledBack {
+            revision: target,
+            deployment,
+        })
+    }
+
+    /// What a service is doing, in a few words, and its instances.
+    pub fn status(
+        &self,
+        row: &ServiceRow,
+    ) -> Result<(String, InstanceCounts, Option<DeploymentRow>)> {
+        let name = row.spec.name.as_str();
+        let latest = self.store.deployments(name, 1)?.into_iter().next();
+        let counts = self.deployer.counts().remove(name).unwrap_or_default();
+        let status = match (&latest, row.active_revision) {
+            (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
+            (_, None) => match &row.spec.source {
+                Source::Git { .. } => "waiting for a push".into(),
+                Source::Image { .. } => "no revision yet".into(),
+            },
+            (_, Some(_)) if counts.ready > 0 => "running".into(),
+            (_, Some(_)) if counts.paused > 0 => "idle (paused)".into(),
+            (_, Some(_)) => "scaled to zero".into(),
+        };
+        Ok((status, counts, latest))
+    }
+
+    fn note(&self, service: &str, kind: EventKind, msg: &str) {
+        if let Err(e) = self.store.event(service, kind, msg) {
+            tracing::warn!(service, "store: {e}");
+        }
+    }
+}
+
+/// The revision a rollback deploys: `wanted` if it is kept, otherwise the newest kept
+/// revision older than `active`.
+pub fn rollback_target(
+    name: &str,
+    revs: &[RevisionRow],
+    active: Option<i64>,
+    wanted: Option<i64>,
+) -> Result<i64> {
+    match wanted {
+        Some(n) => revs
+            .iter()
+            .find(|r| r.number == n)
+            .map(|r| r.number)
+            .ok_or_else(|| {
+                let have: Vec<String> = revs.iter().map(|r| r.number.to_string()).collect();
+                PlatformError::NotFound(format!(
+                    "service {name} has no revision {n} (kept revisions: {})",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                ))
+            }),
+        None => {
+            let active = active.ok_or_else(|| {
+                PlatformError::Conflict(format!(
+                    "service {name} has no active revision to roll back from"
+                ))
+            })?;
+            revs.iter()
+                .filter(|r| r.number < active)
+                .map(|r| r.number)
+                .max()
+                .ok_or_else(|| {
+                    PlatformError::Conflict(format!(
+                        "service {name} has no revision older than {active}"
+                    ))
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(n: i64) -> RevisionRow {
+        RevisionRow {
+            service: "web".into(),
+            number: n,
+            image: format!("sha256:{n}"),
+            tag: format!("t{n}"),
+            commit: None,
+            created_ms: 0,
+            served: true,
+            spec: None,
+        }
+    }
+
+    #[test]
+    fn rollback_targets() {
+        let revs = [rev(5), rev(3), rev(2)];
+        assert_eq!(rollback_target("web", &revs, Some(5), None).unwrap(), 3);
+        assert_eq!(rollback_target("web", &revs, Some(5), Some(2)).unwrap(), 2);
+        let e = rollback_target("web", &revs, Some(5), Some(4)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service web has no revision 4 (kept revisions: 5, 3, 2)"
+        );
+        assert!(matches!(e, PlatformError::NotFound(_)));
+        assert!(matches!(
+            rollback_target("web", &revs, Some(2), None),
+            Err(PlatformError::Conflict(_))
+        ));
+        assert!(matches!(
+            rollback_target("web", &revs, None, None),
+            Err(PlatformError::Conflict(_))
+        ));
+        assert!(rollback_target("web", &[], Some(1), Some(1))
+            .unwrap_err()
+            .to_string()
+            .contains("kept revisions: none"));
+    }
+}
