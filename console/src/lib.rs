@@ -26,8 +26,9 @@ use slipway_store::ServiceRow;
 
 pub use platform::{Platform, PlatformError};
 
-/// Extra Prometheus text appended to `/metrics` (the scaler's figures).
-pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// The platform's one metrics registry (the router, the deployer and the scaler are its
+/// collectors), exposed at `/metrics`.
+pub type Metrics = Arc<prometheus_client::registry::Registry>;
 
 /// What the API needs.
 #[derive(Clone)]
@@ -44,8 +45,8 @@ pub struct Api {
     pub router_port: u16,
     /// The API's own public base URL (for git remotes).
     pub api_url: String,
-    /// More metrics.
-    pub metrics: MetricsFn,
+    /// The metrics registry.
+    pub metrics: Metrics,
     /// The platform id: the label value on every container this platform runs.
     pub platform_id: String,
 }
@@ -413,9 +414,10 @@ pub fn metrics_app(api: Api) -> Router {
 }
 
 fn metrics_text(api: &Api) -> Response {
-    let mut text = api.router.metrics_text();
-    text.push_str(&api.platform.deployer.metrics_text());
-    text.push_str(&(api.metrics)());
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut text, &api.metrics) {
+        return ApiError::internal(format!("encoding metrics: {e}")).into_response();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -56,6 +56,8 @@ fn rig() -> Rig {
         Arc::new(move |s: &str| d.wake(s))
     };
     let builder = Builder::new(store.clone(), runtime, repos.0.clone(), wake, shutdown);
+    let router_for_metrics = router.clone();
+    let deployer_for_metrics = deployer.collector();
     let api = Api {
         platform: Platform {
             store,
@@ -67,7 +69,12 @@ fn rig() -> Rig {
         zone: "slipway.localhost".into(),
         router_port: 8080,
         api_url: "http://127.0.0.1:7070".into(),
-        metrics: Arc::new(String::new),
+        metrics: {
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(router_for_metrics));
+            registry.register_collector(Box::new(deployer_for_metrics));
+            Arc::new(registry)
+        },
         platform_id: "test".into(),
     };
     Rig {
@@ -387,5 +394,10 @@ async fn metrics_keep_their_content_type() {
     let (s, body, ctype) = rig.call(Method::GET, "/metrics", Some(&bearer), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(ctype, "text/plain; version=0.0.4");
-    assert!(body.as_str().unwrap().contains("# TYPE"), "{body}");
+    let text = body.as_str().unwrap();
+    assert!(text.contains("# TYPE slipway_instances gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE slipway_router_requests counter"),
+        "{text}"
+    );
 }

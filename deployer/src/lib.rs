@@ -418,23 +418,51 @@ impl Deployer {
             .clone()
     }
 
-    /// Prometheus lines for instance counts.
-    pub fn metrics_text(&self) -> String {
-        let counts = self.counts();
+    /// A metrics collector of instance counts, for the platform's registry.
+    pub fn collector(&self) -> InstanceMetrics {
+        InstanceMetrics(self.ctx.clone())
+    }
+}
+
+/// `slipway_instances{service,state}`: each service's ready and paused instances, read at
+/// each scrape.
+pub struct InstanceMetrics(Arc<Ctx>);
+
+impl std::fmt::Debug for InstanceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstanceMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for InstanceMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use slipway_router::metrics::Escaped;
+        let counts = self
+            .0
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut names: Vec<_> = counts.keys().collect();
         names.sort();
-        let mut out = String::from("# HELP slipway_instances Instances per service and state.\n# TYPE slipway_instances gauge\n");
+        let mut fam = enc.encode_descriptor(
+            "slipway_instances",
+            "Instances per service and state.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
         for n in names {
             let c = &counts[n];
-            out.push_str(&format!(
-                "slipway_instances{{service=\"{n}\",state=\"ready\"}} {}\n",
-                c.ready
-            ));
-            out.push_str(&format!(
-                "slipway_instances{{service=\"{n}\",state=\"paused\"}} {}\n",
-                c.paused
-            ));
+            for (state, v) in [("ready", c.ready), ("paused", c.paused)] {
+                prometheus_client::metrics::gauge::ConstGauge::new(v as i64).encode(
+                    fam.encode_family(&[("service", Escaped(n)), ("state", Escaped(state))])?,
+                )?;
+            }
         }
-        out
+        Ok(())
     }
 }

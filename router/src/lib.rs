@@ -20,7 +20,7 @@ mod conn;
 pub mod error;
 mod fast;
 pub mod host;
-mod metrics;
+pub mod metrics;
 mod pool;
 mod proxy;
 mod state;
@@ -405,8 +405,9 @@ impl Router {
             .map(|e| e.route.name.clone())
     }
 
-    /// Request metrics in the Prometheus text exposition format (version 0.0.4).
-    pub fn metrics_text(&self) -> String {
+    /// The router's metrics alone in the Prometheus text format (the platform registers
+    /// the router as a collector in its one registry instead).
+    pub fn metrics_text(self: &Arc<Self>) -> String {
         metrics::render(self)
     }
 

@@ -1,150 +1,177 @@
-//! Prometheus text exposition, written by hand.
-//!
-//! The counters already live in atomics in [`crate::state`]; rendering them is a few
-//! `write!`s, which is less code and fewer dependencies than a metrics registry whose
-//! types would then have to mirror the route table. Format: text version 0.0.4, one
-//! `# HELP`/`# TYPE` pair per family, label values escaped.
+//! The router's metrics, read from the atomics in [`crate::state`] at each scrape: the
+//! router is a [`Collector`] in the platform's one `prometheus-client` registry, so the
+//! request path only bumps atomics and nothing mirrors the route table.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::state::LATENCY_BUCKETS;
 use crate::Router;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Escape a label value: backslash, double quote and newline.
-fn esc(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+/// A label value escaped for the text format (backslash, double quote, newline), which
+/// `prometheus-client` writes as given.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, enc: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => enc.write_str("\\\\")?,
+                '"' => enc.write_str("\\\"")?,
+                '\n' => enc.write_str("\\n")?,
+                c => enc.write_char(c)?,
+            }
         }
+        Ok(())
     }
-    out
 }
 
-pub(crate) fn render(router: &Router) -> String {
-    let table = router.table.load_full();
-    let mut o = String::with_capacity(1024 + table.services.len() * 2048);
-    // `write!` to a String cannot fail; the results are ignored on purpose.
-    let _ = writeln!(
-        o,
-        "# HELP slipway_router_requests_total Responses sent, by service and status class."
-    );
-    let _ = writeln!(o, "# TYPE slipway_router_requests_total counter");
-    for e in table.services.values() {
-        let s = esc(&e.route.name);
-        for (i, class) in CLASSES.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "slipway_router_requests_total{{service=\"{s}\",class=\"{class}\"}} {}",
-                e.state.status[i].load(Ordering::Relaxed)
-            );
+impl Collector for Router {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let table = self.table.load_full();
+        let services = || table.services.values();
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_router_requests",
+                "Responses sent, by service and status class.",
+                None,
+                MetricType::Counter,
+            )?;
+            for e in services() {
+                for (i, class) in CLASSES.iter().enumerate() {
+                    let labels = [
+                        ("service", Escaped(&e.route.name)),
+                        ("class", Escaped(class)),
+                    ];
+                    ConstCounter::new(e.state.status[i].load(Ordering::Relaxed))
+                        .encode(fam.encode_family(&labels)?)?;
+                }
+            }
         }
-    }
-    let _ = writeln!(o, "# HELP slipway_router_unrouted_requests_total Requests answered without a service (400 bad host, 404 unknown host).");
-    let _ = writeln!(o, "# TYPE slipway_router_unrouted_requests_total counter");
-    for (i, code) in ["400", "404"].iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "slipway_router_unrouted_requests_total{{code=\"{code}\"}} {}",
-            router.unrouted[i].load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(o, "# HELP slipway_router_request_duration_seconds Time from request arrival to the end of the response body (to the 101 for upgrades).");
-    let _ = writeln!(
-        o,
-        "# TYPE slipway_router_request_duration_seconds histogram"
-    );
-    for e in table.services.values() {
-        let s = esc(&e.route.name);
-        let h = &e.state.latency;
-        let mut cum = 0u64;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += h.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                o,
-                "slipway_router_request_duration_seconds_bucket{{service=\"{s}\",le=\"{le}\"}} {cum}"
-            );
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_router_unrouted_requests",
+                "Requests answered without a service (400 bad host, 404 unknown host).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, code) in ["400", "404"].iter().enumerate() {
+                ConstCounter::new(self.unrouted[i].load(Ordering::Relaxed))
+                    .encode(fam.encode_family(&[("code", Escaped(code))])?)?;
+            }
         }
-        cum += h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            o,
-            "slipway_router_request_duration_seconds_bucket{{service=\"{s}\",le=\"+Inf\"}} {cum}"
-        );
-        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            o,
-            "slipway_router_request_duration_seconds_sum{{service=\"{s}\"}} {sum}"
-        );
-        let _ = writeln!(
-            o,
-            "slipway_router_request_duration_seconds_count{{service=\"{s}\"}} {cum}"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP slipway_router_in_flight Requests being served, by service."
-    );
-    let _ = writeln!(o, "# TYPE slipway_router_in_flight gauge");
-    for e in table.services.values() {
-        let _ = writeln!(
-            o,
-            "slipway_router_in_flight{{service=\"{}\"}} {}",
-            esc(&e.route.name),
-            e.state.in_flight.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP slipway_router_queued Requests waiting for a slot or a cold start, by service."
-    );
-    let _ = writeln!(o, "# TYPE slipway_router_queued gauge");
-    for e in table.services.values() {
-        let _ = writeln!(
-            o,
-            "slipway_router_queued{{service=\"{}\"}} {}",
-            esc(&e.route.name),
-            e.state.queued.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP slipway_router_instance_in_flight Requests being served, by ready instance."
-    );
-    let _ = writeln!(o, "# TYPE slipway_router_instance_in_flight gauge");
-    for e in table.services.values() {
-        let s = esc(&e.route.name);
-        for i in &e.instances {
-            let _ = writeln!(
-                o,
-                "slipway_router_instance_in_flight{{service=\"{s}\",instance=\"{}\"}} {}",
-                esc(&i.id),
-                i.in_flight.load(Ordering::Relaxed)
-            );
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_router_request_duration_seconds",
+                "Time from request arrival to the end of the response body (to the 101 for upgrades).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for e in services() {
+                let h = &e.state.latency;
+                // Per bucket, not cumulative: the encoder sums them.
+                let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, le)| (*le, h.buckets[i].load(Ordering::Relaxed)))
+                    .collect();
+                buckets.push((
+                    f64::MAX,
+                    h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed),
+                ));
+                let count = buckets.iter().map(|(_, n)| n).sum();
+                let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                fam.encode_family(&[("service", Escaped(&e.route.name))])?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
+            }
         }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP slipway_router_instance_requests_total Requests sent, by ready instance."
-    );
-    let _ = writeln!(o, "# TYPE slipway_router_instance_requests_total counter");
-    for e in table.services.values() {
-        let s = esc(&e.route.name);
-        for i in &e.instances {
-            let _ = writeln!(
-                o,
-                "slipway_router_instance_requests_total{{service=\"{s}\",instance=\"{}\"}} {}",
-                esc(&i.id),
-                i.requests_total.load(Ordering::Relaxed)
-            );
+        let gauge = |enc: &mut DescriptorEncoder<'_>,
+                     name: &str,
+                     help: &str,
+                     value: &dyn Fn(&crate::table::ServiceEntry) -> usize|
+         -> Result<(), std::fmt::Error> {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for e in services() {
+                ConstGauge::new(value(e) as i64)
+                    .encode(fam.encode_family(&[("service", Escaped(&e.route.name))])?)?;
+            }
+            Ok(())
+        };
+        gauge(
+            &mut enc,
+            "slipway_router_in_flight",
+            "Requests being served, by service.",
+            &|e| e.state.in_flight.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut enc,
+            "slipway_router_queued",
+            "Requests waiting for a slot or a cold start, by service.",
+            &|e| e.state.queued.load(Ordering::Relaxed),
+        )?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_router_instance_in_flight",
+                "Requests being served, by ready instance.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for e in services() {
+                for i in &e.instances {
+                    let labels = [
+                        ("service", Escaped(&e.route.name)),
+                        ("instance", Escaped(&i.id)),
+                    ];
+                    ConstGauge::new(i.in_flight.load(Ordering::Relaxed) as i64)
+                        .encode(fam.encode_family(&labels)?)?;
+                }
+            }
         }
+        let mut fam = enc.encode_descriptor(
+            "slipway_router_instance_requests",
+            "Requests sent, by ready instance.",
+            None,
+            MetricType::Counter,
+        )?;
+        for e in services() {
+            for i in &e.instances {
+                let labels = [
+                    ("service", Escaped(&e.route.name)),
+                    ("instance", Escaped(&i.id)),
+                ];
+                ConstCounter::new(i.requests_total.load(Ordering::Relaxed))
+                    .encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
-    o
+}
+
+/// The router's metrics alone, as text (the platform exposes them with the others from
+/// one registry).
+pub(crate) fn render(router: &Arc<Router>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(router.clone()));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &registry) {
+        tracing::error!("encoding the router's metrics: {e}");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -154,7 +181,16 @@ mod tests {
 
     #[test]
     fn escapes_label_values() {
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let r = Router::new(RouterConfig::default());
+        r.upsert_service(ServiceRoute::new(
+            "web",
+            vec![InstanceRoute {
+                id: "a\"b\\c\nd".into(),
+                addr: "127.0.0.1:9".parse().unwrap(),
+            }],
+        ));
+        let t = r.metrics_text();
+        assert!(t.contains("instance=\"a\\\"b\\\\c\\nd\"}"), "{t}");
     }
 
     #[test]
@@ -169,9 +205,14 @@ mod tests {
         ));
         let t = r.metrics_text();
         assert!(t.contains("slipway_router_requests_total{service=\"web\",class=\"2xx\"} 0"));
-        assert!(t.contains(
-            "slipway_router_request_duration_seconds_bucket{service=\"web\",le=\"+Inf\"} 0"
-        ));
+        // prometheus-client writes a histogram's `le` before its family's labels; the
+        // label set is the same, and order inside the braces carries no meaning.
+        assert!(
+            t.contains(
+                "slipway_router_request_duration_seconds_bucket{le=\"+Inf\",service=\"web\"} 0"
+            ),
+            "{t}"
+        );
         assert!(t.contains("slipway_router_instance_in_flight{service=\"web\",instance=\"i1\"} 0"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -175,39 +175,74 @@ impl Scaler {
         }
     }
 
-    /// Prometheus lines: desired count, observed concurrency, panic mode.
-    pub fn metrics_text(&self) -> String {
-        let tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<_> = tracks.keys().cloned().collect();
-        names.sort();
-        let mut out = String::new();
-        out.push_str("# HELP slipway_scaler_desired_instances Instances the scaler wants.\n# TYPE slipway_scaler_desired_instances gauge\n");
-        for n in &names {
-            if let Some(d) = &tracks[n].last {
-                out.push_str(&format!(
-                    "slipway_scaler_desired_instances{{service=\"{n}\"}} {}\n",
-                    d.desired
-                ));
+    /// A metrics collector of the scaler's last decisions, for the platform's registry.
+    pub fn collector(self: &Arc<Self>) -> ScalerMetrics {
+        ScalerMetrics(self.clone())
+    }
+}
+
+/// The scaler's last decision per service: desired count, stable-window concurrency and
+/// panic mode, read at each scrape.
+pub struct ScalerMetrics(Arc<Scaler>);
+
+impl std::fmt::Debug for ScalerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScalerMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for ScalerMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let last: Vec<(String, Decision)> = {
+            let tracks = self.0.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<_> = tracks
+                .iter()
+                .filter_map(|(n, t)| Some((n.clone(), t.last.clone()?)))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        // Service names are validated DNS labels: nothing in them needs escaping.
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_scaler_desired_instances",
+                "Instances the scaler wants.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (n, d) in &last {
+                ConstGauge::new(d.desired)
+                    .encode(fam.encode_family(&[("service", n.as_str())])?)?;
             }
         }
-        out.push_str("# HELP slipway_scaler_stable_concurrency Average concurrency over the stable window.\n# TYPE slipway_scaler_stable_concurrency gauge\n");
-        for n in &names {
-            if let Some(d) = &tracks[n].last {
-                out.push_str(&format!(
-                    "slipway_scaler_stable_concurrency{{service=\"{n}\"}} {}\n",
-                    d.stable_concurrency
-                ));
+        {
+            let mut fam = enc.encode_descriptor(
+                "slipway_scaler_stable_concurrency",
+                "Average concurrency over the stable window.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (n, d) in &last {
+                ConstGauge::new(d.stable_concurrency)
+                    .encode(fam.encode_family(&[("service", n.as_str())])?)?;
             }
         }
-        out.push_str("# HELP slipway_scaler_panic Whether the service is in panic mode.\n# TYPE slipway_scaler_panic gauge\n");
-        for n in &names {
-            if let Some(d) = &tracks[n].last {
-                out.push_str(&format!(
-                    "slipway_scaler_panic{{service=\"{n}\"}} {}\n",
-                    d.panicking as u8
-                ));
-            }
+        let mut fam = enc.encode_descriptor(
+            "slipway_scaler_panic",
+            "Whether the service is in panic mode.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (n, d) in &last {
+            ConstGauge::new(d.panicking as i64)
+                .encode(fam.encode_family(&[("service", n.as_str())])?)?;
         }
-        out
+        Ok(())
     }
 }

@@ -226,9 +226,13 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         )
     };
 
-    let metrics: slipway_console::MetricsFn = {
-        let scaler = scaler.clone();
-        Arc::new(move || scaler.metrics_text())
+    // One registry for the whole platform, each part a collector of its own counters.
+    let metrics: slipway_console::Metrics = {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(router.clone()));
+        registry.register_collector(Box::new(deployer.collector()));
+        registry.register_collector(Box::new(scaler.collector()));
+        Arc::new(registry)
     };
     let api = Api {
         platform: slipway_console::Platform {
