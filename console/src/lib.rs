@@ -236,10 +236,11 @@ fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
 }
 
 fn service_url(api: &Api, name: &str) -> String {
+    let host = slipway_core::service_host(name, &api.zone);
     if api.router_port == 80 {
-        format!("http://{name}.{}", api.zone)
+        format!("http://{host}")
     } else {
-        format!("http://{name}.{}:{}", api.zone, api.router_port)
+        format!("http://{host}:{}", api.router_port)
     }
 }
 

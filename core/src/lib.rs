@@ -14,7 +14,7 @@ pub mod size;
 
 pub use deployment::{DeploymentState, TransitionError};
 pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
-pub use name::{NameError, ServiceName};
+pub use name::{service_host, NameError, ServiceName};
 pub use service::{
     HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source, SpecError,
 };

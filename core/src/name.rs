@@ -79,6 +79,12 @@ impl ServiceName {
     }
 }
 
+/// The host a service answers at in the platform zone: `<service>.<zone>`, lowercase,
+/// without the zone's trailing dot. The router, the API and DNS all use this one rule.
+pub fn service_host(service: &str, zone: &str) -> String {
+    format!("{service}.{}", zone.trim_end_matches('.')).to_ascii_lowercase()
+}
+
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -9,7 +9,7 @@
 
 /// The DNS name a service answers at in `zone`.
 pub fn service_fqdn(service: &slipway_core::ServiceName, zone: &str) -> String {
-    format!("{}.{}", service, zone.trim_end_matches('.'))
+    slipway_core::service_host(service.as_str(), zone)
 }
 
 #[cfg(test)]

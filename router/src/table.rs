@@ -86,7 +86,7 @@ impl Table {
             }
         }
         for (name, entry) in &services {
-            let implied = format!("{name}.{zone}");
+            let implied = slipway_core::service_host(name, zone);
             match normalize_host(&implied) {
                 Ok(h) => {
                     hosts.insert(h.into_owned(), Arc::clone(entry));
