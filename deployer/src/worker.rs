@@ -136,14 +136,9 @@ impl Worker {
                 break;
             }
             while self.draining.try_join_next().is_some() {}
-            let row = match self.ctx.store.service(&self.name) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!("store: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            // The store's snapshot as of its last write: no re-read or re-parse per tick.
+            let Some(row) = self.ctx.store.snapshot().service(&self.name).cloned() else {
+                break; // deleted
             };
             let spec = row.spec;
             if !published && row.active_revision.is_some() {
@@ -525,7 +520,7 @@ impl Worker {
             Ok(Some(d)) => d.state == DeploymentState::Superseded,
             Ok(None) => true,
             Err(_) => false,
-        } || matches!(store.service(&name), Ok(None));
+        } || store.snapshot().service(&name).is_none();
         let hc = &spec.health_check;
         let check = slipway_runtime::probe::describe(hc);
         let new = match self.start_many(spec, &rev, n).await {
@@ -630,10 +625,12 @@ impl Worker {
     async fn fail(&self, dep: &DeploymentRow, state: &mut DeploymentState, why: &str) {
         self.step(dep, state, DeploymentState::Failed, why).await;
         self.reset_target(dep.revision).await;
-        let serving = match self.ctx.store.service(&self.name) {
-            Ok(Some(r)) => r.active_revision,
-            _ => None,
-        };
+        let serving = self
+            .ctx
+            .store
+            .snapshot()
+            .service(&self.name)
+            .and_then(|r| r.active_revision);
         let msg = match serving {
             Some(r) => format!("the new instances were removed; revision {r} keeps serving"),
             None => "the new instances were removed; no revision serves yet".into(),

@@ -316,7 +316,9 @@ impl Router {
 
     /// Publish a new snapshot, then mark unlisted instances draining and forget idle ones.
     fn swap(&self, reg: &mut Registry, services: BTreeMap<String, Arc<ServiceEntry>>) {
-        let table = Table::build(services, &self.zone);
+        let mut table = Table::build(services, &self.zone);
+        // Swaps happen under the registry lock: generations never go backwards.
+        table.generation = self.table.load().generation + 1;
         let listed: HashSet<&str> = table
             .services
             .values()
@@ -393,6 +395,12 @@ impl Router {
                 }
             })
             .collect()
+    }
+
+    /// The generation of the route table requests use now: it increases with every
+    /// published change.
+    pub fn generation(&self) -> u64 {
+        self.table.load().generation
     }
 
     /// The service a host routes to now, if any (the same lookup requests use).

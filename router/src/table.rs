@@ -66,6 +66,8 @@ pub(crate) struct Table {
     /// Service name -> service, ordered so that host conflicts resolve the same way every
     /// time.
     pub services: BTreeMap<String, Arc<ServiceEntry>>,
+    /// Increases with every table the router publishes.
+    pub generation: u64,
 }
 
 impl Table {
@@ -96,6 +98,10 @@ impl Table {
                 }
             }
         }
-        Table { hosts, services }
+        Table {
+            hosts,
+            services,
+            generation: 0,
+        }
     }
 }

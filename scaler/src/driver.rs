@@ -57,13 +57,12 @@ impl Scaler {
     /// One decision round; returns the services whose desired count changed.
     pub fn tick(&self, load: &HashMap<String, Load>) -> Vec<String> {
         let now = self.now();
-        let Ok(services) = self.store.services() else {
-            return Vec::new();
-        };
+        // The store's snapshot as of its last write: no re-read or re-parse per tick.
+        let snapshot = self.store.snapshot();
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        tracks.retain(|name, _| services.iter().any(|s| s.spec.name.as_str() == name));
+        tracks.retain(|name, _| snapshot.service(name).is_some());
         let mut changed = Vec::new();
-        for row in services {
+        for row in snapshot.services() {
             if row.active_revision.is_none() {
                 continue;
             }
@@ -120,7 +119,8 @@ impl Scaler {
     /// A request reached a service with no instances: want one now, without waiting for
     /// the next tick. Returns true when the desired count changed.
     pub fn demand(&self, service: &str) -> bool {
-        let Ok(Some(row)) = self.store.service(service) else {
+        let snapshot = self.store.snapshot();
+        let Some(row) = snapshot.service(service) else {
             return false;
         };
         if row.desired_instances >= 1 {

@@ -10,7 +10,7 @@
 //! a mutex that is never held across an await.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -200,6 +200,37 @@ type RawService = (String, i64, Option<i64>, Option<i64>, i64);
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The services as of the last write, for readers that would otherwise re-read and
+    /// re-parse them every tick (the scaler, the workers).
+    snapshot: arc_swap::ArcSwap<Snapshot>,
+    /// Held while a snapshot is read and swapped in, so a slower publisher never swaps an
+    /// older view over a newer one.
+    publishing: Mutex<()>,
+    /// Set when a snapshot could not be read after a write: the next reader retries.
+    stale: std::sync::atomic::AtomicBool,
+    /// The generation of each published snapshot.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// Every service as stored, at one generation: a new snapshot is published after each
+/// write that changes a service's row (spec, target, active revision, desired count).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    services: std::collections::BTreeMap<String, ServiceRow>,
+}
+
+impl Snapshot {
+    /// One service.
+    pub fn service(&self, name: &str) -> Option<&ServiceRow> {
+        self.services.get(name)
+    }
+
+    /// Every service, in name order.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceRow> {
+        self.services.values()
+    }
 }
 
 const SCHEMA: &str = r#"
@@ -276,18 +307,136 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         // Later schema changes go here as `if version < N { ALTER ...; }` steps.
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Store {
+        Store::with(conn)
+    }
+
+    fn with(conn: Connection) -> Result<Store> {
+        let store = Store {
             conn: Mutex::new(conn),
-        })
+            snapshot: arc_swap::ArcSwap::from_pointee(Snapshot::default()),
+            publishing: Mutex::new(()),
+            stale: std::sync::atomic::AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// The services as of the last write.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        if self.stale.load(std::sync::atomic::Ordering::Acquire) {
+            self.publish();
+        }
+        self.snapshot.load_full()
+    }
+
+    /// The generation of each snapshot published from now on.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Reads every service and swaps the new snapshot in.
+    fn reload(&self) -> Result<()> {
+        let _turn = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let services = self
+            .services()?
+            .into_iter()
+            .map(|r| (r.spec.name.to_string(), r))
+            .collect();
+        let generation = self.snapshot.load().generation + 1;
+        self.snapshot.store(Arc::new(Snapshot {
+            generation,
+            services,
+        }));
+        self.stale
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.changes.send_replace(generation);
+        Ok(())
+    }
+
+    /// Passes a write's result on, publishing a snapshot when it succeeded.
+    fn published<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_ok() {
+            self.publish();
+        }
+        r
+    }
+
+    /// Creates a service; refuses a duplicate name.
+    pub fn create_service(&self, spec: &ServiceSpec) -> Result<()> {
+        let r = self.create_service_row(spec);
+        self.published(r)
+    }
+
+    /// Replaces a service's spec.
+    pub fn update_spec(&self, spec: &ServiceSpec) -> Result<bool> {
+        let r = self.update_spec_row(spec);
+        self.published(r)
+    }
+
+    /// Deletes a service and everything recorded about it.
+    pub fn delete_service(&self, name: &str) -> Result<bool> {
+        let r = self.delete_service_row(name);
+        self.published(r)
+    }
+
+    /// Records that traffic now goes to `revision`.
+    pub fn set_active_revision(&self, service: &str, revision: i64) -> Result<()> {
+        let r = self.set_active_revision_row(service, revision);
+        self.published(r)
+    }
+
+    /// Points the target back at the active revision (after a failed deployment).
+    pub fn reset_target(&self, service: &str, failed_revision: i64) -> Result<()> {
+        let r = self.reset_target_row(service, failed_revision);
+        self.published(r)
+    }
+
+    /// Records the scaler's wish.
+    pub fn set_desired_instances(&self, service: &str, n: i64) -> Result<()> {
+        let r = self.set_desired_instances_row(service, n);
+        self.published(r)
+    }
+
+    /// Records a new revision (numbered after the last) and makes it the target, with a
+    /// pending deployment, in one transaction. Returns (revision, deployment id).
+    pub fn new_revision(
+        &self,
+        service: &str,
+        image: &str,
+        tag_for: impl FnOnce(i64) -> String,
+        commit: Option<&str>,
+        kind: DeploymentKind,
+    ) -> Result<(RevisionRow, i64)> {
+        let r = self.new_revision_row(service, image, tag_for, commit, kind);
+        self.published(r)
+    }
+
+    /// Starts a deployment of an existing revision (rollback, restart recovery).
+    pub fn deploy_revision(
+        &self,
+        service: &str,
+        revision: i64,
+        kind: DeploymentKind,
+    ) -> Result<i64> {
+        let r = self.deploy_revision_row(service, revision, kind);
+        self.published(r)
+    }
+
+    /// Publishes a snapshot after a write; a failed read is logged and retried by the
+    /// next reader.
+    fn publish(&self) {
+        if let Err(e) = self.reload() {
+            self.stale.store(true, std::sync::atomic::Ordering::Release);
+            tracing::error!("store: reading the services for a new snapshot: {e}");
+        }
     }
 
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-        })
+        Store::with(conn)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -311,8 +460,7 @@ impl Store {
         Ok(v)
     }
 
-    /// Creates a service; refuses a duplicate name.
-    pub fn create_service(&self, spec: &ServiceSpec) -> Result<()> {
+    fn create_service_row(&self, spec: &ServiceSpec) -> Result<()> {
         let db = self.db();
         let json = serde_json::to_string(spec)?;
         let desired = spec.scaling.min_size.max(1) as i64;
@@ -369,8 +517,7 @@ impl Store {
         rows.into_iter().map(Self::service_from).collect()
     }
 
-    /// Replaces a service's spec.
-    pub fn update_spec(&self, spec: &ServiceSpec) -> Result<bool> {
+    fn update_spec_row(&self, spec: &ServiceSpec) -> Result<bool> {
         let json = serde_json::to_string(spec)?;
         let n = self.db().execute(
             "UPDATE services SET spec = ?2 WHERE name = ?1",
@@ -379,8 +526,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Deletes a service and everything recorded about it.
-    pub fn delete_service(&self, name: &str) -> Result<bool> {
+    fn delete_service_row(&self, name: &str) -> Result<bool> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx.execute("DELETE FROM services WHERE name = ?1", [name])?;
@@ -391,9 +537,7 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Records a new revision (numbered after the last) and makes it the target, with a
-    /// pending deployment, in one transaction. Returns (revision, deployment id).
-    pub fn new_revision(
+    fn new_revision_row(
         &self,
         service: &str,
         image: &str,
@@ -483,8 +627,7 @@ impl Store {
         Ok(id)
     }
 
-    /// Starts a deployment of an existing revision (rollback, restart recovery).
-    pub fn deploy_revision(
+    fn deploy_revision_row(
         &self,
         service: &str,
         revision: i64,
@@ -625,8 +768,7 @@ impl Store {
             .find(|d| !d.state.is_terminal() && d.state != DeploymentState::Failed))
     }
 
-    /// Records that traffic now goes to `revision`.
-    pub fn set_active_revision(&self, service: &str, revision: i64) -> Result<()> {
+    fn set_active_revision_row(&self, service: &str, revision: i64) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         tx.execute(
@@ -641,8 +783,7 @@ impl Store {
         Ok(())
     }
 
-    /// Points the target back at the active revision (after a failed deployment).
-    pub fn reset_target(&self, service: &str, failed_revision: i64) -> Result<()> {
+    fn reset_target_row(&self, service: &str, failed_revision: i64) -> Result<()> {
         self.db().execute(
             "UPDATE services SET target_revision = active_revision WHERE name = ?1 AND target_revision = ?2",
             params![service, failed_revision],
@@ -650,8 +791,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records the scaler's wish.
-    pub fn set_desired_instances(&self, service: &str, n: i64) -> Result<()> {
+    fn set_desired_instances_row(&self, service: &str, n: i64) -> Result<()> {
         self.db().execute(
             "UPDATE services SET desired_instances = ?2 WHERE name = ?1",
             params![service, n],
@@ -945,6 +1085,52 @@ mod tests {
         for next in DeploymentState::ALL {
             assert!(s.set_deployment_state(d, next, "").is_err(), "{next}");
         }
+    }
+
+    #[test]
+    fn every_service_write_publishes_a_new_snapshot() {
+        let s = Store::memory().unwrap();
+        let mut changes = s.changes();
+        let g0 = s.snapshot().generation;
+        assert!(s.snapshot().service("web").is_none());
+        s.create_service(&spec("web")).unwrap();
+        let snap = s.snapshot();
+        assert!(snap.generation > g0);
+        assert_eq!(snap.service("web").unwrap().desired_instances, 1);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), snap.generation);
+        s.set_desired_instances("web", 3).unwrap();
+        assert_eq!(s.snapshot().service("web").unwrap().desired_instances, 3);
+        let (rev, _) = s
+            .new_revision(
+                "web",
+                "sha256:a",
+                |n| format!("t{n}"),
+                None,
+                DeploymentKind::Image,
+            )
+            .unwrap();
+        assert_eq!(
+            s.snapshot().service("web").unwrap().target_revision,
+            Some(rev.number)
+        );
+        s.set_active_revision("web", rev.number).unwrap();
+        assert_eq!(
+            s.snapshot().service("web").unwrap().active_revision,
+            Some(rev.number)
+        );
+        let before = s.snapshot().generation;
+        // Writes that change no service row publish nothing.
+        s.event("web", EventKind::Service, "hello").unwrap();
+        assert_eq!(s.snapshot().generation, before);
+        assert!(s.delete_service("web").unwrap());
+        assert!(s.snapshot().service("web").is_none());
+        assert!(s.snapshot().generation > before);
+        // A refused write publishes nothing either.
+        let before = s.snapshot().generation;
+        assert!(s.create_service(&spec("web")).is_ok());
+        assert!(s.create_service(&spec("web")).is_err());
+        assert_eq!(s.snapshot().generation, before + 1);
     }
 
     #[test]
