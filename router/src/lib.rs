@@ -16,6 +16,8 @@
 //! requests, `proxy` the hyper request path for everything else, [`error`] what the client
 //! is told when it goes wrong.
 
+mod admission;
+mod buffer;
 mod conn;
 pub mod error;
 mod fast;
@@ -421,7 +423,7 @@ impl Router {
 
     fn unrouted_response(&self, e: &ProxyError) -> Response<RouterBody> {
         let resp = proxy::error_response(e);
-        proxy::record_unrouted(self, resp.status());
+        admission::record_unrouted(self, resp.status());
         resp
     }
 

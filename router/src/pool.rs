@@ -33,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
-use crate::fast::Buf;
+use crate::buffer::Buf;
 
 /// Most idle HTTP/1.1 connections kept per instance.
 const MAX_IDLE: usize = 256;

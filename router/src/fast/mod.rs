@@ -32,6 +32,12 @@
 //! `proxy_next_upstream error` default; the hyper path does the same for bodiless
 //! requests, `Pool::send_h1`).
 
+
+mod chunked;
+mod handoff;
+mod request;
+mod response;
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -47,11 +53,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
 use crate::host::normalize_host;
+use crate::buffer::{Buf, SHRINK_ABOVE};
 use crate::pool::RawConn;
-use crate::proxy::{self, Field};
+use crate::admission::{self, Field};
 use crate::state::{InFlightGuard, InstanceState};
 use crate::table::ServiceEntry;
 use crate::Router;
+
+use chunked::*;
+pub(crate) use handoff::Prefixed;
+use request::*;
+use response::*;
 
 /// Most header fields in a request or response head (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -64,13 +76,6 @@ const MAX_INFORMATIONAL: usize = 8;
 const MAX_TRAILER: usize = 64 * 1024;
 /// Chunk extensions on one chunk-size line, at most.
 const MAX_CHUNK_EXT: usize = 4 * 1024;
-/// First size of a connection's buffer; it grows to what the heads and bodies need.
-const BUF_START: usize = 8 * 1024;
-/// Read at least this much room at a time.
-const READ_ROOM: usize = 4 * 1024;
-/// A buffer grown past this by a large head or body goes back to [`BUF_START`] once
-/// empty, so an idle connection holds little.
-const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// How the fast path left a client connection.
 pub(crate) enum End {
@@ -80,93 +85,6 @@ pub(crate) enum End {
     /// The hyper path serves the rest of the connection, starting with these bytes, which
     /// were read from the client and not consumed.
     HandOff(Vec<u8>),
-}
-
-/// A byte buffer holding `data[start..end]`, filled by reads into its spare room. All of
-/// it is initialised (reads go through `ReadBuf::new`, no unsafe code), so it grows by
-/// zero-filling, which happens only when a head or body outgrows it.
-pub(crate) struct Buf {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Buf {
-    pub fn new() -> Buf {
-        Buf {
-            data: vec![0; BUF_START],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
-    }
-
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n.min(self.len());
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            self.shrink();
-        }
-    }
-
-    /// Back to the starting size if empty and grown large.
-    fn shrink(&mut self) {
-        if self.is_empty() && self.data.len() > SHRINK_ABOVE {
-            self.data = vec![0; BUF_START];
-        }
-    }
-
-    fn take_vec(&mut self) -> Vec<u8> {
-        let v = self.filled().to_vec();
-        self.consume(v.len());
-        v
-    }
-
-    /// Room for at least `min` more bytes: compact first, grow only if still short.
-    fn room(&mut self, min: usize) -> &mut [u8] {
-        if self.data.len() - self.end < min {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.data.len() - self.end < min {
-                let size = (self.end + min).max(self.data.len() * 2);
-                self.data.resize(size, 0);
-            }
-        }
-        &mut self.data[self.end..]
-    }
-
-    /// Read once from `io` into the spare room. `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut rb = ReadBuf::new(self.room(READ_ROOM));
-        match Pin::new(io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                self.end += n;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    async fn fill(&mut self, io: &mut TcpStream) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(io, cx)).await
-    }
 }
 
 /// One timer per client connection, moved lazily.
@@ -239,41 +157,6 @@ struct Forward {
     idempotent: bool,
 }
 
-/// What the client's buffer holds.
-enum Prepared {
-    /// Not a whole request yet.
-    Partial,
-    /// Not for the fast path: the hyper path serves it.
-    HandOff,
-    /// The head is larger than the limit: 431, and the connection closes.
-    TooLarge,
-    /// Answered by the router: a host nobody serves.
-    Unrouted {
-        consumed: usize,
-        close: bool,
-        head: bool,
-    },
-    Forward(Forward),
-}
-
-/// How the instance frames its response body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the instance closes the connection.
-    Close,
-}
-
-/// The instance's response head, turned into the client's.
-struct ResponseHead {
-    status: u16,
-    framing: Framing,
-    /// The instance connection may carry another request afterwards.
-    reusable: bool,
-}
-
 /// Serve a client connection's plain HTTP/1.1 requests until it ends or a request needs
 /// the hyper path.
 pub(crate) async fn serve(
@@ -341,7 +224,7 @@ pub(crate) async fn serve(
             Prepared::HandOff => return End::HandOff(buf.take_vec()),
             Prepared::TooLarge => {
                 let e = ProxyError::HeadTooLarge;
-                proxy::record_unrouted(router, e.status());
+                admission::record_unrouted(router, e.status());
                 local_response(&mut out, &e, true, false);
                 if write_local(client, &out, &mut timer, head_timeout).await {
                     linger(client).await;
@@ -355,7 +238,7 @@ pub(crate) async fn serve(
             } => {
                 buf.consume(consumed);
                 let e = ProxyError::UnknownHost;
-                proxy::record_unrouted(router, e.status());
+                admission::record_unrouted(router, e.status());
                 let close = close || shutdown.is_cancelled();
                 local_response(&mut out, &e, close, head);
                 if !write_local(client, &out, &mut timer, head_timeout).await || close {
@@ -503,7 +386,7 @@ async fn exchange(
         head,
         limit: router.config.header_read_timeout,
     };
-    let admitted = match client.unless_gone(proxy::admit(router, entry)).await {
+    let admitted = match client.unless_gone(admission::admit(router, entry)).await {
         None => return After::Drop,
         Some(a) => a,
     };
@@ -921,547 +804,6 @@ impl Body<'_> {
             Some(Ok(())) => Streamed::Clean,
             Some(Err(_)) | None => Streamed::ClientGone,
         }
-    }
-}
-
-/// Whether a request target holds only bytes that every parser reads the same way
-/// (RFC 3986's unreserved, sub-delims, `:@/?%`). Anything else (a fragment, quotes,
-/// braces, non-ASCII) goes to the hyper path, which accepts or refuses it as before.
-fn plain_target(path: &str) -> bool {
-    path.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// Split a comma-separated header value into trimmed, non-empty tokens.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-}
-
-/// Parse the request at the front of `buf` and, if the fast path takes it, write what the
-/// instance gets into `out`.
-fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec<u8>) -> Prepared {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= router.config.head_limit() => n,
-        Ok(httparse::Status::Partial) if buf.len() <= router.config.head_limit() => {
-            return Prepared::Partial
-        }
-        Ok(_) => return Prepared::TooLarge,
-        Err(_) => return Prepared::HandOff,
-    };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return Prepared::HandOff;
-    };
-    if !path.starts_with('/') || !plain_target(path) || method == "CONNECT" {
-        return Prepared::HandOff;
-    }
-    // One pass over the fields: they are checked and the instance's head is written at
-    // once (`out` is discarded if the request goes elsewhere).
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut host: Option<&[u8]> = None;
-    let mut length: Option<u64> = None;
-    let mut close = false;
-    // A field with `_` in its name is dropped unless the service allows them; then the
-    // hyper path, which reads the service first, forwards it.
-    let mut underscored = false;
-    for f in req.headers.iter() {
-        if f.name.as_bytes().contains(&b'_') {
-            underscored = true;
-            continue;
-        }
-        match Field::of(f.name) {
-            Field::Host => {
-                if host.replace(f.value).is_some() {
-                    return Prepared::HandOff;
-                }
-            }
-            Field::ContentLength => match (length, parse_length(f.value)) {
-                (None, Some(n)) => length = Some(n),
-                _ => return Prepared::HandOff,
-            },
-            Field::Connection => {
-                for t in tokens(f.value) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                        return Prepared::HandOff;
-                    }
-                }
-                continue;
-            }
-            Field::Te
-            | Field::Upgrade
-            | Field::Trailer
-            | Field::Expect
-            | Field::TransferEncoding => return Prepared::HandOff,
-            // Hop-by-hop, or forwarding information the router replaces.
-            Field::KeepAlive
-            | Field::ProxyConnection
-            | Field::ProxyAuthenticate
-            | Field::ProxyAuthorization
-            | Field::Forwarded
-            | Field::XForwardedFor
-            | Field::XForwardedHost
-            | Field::XForwardedProto => continue,
-            Field::Other => {}
-        }
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    let body = usize::try_from(length.unwrap_or(0)).unwrap_or(usize::MAX);
-    if body > MAX_INLINE_BODY {
-        return Prepared::HandOff;
-    }
-    let Some(host) = host else {
-        return Prepared::HandOff;
-    };
-    let Ok(host_text) = std::str::from_utf8(host) else {
-        return Prepared::HandOff;
-    };
-    let Ok(name) = normalize_host(host_text) else {
-        return Prepared::HandOff;
-    };
-    let consumed = head_len + body;
-    if buf.len() < consumed {
-        // The body is still coming: hyper streams it, with no header-read deadline on it.
-        return Prepared::HandOff;
-    }
-    let table = router.table.load();
-    let Some(entry) = table.hosts.get(name.as_ref()) else {
-        return Prepared::Unrouted {
-            consumed,
-            close,
-            head: method == "HEAD",
-        };
-    };
-    if entry.route.http2 || (underscored && entry.route.underscores_in_headers) {
-        return Prepared::HandOff;
-    }
-    let entry = Arc::clone(entry);
-    out.extend_from_slice(b"x-forwarded-for: ");
-    out.extend_from_slice(peer_ip);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: ");
-    out.extend_from_slice(host);
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&buf[head_len..consumed]);
-    Prepared::Forward(Forward {
-        entry,
-        consumed,
-        close,
-        head: method == "HEAD",
-        idempotent: crate::pool::is_idempotent(method),
-    })
-}
-
-/// What the front of an instance connection's buffer holds.
-enum Parsed {
-    Partial,
-    /// A 1xx other than 101, this long: skipped (never forwarded, as hyper's client does).
-    Informational(usize),
-    /// 101 to a request that asked for no upgrade.
-    SwitchingProtocols,
-    Invalid(&'static str),
-    Complete(usize, ResponseHead),
-}
-
-/// Parse the response head at the front of `buf` and write the client's version of it
-/// into `out`: hop-by-hop fields and whatever the instance's `Connection` names removed,
-/// framing fields set by what the router will send.
-fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid("too many header fields"),
-        Err(_) => return Parsed::Invalid("malformed head"),
-    };
-    let (Some(code), Some(version)) = (resp.code, resp.version) else {
-        return Parsed::Invalid("malformed status line");
-    };
-    if code < 100 {
-        return Parsed::Invalid("status code below 100");
-    }
-    if code == 101 {
-        return Parsed::SwitchingProtocols;
-    }
-    if (100..200).contains(&code) {
-        return Parsed::Informational(head_len);
-    }
-    let mut reusable = version == 1;
-    let mut length: Option<u64> = None;
-    let mut chunked: Option<bool> = None;
-    let mut named = false;
-    for f in resp.headers.iter() {
-        match Field::of(f.name) {
-            Field::Connection => {
-                for t in tokens(f.value) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        reusable = false;
-                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                        named = true;
-                    }
-                }
-            }
-            Field::ContentLength => match (length, parse_length(f.value)) {
-                (_, None) => return Parsed::Invalid("invalid Content-Length"),
-                (Some(a), Some(b)) if a != b => {
-                    return Parsed::Invalid("conflicting Content-Length values")
-                }
-                (_, n) => length = n,
-            },
-            Field::TransferEncoding => {
-                // The last coding decides: chunked last frames the body, anything else
-                // leaves it delimited by the close (RFC 9112 §6.3).
-                if let Some(last) = tokens(f.value).last() {
-                    chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-                }
-            }
-            _ => {}
-        }
-    }
-    if chunked.is_some() && version == 0 {
-        return Parsed::Invalid("Transfer-Encoding in an HTTP/1.0 response");
-    }
-    if chunked.is_some() && length.is_some() {
-        // A length beside Transfer-Encoding is a lie or an attack: it is dropped and the
-        // connection's framing no longer trusted, body or not.
-        reusable = false;
-    }
-    let bodiless = head || code == 204 || code == 304;
-    let framing = if bodiless {
-        Framing::None
-    } else if let Some(chunked) = chunked {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        }
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::Close
-    };
-    if framing == Framing::Close {
-        reusable = false;
-    }
-    // Fields the instance's Connection header names are its hop-by-hop fields too.
-    let connection_named: Vec<&[u8]> = if named {
-        resp.headers
-            .iter()
-            .filter(|f| Field::of(f.name) == Field::Connection)
-            .flat_map(|f| tokens(f.value))
-            .collect()
-    } else {
-        Vec::new()
-    };
-
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[
-        b'0' + (code / 100 % 10) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for f in resp.headers.iter() {
-        // Framing fields are never copied: the router writes its own below, from the
-        // framing it will use (so `Connection` naming them cannot unframe a response).
-        let field = Field::of(f.name);
-        if field.is_hop_by_hop()
-            || field == Field::ContentLength
-            || connection_named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()))
-        {
-            continue;
-        }
-        out.extend_from_slice(f.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    match (framing, length) {
-        (Framing::Length(n), _) => content_length(out, n),
-        // A bodiless answer to HEAD, or a 304, tells the length a GET would have had
-        // (RFC 9110 §8.6); a 204 has none.
-        (Framing::None, Some(n)) if chunked.is_none() && code != 204 => content_length(out, n),
-        (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if client_close || framing == Framing::Close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Parsed::Complete(
-        head_len,
-        ResponseHead {
-            status: code,
-            framing,
-            reusable,
-        },
-    )
-}
-
-fn content_length(out: &mut Vec<u8>, n: u64) {
-    use std::io::Write as _;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "content-length: {n}\r\n");
-}
-
-/// The router's own answer, as HTTP/1.1 bytes: the same as `proxy::error_response`. A
-/// response to `HEAD` has the length but not the body.
-fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool, head: bool) {
-    use std::io::Write as _;
-    out.clear();
-    let status = e.status();
-    let body = e.body();
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    if let Some(secs) = e.retry_after() {
-        let _ = write!(out, "retry-after: {secs}\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head {
-        out.extend_from_slice(body.as_bytes());
-    }
-}
-
-/// Where a chunked body's parser is.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    SizeWs,
-    Ext,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerLineStart,
-    TrailerLine,
-    TrailerLf,
-    EndLf,
-    Done,
-}
-
-/// Finds where a chunked body ends (RFC 9112 §7.1) without changing it, so it can be
-/// passed through as it is: chunk sizes in hex, optional extensions, CRLF after each
-/// size line and each chunk, a zero chunk, optional trailer fields, a final CRLF. Sizes,
-/// extensions and trailers are bounded.
-#[derive(Debug, Default)]
-struct Chunks {
-    state: ChunkState,
-    /// Bytes of chunk data left, or the size being read.
-    size: u64,
-    digits: u8,
-    /// Extension or trailer bytes seen, for the bounds.
-    extra: usize,
-}
-
-impl Chunks {
-    fn done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Move to `next` if the byte is the one the framing requires here.
-    fn expect(&mut self, b: u8, want: u8, next: ChunkState) -> Result<(), ()> {
-        if b != want {
-            return Err(());
-        }
-        self.state = next;
-        Ok(())
-    }
-
-    /// Consume as much of `input` as belongs to the body; how much that was, or `Err` if
-    /// the framing is broken.
-    fn feed(&mut self, input: &[u8]) -> Result<usize, ()> {
-        let mut i = 0;
-        // Bounded by the input: every turn consumes at least one byte or returns.
-        while i < input.len() {
-            let b = input[i];
-            match self.state {
-                ChunkState::Done => return Ok(i),
-                ChunkState::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        if self.digits >= 15 {
-                            return Err(());
-                        }
-                        let d = (b as char).to_digit(16).ok_or(())?;
-                        self.size = self.size * 16 + u64::from(d);
-                        self.digits += 1;
-                    }
-                    b';' if self.digits > 0 => {
-                        self.state = ChunkState::Ext;
-                        self.extra = 0;
-                    }
-                    b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::SizeWs,
-                    b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
-                    _ => return Err(()),
-                },
-                // Whitespace after the size may only lead to an extension or the line end.
-                ChunkState::SizeWs => match b {
-                    b' ' | b'\t' => {}
-                    b';' => {
-                        self.state = ChunkState::Ext;
-                        self.extra = 0;
-                    }
-                    b'\r' => self.state = ChunkState::SizeLf,
-                    _ => return Err(()),
-                },
-                ChunkState::Ext => match b {
-                    b'\r' => self.state = ChunkState::SizeLf,
-                    // No control bytes but tab in an extension.
-                    0..=8 | 10..=31 | 127 => return Err(()),
-                    _ => {
-                        self.extra += 1;
-                        if self.extra > MAX_CHUNK_EXT {
-                            return Err(());
-                        }
-                    }
-                },
-                ChunkState::SizeLf => {
-                    self.expect(b, b'\n', ChunkState::Data)?;
-                    self.digits = 0;
-                    if self.size == 0 {
-                        self.state = ChunkState::TrailerLineStart;
-                        self.extra = 0;
-                    }
-                }
-                ChunkState::Data => {
-                    let avail = (input.len() - i) as u64;
-                    let n = self.size.min(avail);
-                    self.size -= n;
-                    i += n as usize;
-                    if self.size == 0 {
-                        self.state = ChunkState::DataCr;
-                    }
-                    continue;
-                }
-                ChunkState::DataCr => self.expect(b, b'\r', ChunkState::DataLf)?,
-                ChunkState::DataLf => self.expect(b, b'\n', ChunkState::Size)?,
-                ChunkState::TrailerLineStart => match b {
-                    b'\r' => self.state = ChunkState::EndLf,
-                    b'\n' => return Err(()),
-                    _ => {
-                        self.state = ChunkState::TrailerLine;
-                        self.extra += 1;
-                    }
-                },
-                ChunkState::TrailerLine => match b {
-                    b'\r' => self.state = ChunkState::TrailerLf,
-                    0..=8 | 10..=31 | 127 => return Err(()),
-                    _ => {
-                        self.extra += 1;
-                        if self.extra > MAX_TRAILER {
-                            return Err(());
-                        }
-                    }
-                },
-                ChunkState::TrailerLf => self.expect(b, b'\n', ChunkState::TrailerLineStart)?,
-                ChunkState::EndLf => {
-                    self.expect(b, b'\n', ChunkState::Done)?;
-                    return Ok(i + 1);
-                }
-            }
-            i += 1;
-        }
-        Ok(i)
-    }
-}
-
-/// A client connection handed to the hyper path: the bytes the fast path read and did not
-/// consume come first, then the socket.
-pub(crate) struct Prefixed {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
-}
-
-impl Prefixed {
-    pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Prefixed {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
