@@ -147,8 +147,12 @@ pub async fn http_backend(project_root: &Path, repo_name: &str, req: GitRequest)
     let body = req.body;
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {
-            let _ = stdin.write_all(&body).await;
-            let _ = stdin.shutdown().await;
+            // git stops reading when it refuses a request; its answer says why.
+            if let Err(e) = stdin.write_all(&body).await {
+                tracing::debug!("git http-backend took {} bytes less: {e}", body.len());
+            } else if let Err(e) = stdin.shutdown().await {
+                tracing::debug!("closing git http-backend's input: {e}");
+            }
         }
         drop(stdin);
     };

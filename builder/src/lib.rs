@@ -594,7 +594,9 @@ pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, String> {
                 .to_string();
             if path == ".dockerignore" {
                 let mut s = String::new();
-                let _ = entry.read_to_string(&mut s);
+                entry
+                    .read_to_string(&mut s)
+                    .map_err(|e| format!("cannot read .dockerignore: {e}"))?;
                 ignore = dockerignore::DockerIgnore::parse(&s);
             }
             if path == "Dockerfile" {

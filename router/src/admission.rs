@@ -140,4 +140,3 @@ pub(crate) fn record_unrouted(router: &Router, status: StatusCode) {
     let idx = usize::from(status == StatusCode::NOT_FOUND);
     router.unrouted[idx].fetch_add(1, Ordering::Relaxed);
 }
-

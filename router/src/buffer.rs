@@ -85,7 +85,11 @@ impl Buf {
     }
 
     /// Read once from `io` into the spare room. `Ok(0)` is end of stream.
-    pub fn poll_fill(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub fn poll_fill(
+        &mut self,
+        io: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
         let mut rb = ReadBuf::new(self.room(READ_ROOM));
         match Pin::new(io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
@@ -102,4 +106,3 @@ impl Buf {
         std::future::poll_fn(|cx| self.poll_fill(io, cx)).await
     }
 }
-

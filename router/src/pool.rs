@@ -32,8 +32,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::error::ProxyError;
 use crate::buffer::Buf;
+use crate::error::ProxyError;
 
 /// Most idle HTTP/1.1 connections kept per instance.
 const MAX_IDLE: usize = 256;

@@ -25,11 +25,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::admission::{admit, Field};
 use crate::conn::{Active, ConnClock};
 use crate::error::ProxyError;
 use crate::host::normalize_host;
 use crate::pool::{H1Conn, Outgoing};
-use crate::admission::{admit, Field};
 use crate::state::InFlightGuard;
 use crate::table::ServiceEntry;
 use crate::Router;

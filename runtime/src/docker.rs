@@ -118,7 +118,9 @@ impl DockerRuntime {
         }
         for (extra, _) in &nets[1..] {
             // In use by another platform's containers: it stays, unused by new ones.
-            let _ = self.docker.remove_network(extra).await;
+            if let Err(e) = self.docker.remove_network(extra).await {
+                tracing::debug!(network = %extra, "a duplicate {NETWORK} network stays (in use): {e}");
+            }
         }
         Ok(keep)
     }
@@ -480,7 +482,15 @@ impl Runtime for DockerRuntime {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(3), collect).await;
+        if tokio::time::timeout(Duration::from_secs(3), collect)
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                container = container_id,
+                "the log tail took over 3 s; using what came"
+            );
+        }
         output::tail_text(&raw)
     }
 

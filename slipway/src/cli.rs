@@ -576,9 +576,14 @@ async fn login(conn: &Conn) -> Result<()> {
     let helper = format!("!{helper}");
     // Idempotent: the URL's helpers are replaced. An empty helper first resets any helper
     // list git inherited (a global `credential.helper`) for this URL.
-    let _ = std::process::Command::new("git")
+    // Exit code 5 means there was nothing to unset.
+    let unset = std::process::Command::new("git")
         .args(["config", "--global", "--unset-all", &key])
-        .status();
+        .status()
+        .context("cannot run git")?;
+    if !unset.success() && unset.code() != Some(5) {
+        bail!("git config --global --unset-all {key} failed ({unset})");
+    }
     git_config(&["--add", &key, ""])?;
     git_config(&["--add", &key, &helper])?;
     git_config(&[&format!("credential.{}.username", api.base), "slipway"])?;

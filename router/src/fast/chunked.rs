@@ -144,4 +144,3 @@ impl Chunks {
         Ok(i)
     }
 }
-

@@ -70,4 +70,3 @@ impl tokio::io::AsyncWrite for Prefixed {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
-

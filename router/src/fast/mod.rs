@@ -32,7 +32,6 @@
 //! `proxy_next_upstream error` default; the hyper path does the same for bodiless
 //! requests, `Pool::send_h1`).
 
-
 mod chunked;
 mod handoff;
 mod request;
@@ -51,11 +50,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{self, Field};
+use crate::buffer::{Buf, SHRINK_ABOVE};
 use crate::error::ProxyError;
 use crate::host::normalize_host;
-use crate::buffer::{Buf, SHRINK_ABOVE};
 use crate::pool::RawConn;
-use crate::admission::{self, Field};
 use crate::state::{InFlightGuard, InstanceState};
 use crate::table::ServiceEntry;
 use crate::Router;

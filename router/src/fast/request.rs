@@ -164,4 +164,3 @@ pub(super) fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec
         idempotent: crate::pool::is_idempotent(method),
     })
 }
-

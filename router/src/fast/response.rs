@@ -35,7 +35,12 @@ pub(super) enum Parsed {
 /// Parse the response head at the front of `buf` and write the client's version of it
 /// into `out`: hop-by-hop fields and whatever the instance's `Connection` names removed,
 /// framing fields set by what the router will send.
-pub(super) fn parse_response(buf: &[u8], head: bool, client_close: bool, out: &mut Vec<u8>) -> Parsed {
+pub(super) fn parse_response(
+    buf: &[u8],
+    head: bool,
+    client_close: bool,
+    out: &mut Vec<u8>,
+) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     let head_len = match resp.parse(buf) {
@@ -204,4 +209,3 @@ pub(super) fn local_response(out: &mut Vec<u8>, e: &ProxyError, close: bool, hea
         out.extend_from_slice(body.as_bytes());
     }
 }
-
