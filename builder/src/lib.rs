@@ -593,11 +593,12 @@ pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, String> {
                 .to_string_lossy()
                 .to_string();
             if path == ".dockerignore" {
-                let mut s = String::new();
+                // Bytes, read as UTF-8 where they are (patterns are paths).
+                let mut raw = Vec::new();
                 entry
-                    .read_to_string(&mut s)
-                    .map_err(|e| format!("cannot read .dockerignore: {e}"))?;
-                ignore = dockerignore::DockerIgnore::parse(&s);
+                    .read_to_end(&mut raw)
+                    .map_err(|e| format!("cannot read .dockerignore from the pushed tree: {e}"))?;
+                ignore = dockerignore::DockerIgnore::parse(&String::from_utf8_lossy(&raw));
             }
             if path == "Dockerfile" {
                 has_dockerfile = true;
