@@ -58,8 +58,8 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// The tree is not buildable (no Dockerfile, a broken archive).
-    #[error("{0}")]
-    Context(String),
+    #[error(transparent)]
+    Context(#[from] ContextError),
     /// The engine's build failed (its message is the build's own).
     #[error(transparent)]
     Engine(#[from] slipway_runtime::RuntimeError),
@@ -499,9 +499,7 @@ impl Builder {
                 commit: commit.to_string(),
                 source,
             })?;
-        let context = tokio::task::spawn_blocking(move || build_context(&tree))
-            .await?
-            .map_err(BuildError::Context)?;
+        let context = tokio::task::spawn_blocking(move || build_context(&tree)).await??;
         let store = self.store.clone();
         let mut pending = String::new();
         let result = self
@@ -578,26 +576,31 @@ impl Builder {
     }
 }
 
+/// Why a pushed tree cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The tree's archive could not be read or written again.
+    #[error("the pushed tree could not be read as an archive: {0}")]
+    Archive(#[from] std::io::Error),
+    /// There is nothing to build.
+    #[error("no Dockerfile at the root of the pushed tree: add one (apprunner.yaml builds come in a later release)")]
+    NoDockerfile,
+}
+
 /// Filters a `git archive` tar through the tree's `.dockerignore` and checks that a
 /// Dockerfile is there. `.git` is never in the context.
-pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, String> {
+pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, ContextError> {
     let mut ignore = dockerignore::DockerIgnore::default();
     let mut has_dockerfile = false;
     {
         let mut ar = tar::Archive::new(tree);
-        for entry in ar.entries().map_err(|e| format!("bad archive: {e}"))? {
-            let mut entry = entry.map_err(|e| format!("bad archive: {e}"))?;
-            let path = entry
-                .path()
-                .map_err(|e| e.to_string())?
-                .to_string_lossy()
-                .to_string();
+        for entry in ar.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.to_string_lossy().to_string();
             if path == ".dockerignore" {
                 // Bytes, read as UTF-8 where they are (patterns are paths).
                 let mut raw = Vec::new();
-                entry
-                    .read_to_end(&mut raw)
-                    .map_err(|e| format!("cannot read .dockerignore from the pushed tree: {e}"))?;
+                entry.read_to_end(&mut raw)?;
                 ignore = dockerignore::DockerIgnore::parse(&String::from_utf8_lossy(&raw));
             }
             if path == "Dockerfile" {
@@ -606,21 +609,17 @@ pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, String> {
         }
     }
     if !has_dockerfile {
-        return Err("no Dockerfile at the root of the pushed tree: add one (apprunner.yaml builds come in a later release)".into());
+        return Err(ContextError::NoDockerfile);
     }
     let mut out = tar::Builder::new(Vec::new());
     let mut ar = tar::Archive::new(tree);
-    for entry in ar.entries().map_err(|e| format!("bad archive: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("bad archive: {e}"))?;
+    for entry in ar.entries()? {
+        let mut entry = entry?;
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
             continue; // pax headers and the like
         }
-        let path = entry
-            .path()
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .to_string();
+        let path = entry.path()?.to_string_lossy().to_string();
         let rel = path.trim_end_matches('/');
         if rel.is_empty()
             || rel == ".git"
@@ -631,11 +630,10 @@ pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, String> {
         }
         let mut header = entry.header().clone();
         let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
-        out.append_data(&mut header, &path, data.as_slice())
-            .map_err(|e| e.to_string())?;
+        entry.read_to_end(&mut data)?;
+        out.append_data(&mut header, &path, data.as_slice())?;
     }
-    out.into_inner().map_err(|e| e.to_string())
+    Ok(out.into_inner()?)
 }
 
 #[cfg(test)]
@@ -682,6 +680,6 @@ mod tests {
     #[test]
     fn missing_dockerfile_is_explained() {
         let err = build_context(&tar_of(&[("index.html", "hi")])).unwrap_err();
-        assert!(err.contains("no Dockerfile"), "{err}");
+        assert!(err.to_string().contains("no Dockerfile"), "{err}");
     }
 }

@@ -74,7 +74,9 @@ impl From<PlatformError> for ApiError {
             }
             PlatformError::NoService(_) | PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
             PlatformError::Exists(_) | PlatformError::Conflict(_) => StatusCode::CONFLICT,
-            PlatformError::Store(_) | PlatformError::Engine(_) => return ApiError::internal(e),
+            PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Repository(_) => {
+                return ApiError::internal(e)
+            }
         };
         ApiError(status, e.to_string())
     }

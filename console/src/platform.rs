@@ -13,7 +13,8 @@ use slipway_deployer::{Deployer, InstanceCounts};
 use slipway_store::{DeploymentRow, RevisionRow, ServiceRow, Store, StoreError};
 
 /// Why an operation was refused or failed. Each variant says what the caller must change;
-/// only [`PlatformError::Store`] and [`PlatformError::Engine`] are the platform's fault.
+/// only [`PlatformError::Store`], [`PlatformError::Runtime`] and
+/// [`PlatformError::Repository`] are the platform's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     /// A service name that is not a valid name.
@@ -41,9 +42,12 @@ pub enum PlatformError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
-    /// The engine or a repository failed.
-    #[error("{0}")]
-    Engine(String),
+    /// The engine failed.
+    #[error(transparent)]
+    Runtime(#[from] slipway_runtime::RuntimeError),
+    /// The service's git repository could not be made.
+    #[error("cannot create the repository: {0}")]
+    Repository(#[source] std::io::Error),
 }
 
 impl From<StoreError> for PlatformError {
@@ -62,7 +66,7 @@ impl From<SourceError> for PlatformError {
             SourceError::NoSuchImage(_) => PlatformError::Unusable(e.to_string()),
             SourceError::WrongSource(m) => PlatformError::Conflict(m),
             SourceError::Store(e) => e.into(),
-            SourceError::Runtime(e) => PlatformError::Engine(e.to_string()),
+            SourceError::Runtime(e) => PlatformError::Runtime(e),
         }
     }
 }
@@ -124,7 +128,7 @@ impl Platform {
             self.builder
                 .prepare(&spec)
                 .await
-                .map_err(|e| PlatformError::Engine(format!("cannot create the repository: {e}")))?;
+                .map_err(PlatformError::Repository)?;
             if let Source::Image { .. } = spec.source {
                 self.builder.deploy_image(&spec).await?;
             }

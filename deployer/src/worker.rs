@@ -179,11 +179,17 @@ impl Worker {
             let all: Vec<_> = self.instances.drain(..).collect();
             self.remove_all(&all).await;
             // Containers of a deployment in flight were not in `instances`: sweep by label.
-            if let Ok(list) = self.ctx.runtime.list().await {
-                for o in list.into_iter().filter(|o| o.service == self.name) {
-                    if let Err(e) = self.ctx.runtime.remove(&o.container_id).await {
-                        tracing::warn!(container = %o.container_id, "removing a deleted service's container: {e}");
+            match self.ctx.runtime.list().await {
+                Ok(list) => {
+                    for o in list.into_iter().filter(|o| o.service == self.name) {
+                        if let Err(e) = self.ctx.runtime.remove(&o.container_id).await {
+                            tracing::warn!(container = %o.container_id, "removing a deleted service's container: {e}");
+                        }
                     }
+                }
+                // The next start removes what no service runs.
+                Err(e) => {
+                    tracing::warn!(service = %self.name, "listing a deleted service's containers: {e}; the next start removes any left")
                 }
             }
         }
@@ -481,7 +487,13 @@ impl Worker {
         let mut state = dep.state;
         let rev = match store.revision(&self.name, dep.revision) {
             Ok(Some(r)) => r,
-            _ => {
+            Err(e) => {
+                // Not a verdict on the deployment: the loop tries again.
+                tracing::error!(service = %self.name, "store: reading revision {}: {e}", dep.revision);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            Ok(None) => {
                 let why = format!(
                     "revision {} no longer exists (its image was pruned)",
                     dep.revision
@@ -519,7 +531,11 @@ impl Worker {
         let superseded = move || match store.deployment(dep_id) {
             Ok(Some(d)) => d.state == DeploymentState::Superseded,
             Ok(None) => true,
-            Err(_) => false,
+            Err(e) => {
+                // Asked again at the next check.
+                tracing::warn!("store: is deployment {dep_id} superseded: {e}");
+                false
+            }
         } || store.snapshot().service(&name).is_none();
         let hc = &spec.health_check;
         let check = slipway_runtime::probe::describe(hc);
@@ -657,8 +673,13 @@ impl Worker {
     /// targets) and of any newer one; removes the rest: older served revisions, and
     /// revisions older than the active one that never served (failed deployments).
     async fn prune(&self, spec: &ServiceSpec, active: i64) {
-        let Ok(revs) = self.ctx.store.revisions(&self.name) else {
-            return;
+        let revs = match self.ctx.store.revisions(&self.name) {
+            Ok(revs) => revs,
+            Err(e) => {
+                // Pruning waits for the next deployment.
+                tracing::warn!(service = %self.name, "store: listing revisions to prune: {e}");
+                return;
+            }
         };
         let keep = spec.keep_revisions as usize;
         let kept: Vec<&RevisionRow> = revs
@@ -829,8 +850,17 @@ impl Worker {
                 self.retry_at = Some(self.next_start);
                 return;
             }
-            let Ok(Some(rev)) = self.ctx.store.revision(&self.name, active) else {
-                return;
+            let rev = match self.ctx.store.revision(&self.name, active) {
+                Ok(Some(rev)) => rev,
+                Ok(None) => {
+                    tracing::error!(service = %self.name, "the active revision {active} is not in the store");
+                    return;
+                }
+                Err(e) => {
+                    // The next tick tries again.
+                    tracing::warn!(service = %self.name, "store: reading revision {active}: {e}");
+                    return;
+                }
             };
             let never = || false;
             let quiet = |_: &str| {};

@@ -369,13 +369,19 @@ async fn rollback_redeploys_a_kept_revision() {
     assert_eq!(rig.active("web"), Some(r1));
     assert!(rig.instance_ids(r2).is_empty());
     assert_eq!(rig.routed("web"), rig.instance_ids(r1));
-    let builds = rig
+    // The rollback ran revision 1's own image again: two creations of revision 1, one
+    // image.
+    let images: Vec<String> = rig
         .rt
         .calls()
-        .iter()
-        .filter(|(_, c)| matches!(c, Call::Build(_)))
-        .count();
-    assert_eq!(builds, 0, "a rollback reuses the image");
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Call::Create { image, revision } if revision == r1 => Some(image),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert_eq!(images[0], images[1], "a rollback reuses the image");
 }
 
 /// Walks a deployment through the state machine to `to`, as a worker would have before
@@ -384,6 +390,16 @@ fn leave_in(store: &Store, dep: i64, to: DeploymentState) {
     use DeploymentState::*;
     let path = [Starting, HealthChecking, SwitchingTraffic, Draining];
     if to == Pending {
+        return;
+    }
+    if to == Failed {
+        // Cut short between failing and rolling back.
+        store
+            .set_deployment_state(dep, Starting, "before the crash")
+            .unwrap();
+        store
+            .set_deployment_state(dep, Failed, "before the crash")
+            .unwrap();
         return;
     }
     for s in path {
@@ -414,12 +430,16 @@ fn cfg_for(rig: &Rig, service: &str, revision: i64, instance: &str) -> InstanceC
 #[tokio::test(start_paused = true)]
 async fn restart_recovery_in_every_open_state() {
     use DeploymentState::*;
-    for state in [
-        Pending,
-        Starting,
-        HealthChecking,
-        SwitchingTraffic,
-        Draining,
+    // Each open state, and whether traffic had switched (the active revision is written
+    // during switching_traffic, so both sides of that write are cases).
+    for (state, swapped) in [
+        (Pending, false),
+        (Starting, false),
+        (HealthChecking, false),
+        (SwitchingTraffic, false),
+        (SwitchingTraffic, true),
+        (Draining, true),
+        (Failed, false),
     ] {
         // A platform that served revision 1 and died while deploying revision 2.
         let store = Arc::new(Store::memory().unwrap());
@@ -433,12 +453,11 @@ async fn restart_recovery_in_every_open_state() {
         let blue = rt.leave_running(cfg_for(&first, "web", r1, "blue"), true);
         let (r2, d2) = first.revision("web", Script::healthy());
         leave_in(&store, d2, state);
-        let swapped = matches!(state, SwitchingTraffic | Draining);
         if swapped {
             store.set_active_revision("web", r2).unwrap();
         }
-        let green =
-            (state != Pending).then(|| rt.leave_running(cfg_for(&first, "web", r2, "green"), true));
+        let green = (state != Pending && state != Failed)
+            .then(|| rt.leave_running(cfg_for(&first, "web", r2, "green"), true));
         let dead = rt.leave_running(cfg_for(&first, "web", r1, "dead"), false);
 
         let rig = Rig::on(store.clone(), rt.clone());
@@ -471,6 +490,11 @@ async fn restart_recovery_in_every_open_state() {
                 "{state}: {}",
                 rig.reason(d2)
             );
+            assert_eq!(
+                rig.active("web"),
+                Some(r1),
+                "{state}: the old revision serves"
+            );
             if let Some(g) = &green {
                 assert!(!live.contains(g), "{state}: the half-started instance goes");
             }
@@ -501,14 +525,20 @@ async fn scale_to_zero_and_wake_in_both_idle_modes() {
         rig.deployer.wake("web");
         rig.until("no instance takes traffic", || rig.routed("web").is_empty())
             .await;
-        let paused = rig.rt.containers().iter().filter(|c| c.paused).count();
         if mode == "pause" {
             rig.until("paused", || rig.rt.containers().iter().any(|c| c.paused))
                 .await;
+            // Frozen, not removed: the same container is still there.
+            let kept: Vec<String> = rig
+                .rt
+                .containers()
+                .into_iter()
+                .map(|c| c.config.instance)
+                .collect();
+            assert_eq!(kept, first, "pause mode keeps the container");
         } else {
             rig.until("removed", || rig.rt.containers().is_empty())
                 .await;
-            assert_eq!(paused, 0);
         }
         // A request arrives: the scaler wants one, and the deployer wakes it.
         rig.store.set_desired_instances("web", 1).unwrap();

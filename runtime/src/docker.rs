@@ -27,7 +27,7 @@ fn engine(e: bollard::errors::Error) -> RuntimeError {
         bollard::errors::Error::DockerResponseServerError { message, .. } => {
             RuntimeError::Engine(message)
         }
-        other => RuntimeError::Engine(other.to_string()),
+        other => RuntimeError::Client(other),
     }
 }
 

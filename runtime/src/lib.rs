@@ -88,6 +88,9 @@ pub enum RuntimeError {
     /// The engine refused the request (bad image, no such container, ...).
     #[error("{0}")]
     Engine(String),
+    /// Talking to the engine failed (the connection, a malformed answer).
+    #[error("Docker engine: {0}")]
+    Client(#[source] bollard::errors::Error),
 }
 
 /// What to run for one instance.

@@ -325,9 +325,36 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether task `t` ended within `deadline`.
-async fn within<T>(deadline: Duration, t: tokio::task::JoinHandle<T>) -> bool {
-    tokio::time::timeout(deadline, t).await.is_ok()
+/// Whether task `t` ended within `deadline`; how it ended is logged if badly.
+async fn within<T: Ended>(deadline: Duration, t: tokio::task::JoinHandle<T>) -> bool {
+    match tokio::time::timeout(deadline, t).await {
+        Ok(Ok(v)) => {
+            v.report();
+            true
+        }
+        Ok(Err(e)) => {
+            eprintln!("slipway: a task ended badly at shutdown: {e}");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// How a task's result is reported at shutdown.
+trait Ended {
+    fn report(self);
+}
+
+impl Ended for () {
+    fn report(self) {}
+}
+
+impl Ended for std::io::Result<()> {
+    fn report(self) {
+        if let Err(e) = self {
+            eprintln!("slipway: a listener ended with an error at shutdown: {e}");
+        }
+    }
 }
 
 async fn sigterm() {
