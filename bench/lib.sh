@@ -53,7 +53,7 @@ free_port() {
 
 build_slipway() {
     if [[ -n "${SLIPWAY_BIN:-}" ]]; then
-        BIN="$SLIPWAY_BIN"
+        BIN="$(realpath "$SLIPWAY_BIN")"
     else
         (cd "$ROOT" && cargo build --release -p slipway >&2)
         # A private copy: a concurrent rebuild must not swap the binary under a running bench.

@@ -8,7 +8,16 @@
 # Environment:
 #   SLIPWAY_DOCKERD_LOG      dockerd log file      (default /var/log/dockerd.log)
 #   SLIPWAY_DOCKERD_WAIT     seconds to wait       (default 60)
-#   SLIPWAY_DOCKERD_ARGS     extra dockerd flags   (default none)
+#   SLIPWAY_DOCKERD_ARGS     dockerd flags         (default --userland-proxy=false)
+#   SLIPWAY_DOCKERD_NICE     dockerd's nice value  (default 10)
+#
+# Why these defaults (docs/BENCHMARKS.md, "Latency during swaps"):
+# - --userland-proxy=false: ports published on 127.0.0.1 reach the container by the
+#   kernel's NAT instead of a docker-proxy process per port, a user-space copy on every
+#   request and a process started with every container.
+# - nice 10: the engine (dockerd, containerd, runc) yields the CPU to serving while it
+#   creates, starts, stops and removes containers. Containers are not slowed by it: each
+#   runs in its own cpu cgroup, which competes by its shares, not by this nice value.
 set -euo pipefail
 
 log() { printf '[install-engine] %s\n' "$*"; }
@@ -89,7 +98,8 @@ else
     log "starting dockerd in the background (log: $DOCKERD_LOG)"
     # setsid + nohup: dockerd outlives this script and its process group.
     # shellcheck disable=SC2086
-    $SUDO setsid nohup dockerd ${SLIPWAY_DOCKERD_ARGS:-} >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    $SUDO setsid nohup nice -n "${SLIPWAY_DOCKERD_NICE:-10}" \
+        dockerd ${SLIPWAY_DOCKERD_ARGS---userland-proxy=false} >>"$DOCKERD_LOG" 2>&1 </dev/null &
     started_pid=$!
     disown "$started_pid" 2>/dev/null || true
 fi
