@@ -35,9 +35,11 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
         .await
         .map_err(|e| format!("{}: connect failed: {e}", describe(hc)))?;
     if hc.protocol == HealthProtocol::Tcp {
-        // Docker's userland proxy accepts on the published port even when nothing listens
+        // With Docker's userland proxy (an engine started without
+        // `--userland-proxy=false`), the published port accepts even when nothing listens
         // inside the container, then closes at once (well under a millisecond here): make
         // sure the connection stays up a little. 15 ms is the price of every TCP check.
+        // Without the proxy, such a connect is refused outright.
         let mut b = [0u8; 1];
         return match tokio::time::timeout(Duration::from_millis(15), s.read(&mut b)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Err(
