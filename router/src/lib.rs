@@ -194,6 +194,11 @@ struct Registry {
 /// The router. Cheap to share: hand out the `Arc` from [`Router::new`].
 pub struct Router {
     config: RouterConfig,
+    /// Instance-connection drivers: stopped once serving ends.
+    background: state::Background,
+    /// WebSocket and other upgrade tunnels: load like requests, waited for at shutdown
+    /// within the drain deadline.
+    tunnels: TaskTracker,
     zone: String,
     table: ArcSwap<Table>,
     registry: Mutex<Registry>,
@@ -219,6 +224,8 @@ impl Router {
             .unwrap_or_else(|_| config.zone.to_ascii_lowercase());
         Arc::new(Router {
             config,
+            background: state::Background::default(),
+            tunnels: TaskTracker::new(),
             zone,
             table: ArcSwap::from_pointee(Table::default()),
             registry: Mutex::new(Registry::default()),
@@ -281,6 +288,7 @@ impl Router {
                         ir.id.clone(),
                         route.name.clone(),
                         ir.addr,
+                        self.background.clone(),
                     ));
                     reg.instances.insert(ir.id.clone(), Arc::clone(&i));
                     i
@@ -487,11 +495,20 @@ impl Router {
         }
         drop(listener);
         conns.close();
-        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, conns.wait())
+        self.tunnels.close();
+        let drained = async {
+            conns.wait().await;
+            self.tunnels.wait().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, drained)
             .await
             .is_err()
         {
             tracing::warn!("connections still open after the shutdown drain deadline");
+        }
+        // Nothing is left to use the instance connections.
+        if !self.background.stop(Duration::from_secs(1)).await {
+            tracing::warn!("instance connections still closing after 1 s");
         }
         Ok(())
     }

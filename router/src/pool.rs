@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 
 use crate::buffer::Buf;
 use crate::error::ProxyError;
+use crate::state::Background;
 
 /// Most idle HTTP/1.1 connections kept per instance.
 const MAX_IDLE: usize = 256;
@@ -48,6 +49,8 @@ type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 /// An HTTP/1.1 connection handed out for one request; give it back with [`Pool::put`].
 pub(crate) struct H1Conn {
     tx: http1::SendRequest<Outgoing>,
+    /// Where the driver goes when the connection is detached.
+    background: Background,
     /// `None` once the connection has finished (closed, failed or upgraded).
     driver: Option<Driver>,
 }
@@ -78,7 +81,7 @@ impl H1Conn {
     /// socket only once hyper's connection future has run to the end.
     pub fn detach(mut self) {
         if let Some(d) = self.driver.take() {
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 if let Err(e) = d.await {
                     tracing::debug!(error = %e, "instance connection ended with an error");
                 }
@@ -175,15 +178,17 @@ pub(crate) struct RawConn {
 
 pub(crate) struct Pool {
     addr: SocketAddr,
+    background: Background,
     idle: Mutex<Vec<(H1Conn, Instant)>>,
     raw: Mutex<Vec<(RawConn, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, background: Background) -> Self {
         Pool {
             addr,
+            background,
             idle: Mutex::new(Vec::new()),
             raw: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
@@ -361,6 +366,7 @@ impl Pool {
             .map_err(ProxyError::Upstream)?;
         Ok(H1Conn {
             tx,
+            background: self.background.clone(),
             driver: Some(Box::pin(conn.with_upgrades())),
         })
     }
@@ -373,7 +379,7 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(ProxyError::Upstream)?;
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "h2c instance connection ended with an error");
             }

@@ -436,7 +436,7 @@ async fn proxy(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return tunnel_response(&entry, resp, client_upgrade, conn, guard, start);
+        return tunnel_response(router, &entry, resp, client_upgrade, conn, guard, start);
     }
 
     let mut reusable = true;
@@ -472,6 +472,7 @@ async fn proxy(
 /// The instance agreed to switch protocols: answer 101 and splice the two upgraded
 /// connections once hyper hands them over.
 fn tunnel_response(
+    router: &Router,
     entry: &ServiceEntry,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -500,7 +501,7 @@ fn tunnel_response(
     parts.version = Version::HTTP_11;
     guard.service.latency.observe(start.elapsed());
     let idle = entry.route.idle_timeout;
-    tokio::spawn(async move {
+    router.tunnels.spawn(async move {
         // The slot stays taken for the life of the tunnel: a WebSocket is load, and
         // draining must wait for it.
         let _guard = guard;

@@ -100,8 +100,39 @@ pub(crate) struct InstanceState {
     pub pool: Pool,
 }
 
+/// The router's tasks that belong to an instance connection rather than to a client's:
+/// the drivers of pooled h2c connections and of upgraded HTTP/1.1 ones. Each is tracked,
+/// and all of them stop when the router has finished serving.
+#[derive(Clone, Default)]
+pub(crate) struct Background {
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Background {
+    /// Runs `task` until it ends or the router stops.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits (at most `deadline`) for them to go.
+    pub async fn stop(&self, deadline: std::time::Duration) -> bool {
+        self.stop.cancel();
+        self.tasks.close();
+        tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
 impl InstanceState {
-    pub fn new(id: String, service: String, addr: SocketAddr) -> Self {
+    pub fn new(id: String, service: String, addr: SocketAddr, background: Background) -> Self {
         InstanceState {
             id,
             service,
@@ -110,7 +141,7 @@ impl InstanceState {
             requests_total: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             drained: Notify::new(),
-            pool: Pool::new(addr),
+            pool: Pool::new(addr, background),
         }
     }
 
@@ -190,6 +221,7 @@ mod tests {
             "i".into(),
             "s".into(),
             "127.0.0.1:1".parse().unwrap(),
+            Background::default(),
         ));
         let a = inst.try_take(&svc, 2).unwrap();
         let b = inst.try_take(&svc, 2).unwrap();

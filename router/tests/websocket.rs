@@ -64,3 +64,39 @@ async fn websocket_echoes_a_thousand_messages() {
     let router = t.router.clone();
     assert!(wait_for(Duration::from_secs(5), || router.stats()[0].in_flight == 0).await);
 }
+
+/// A tunnel is load: at shutdown the router waits for it (within its drain deadline) as it
+/// waits for requests in flight, and ends once it closes.
+#[tokio::test]
+async fn shutdown_waits_for_an_open_websocket() {
+    let b = ws_echo_backend().await;
+    let mut t = start_router(RouterConfig::default()).await;
+    t.router
+        .upsert_service(route("chat", vec![instance("a", b)]));
+    let stream = TcpStream::connect(t.addr).await.unwrap();
+    let req = "ws://chat.slipway.localhost/socket"
+        .into_client_request()
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    t.shutdown.cancel();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut t.task)
+            .await
+            .is_err(),
+        "the router stopped serving with a tunnel open"
+    );
+    // The tunnel still carries messages while the router drains.
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("during"));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let ended = tokio::time::timeout(Duration::from_secs(10), &mut t.task).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the router ends once the tunnel closes: {ended:?}"
+    );
+}
