@@ -84,21 +84,33 @@ async fn run_git(dir: &Path, args: &[&str]) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// The commit `branch` points at, if any.
-pub async fn branch_commit(repo: &Path, branch: &str) -> Option<String> {
-    let out = run_git(
-        repo,
-        &[
+/// The commit `branch` points at, or None when there is no such branch yet; an error
+/// when git itself fails (the repository is unreadable, git cannot run).
+pub async fn branch_commit(repo: &Path, branch: &str) -> std::io::Result<Option<String>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
             "rev-parse",
             "--verify",
             "--quiet",
             &format!("refs/heads/{branch}^{{commit}}"),
-        ],
-    )
-    .await
-    .ok()?;
-    let s = String::from_utf8_lossy(&out).trim().to_string();
-    (s.len() == 40 || s.len() == 64).then_some(s)
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    // `--verify --quiet` says "no such ref" by exiting 1 and printing nothing.
+    if out.status.code() == Some(1) && out.stdout.is_empty() {
+        return Ok(None);
+    }
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "git rev-parse of branch {branch}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((s.len() == 40 || s.len() == 64).then_some(s))
 }
 
 /// The tree of `commit` as a tar archive (no `.git`).
@@ -231,5 +243,48 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"body\r\n\r\nmore");
         assert!(parse_cgi(b"garbage").is_none());
+    }
+
+    #[tokio::test]
+    async fn branch_heads_none_or_an_error() {
+        let dir = std::env::temp_dir().join(format!("slipway-git-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let repo = dir.join("web.git");
+        ensure_repo(&repo, "main").await.unwrap();
+        // A new repository has no branch yet: no commit, not an error.
+        assert_eq!(branch_commit(&repo, "main").await.unwrap(), None);
+        // A directory that is no repository is git failing: an error, not "no commit".
+        let plain = dir.join("plain");
+        std::fs::create_dir_all(&plain).unwrap();
+        let e = branch_commit(&plain, "main").await.unwrap_err();
+        assert!(e.to_string().contains("git rev-parse"), "{e}");
+        // A commit on the branch is found.
+        let work = dir.join("work");
+        let git = |args: &[&str], cwd: &Path| {
+            let ok = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args)
+                .current_dir(cwd)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        std::fs::create_dir_all(&work).unwrap();
+        git(&["init", "-q"], &work);
+        std::fs::write(work.join("f"), "x").unwrap();
+        git(&["add", "f"], &work);
+        git(&["commit", "-qm", "one"], &work);
+        git(&["push", "-q", repo.to_str().unwrap(), "HEAD:main"], &work);
+        let head = branch_commit(&repo, "main").await.unwrap().unwrap();
+        assert_eq!(head.len(), 40);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -44,6 +44,9 @@ pub enum SourceError {
     /// The engine failed.
     #[error(transparent)]
     Runtime(#[from] slipway_runtime::RuntimeError),
+    /// git failed on the service's repository.
+    #[error("git: {0}")]
+    Git(#[from] std::io::Error),
 }
 
 /// Why a build failed: what its log and the activity log say.
@@ -169,13 +172,17 @@ impl Builder {
         }
         let is_push = req.method == "POST" && req.path == "/git-receive-pack";
         let before = if is_push {
-            git::branch_commit(&repo, branch).await
+            // Unknown on error: the push is then built whatever it moved (never missed).
+            git::branch_commit(&repo, branch).await.unwrap_or_else(|e| {
+                tracing::warn!(service, "reading the branch before a push: {e}");
+                None
+            })
         } else {
             None
         };
         let resp = git::http_backend(&self.repos, &format!("{service}.git"), req).await;
         if is_push {
-            let after = git::branch_commit(&repo, branch).await;
+            let after = self.branch_after_push(service, &repo, branch).await;
             if let Some(commit) = after.filter(|a| Some(a) != before.as_ref()) {
                 let short = short_id(&commit);
                 // Recorded before git's answer goes back: a push git accepted is never
@@ -191,6 +198,35 @@ impl Builder {
             }
         }
         resp
+    }
+
+    /// The branch head after a push, read up to three times (100 ms apart) if git fails;
+    /// a push whose head cannot be read at all is said in the activity log, and the next
+    /// start builds it (`resume` builds a head that has no build).
+    async fn branch_after_push(
+        &self,
+        service: &str,
+        repo: &std::path::Path,
+        branch: &str,
+    ) -> Option<String> {
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            match git::branch_commit(repo, branch).await {
+                Ok(head) => return head,
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(e) = last {
+            self.log(
+                service,
+                EventKind::Build,
+                &format!("a push to {branch} was accepted but its commit could not be read ({e}); the next start of the platform builds it"),
+            );
+        }
+        None
     }
 
     fn log(&self, service: &str, kind: EventKind, msg: &str) {
@@ -288,7 +324,7 @@ impl Builder {
             };
             let service = row.spec.name.as_str();
             let repo = git::repo_dir(&self.repos, service);
-            let Some(head) = git::branch_commit(&repo, branch).await else {
+            let Some(head) = git::branch_commit(&repo, branch).await? else {
                 continue;
             };
             if !self.store.has_build_of(service, &head)? {
@@ -320,7 +356,7 @@ impl Builder {
             )));
         };
         let repo = git::repo_dir(&self.repos, service);
-        let head = git::branch_commit(&repo, branch).await.ok_or_else(|| {
+        let head = git::branch_commit(&repo, branch).await?.ok_or_else(|| {
             SourceError::WrongSource(format!(
                 "nothing was pushed to branch {branch} of service {service} yet: push first"
             ))

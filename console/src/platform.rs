@@ -45,8 +45,8 @@ pub enum PlatformError {
     /// The engine failed.
     #[error(transparent)]
     Runtime(#[from] slipway_runtime::RuntimeError),
-    /// The service's git repository could not be made.
-    #[error("cannot create the repository: {0}")]
+    /// The service's git repository could not be made or read.
+    #[error("the service's git repository: {0}")]
     Repository(#[source] std::io::Error),
 }
 
@@ -67,6 +67,7 @@ impl From<SourceError> for PlatformError {
             SourceError::WrongSource(m) => PlatformError::Conflict(m),
             SourceError::Store(e) => e.into(),
             SourceError::Runtime(e) => PlatformError::Runtime(e),
+            SourceError::Git(e) => PlatformError::Repository(e),
         }
     }
 }
