@@ -494,6 +494,52 @@ impl Runtime for DockerRuntime {
         output::tail_text(&raw)
     }
 
+    /// The stream reads the engine's `/events` with a `since` of the moment of the call,
+    /// so nothing between this call and the first read is missed.
+    async fn events(&self) -> Result<crate::EventStream, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert("type", vec!["container".to_string()]);
+        filters.insert(
+            "label",
+            vec![format!("{}={}", labels::PLATFORM, self.platform)],
+        );
+        filters.insert("event", vec!["start".to_string(), "die".to_string()]);
+        // From now, even though the request goes out only when the stream is first read.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let stream = self
+            .docker
+            .events(Some(opts))
+            .filter_map(|item| async move {
+                let msg = match item {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(engine(e))),
+                };
+                let actor = msg.actor?;
+                let attrs = actor.attributes.unwrap_or_default();
+                let action = match msg.action.as_deref()? {
+                    "start" => crate::EventAction::Start,
+                    "die" => crate::EventAction::Die {
+                        exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+                    },
+                    _ => return None,
+                };
+                Some(Ok(crate::ContainerEvent {
+                    container_id: actor.id?,
+                    service: attrs.get(labels::SERVICE).cloned().unwrap_or_default(),
+                    instance: attrs.get(labels::INSTANCE).cloned().unwrap_or_default(),
+                    action,
+                }))
+            });
+        Ok(Box::pin(stream))
+    }
+
     async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
         crate::probe::tcp_probe(addr, check).await
     }

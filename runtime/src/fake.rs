@@ -15,7 +15,10 @@ use std::time::Duration;
 use slipway_core::HealthCheck;
 use tokio::time::Instant;
 
-use crate::{ExitInfo, InstanceConfig, Observed, Runtime, RuntimeError};
+use crate::{
+    ContainerEvent, EventAction, EventStream, ExitInfo, InstanceConfig, Observed, Runtime,
+    RuntimeError,
+};
 
 /// How a health check of a fake container goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,8 +174,10 @@ pub enum Call {
     RemoveImage(String),
 }
 
-#[derive(Default)]
 struct State {
+    /// Starts and deaths, for [`Runtime::events`] (a death by `dies_after` is not sent:
+    /// it is noticed only when asked).
+    events: tokio::sync::broadcast::Sender<ContainerEvent>,
     next: u64,
     /// Image reference (tag or id) to image id.
     refs: BTreeMap<String, String>,
@@ -202,8 +207,26 @@ impl FakeRuntime {
     pub fn new(platform: &str) -> Self {
         FakeRuntime {
             platform: platform.into(),
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                events: tokio::sync::broadcast::channel(1024).0,
+                next: 0,
+                refs: BTreeMap::new(),
+                scripts: BTreeMap::new(),
+                builds: Vec::new(),
+                containers: BTreeMap::new(),
+                calls: Vec::new(),
+            })),
         }
+    }
+
+    fn emit(s: &State, c: &FakeContainer, action: EventAction) {
+        // No subscriber is not an error.
+        let _unheard = s.events.send(ContainerEvent {
+            container_id: c.id.clone(),
+            service: c.config.service.clone(),
+            instance: c.config.instance.clone(),
+            action,
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -255,8 +278,20 @@ impl FakeRuntime {
 
     /// Makes a running container exit with `code` now.
     pub fn kill(&self, container_id: &str, code: i64) {
-        if let Some(c) = self.lock().containers.get_mut(container_id) {
-            c.exited.get_or_insert(code);
+        let mut s = self.lock();
+        let Some(c) = s.containers.get_mut(container_id) else {
+            return;
+        };
+        if c.exited.is_none() {
+            c.exited = Some(code);
+            let c = c.clone();
+            Self::emit(
+                &s,
+                &c,
+                EventAction::Die {
+                    exit_code: Some(code),
+                },
+            );
         }
     }
 
@@ -405,20 +440,36 @@ impl Runtime for FakeRuntime {
             return Err(RuntimeError::Engine(e));
         }
         c.started = Some(Instant::now());
-        if let Some(code) = c.script.exit_at_start {
+        let exit = c.script.exit_at_start;
+        if let Some(code) = exit {
             c.exited = Some(code);
+        } else {
+            c.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        let (c, addr) = (c.clone(), c.addr);
+        Self::emit(&s, &c, EventAction::Start);
+        if let Some(code) = exit {
+            Self::emit(
+                &s,
+                &c,
+                EventAction::Die {
+                    exit_code: Some(code),
+                },
+            );
             return Ok(None);
         }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        c.addr = Some(addr);
-        Ok(Some(addr))
+        Ok(addr)
     }
 
     async fn stop(&self, container_id: &str, grace_s: i32) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         Self::record(&mut s, Call::Stop(container_id.into(), grace_s));
         if let Some(c) = s.containers.get_mut(container_id) {
-            c.exited.get_or_insert(0);
+            if c.exited.is_none() && c.started.is_some() {
+                c.exited = Some(0);
+                let c = c.clone();
+                Self::emit(&s, &c, EventAction::Die { exit_code: Some(0) });
+            }
         }
         Ok(())
     }
@@ -495,6 +546,21 @@ impl Runtime for FakeRuntime {
         all[from..].iter().map(|l| format!("{l}\n")).collect()
     }
 
+    async fn events(&self) -> Result<EventStream, RuntimeError> {
+        let rx = self.lock().events.subscribe();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((Ok(e), rx)),
+                    // A slow reader skips what it missed, as a reconnecting one would.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
     async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
         let now = Instant::now();
         let what = crate::probe::describe(check);
@@ -522,5 +588,58 @@ impl Runtime for FakeRuntime {
             }
             Health::Status(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn cfg(image: &str, instance: &str) -> InstanceConfig {
+        InstanceConfig {
+            service: "web".into(),
+            revision: 1,
+            instance: instance.into(),
+            image: image.into(),
+            env: Vec::new(),
+            port: 8080,
+            nano_cpus: 1,
+            memory_bytes: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_report_starts_and_deaths() {
+        let rt = FakeRuntime::default();
+        rt.add_image("crash", Script::crashes(3, "bye"));
+        rt.add_image("ok", Script::healthy());
+        let mut events = rt.events().await.unwrap();
+        let a = rt.create(&cfg("crash", "a")).await.unwrap();
+        assert_eq!(rt.start(&a, 8080).await.unwrap(), None);
+        let b = rt.create(&cfg("ok", "b")).await.unwrap();
+        assert!(rt.start(&b, 8080).await.unwrap().is_some());
+        rt.kill(&b, 9);
+        rt.kill(&b, 9); // dead already: no second death
+        let c = rt.create(&cfg("ok", "c")).await.unwrap();
+        rt.start(&c, 8080).await.unwrap();
+        rt.stop(&c, 5).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let e = events.next().await.unwrap().unwrap();
+            seen.push((e.instance, e.action));
+        }
+        use EventAction::*;
+        assert_eq!(
+            seen,
+            vec![
+                ("a".into(), Start),
+                ("a".into(), Die { exit_code: Some(3) }),
+                ("b".into(), Start),
+                ("b".into(), Die { exit_code: Some(9) }),
+                ("c".into(), Start),
+                ("c".into(), Die { exit_code: Some(0) }),
+            ]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The container runtime behind Slipway: the [`Runtime`] trait, its Docker Engine
 //! implementation ([`DockerRuntime`], through bollard) and a scripted in-memory fake
 //! ([`fake::FakeRuntime`]) that the deployer's and builder's unit tests run against.
+//! [`Runtime::events`] streams container starts and deaths for whoever watches them.
 //!
 //! This crate is the only place that speaks to the engine; the builder and the deployer
 //! hold an `Arc<dyn Runtime>`, and only `slipway serve` picks Docker. It is also the seam
@@ -165,6 +166,36 @@ impl std::fmt::Display for ExitInfo {
     }
 }
 
+/// What the engine reports a container of this platform did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container.
+    pub container_id: String,
+    /// Its service label.
+    pub service: String,
+    /// Its instance label.
+    pub instance: String,
+    /// What happened.
+    pub action: EventAction,
+}
+
+/// What happened to a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventAction {
+    /// It started.
+    Start,
+    /// Its process ended (it crashed, exited or was stopped), with the exit code if the
+    /// engine said.
+    Die {
+        /// The exit code.
+        exit_code: Option<i64>,
+    },
+}
+
+/// A stream of container events.
+pub type EventStream =
+    futures_util::stream::BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
+
 /// Everything the builder and the deployer ask of a container engine. Every method is
 /// scoped to one platform id: lists return only that platform's containers, and
 /// everything made carries its labels ([`labels`]).
@@ -226,6 +257,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The last `lines` lines of a container's output (stdout and stderr), bounded in
     /// time and size; empty when there is none or the engine does not answer.
     async fn logs_tail(&self, container_id: &str, lines: usize) -> String;
+
+    /// Starts and deaths of this platform's containers from now on, as the engine sees
+    /// them (the seam a watcher of crashes, or a cluster runtime, reads).
+    async fn events(&self) -> Result<EventStream, RuntimeError>;
 
     /// Probes an instance's published address once with its health check: how the
     /// platform reaches an instance is the runtime's business.
