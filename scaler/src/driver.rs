@@ -246,3 +246,79 @@ impl prometheus_client::collector::Collector for ScalerMetrics {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_core::{DeploymentKind, ServiceName, ServiceSpec};
+
+    fn store_with(name: &str, min_size: u32) -> Arc<Store> {
+        let store = Arc::new(Store::memory().unwrap());
+        let mut spec = ServiceSpec::new(ServiceName::parse(name).unwrap());
+        spec.scaling.min_size = min_size;
+        store.create_service(&spec).unwrap();
+        let (rev, _) = store
+            .new_revision(
+                name,
+                "sha256:a",
+                |n| format!("t{n}"),
+                None,
+                DeploymentKind::Image,
+            )
+            .unwrap();
+        store.set_active_revision(name, rev.number).unwrap();
+        store
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_at_zero_wants_one_instance_at_once() {
+        let store = store_with("web", 0);
+        store.set_desired_instances("web", 0).unwrap();
+        let scaler = Scaler::new(store.clone(), Duration::from_secs(1));
+        assert!(scaler.demand("web"), "0 -> 1");
+        assert_eq!(
+            store.snapshot().service("web").unwrap().desired_instances,
+            1
+        );
+        assert!(!scaler.demand("web"), "already wanted");
+        assert!(!scaler.demand("nope"), "no such service");
+        let events = store.events("web", 0, 10).unwrap();
+        assert!(events
+            .iter()
+            .any(|e| e.message.contains("a request arrived while at zero")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_writes_its_decision_and_the_collector_shows_it() {
+        let store = store_with("web", 1);
+        let scaler = Scaler::new(store.clone(), Duration::from_secs(1));
+        let load = |c: f64| {
+            HashMap::from([(
+                "web".to_string(),
+                Load {
+                    concurrency: c,
+                    ready: 1,
+                },
+            )])
+        };
+        // Far more concurrency than one instance's target: the panic window scales up.
+        let mut changed = Vec::new();
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            changed.extend(scaler.tick(&load(500.0)));
+        }
+        assert_eq!(changed.first().map(String::as_str), Some("web"));
+        let desired = store.snapshot().service("web").unwrap().desired_instances;
+        assert!(desired > 1, "{desired}");
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(scaler.collector()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!(
+                "slipway_scaler_desired_instances{{service=\"web\"}} {desired}"
+            )),
+            "{text}"
+        );
+    }
+}
