@@ -129,6 +129,14 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// `POST /v1/services` of a service deploying `image`.
+    async fn create_image_service(&self, name: &str, image: &str) -> (StatusCode, Value) {
+        let body = json!({"name": name, "source": {"type": "image", "image": image}});
+        self.api(Method::POST, "/v1/services", Some(body)).await
+    }
+}
+
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!(
@@ -194,13 +202,7 @@ async fn one_auth_layer_guards_everything_but_healthz() {
 async fn create_show_and_delete_an_image_service() {
     let rig = rig();
     rig.rt.add_image("app:latest", Script::healthy());
-    let (s, v) = rig
-        .api(
-            Method::POST,
-            "/v1/services",
-            Some(json!({"name": "web", "source": {"type": "image", "image": "app:latest"}})),
-        )
-        .await;
+    let (s, v) = rig.create_image_service("web", "app:latest").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["name"], "web");
     assert_eq!(v["url"], "http://web.slipway.localhost:8080");
@@ -209,13 +211,7 @@ async fn create_show_and_delete_an_image_service() {
         v["target_revision"], 1,
         "the image was recorded as revision 1"
     );
-    let (s, v) = rig
-        .api(
-            Method::POST,
-            "/v1/services",
-            Some(json!({"name": "web", "source": {"type": "image", "image": "app:latest"}})),
-        )
-        .await;
+    let (s, v) = rig.create_image_service("web", "app:latest").await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     let (s, list) = rig.api(Method::GET, "/v1/services", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -234,26 +230,14 @@ async fn create_show_and_delete_an_image_service() {
 #[tokio::test]
 async fn a_create_that_fails_leaves_nothing_behind() {
     let rig = rig();
-    let (s, v) = rig
-        .api(
-            Method::POST,
-            "/v1/services",
-            Some(json!({"name": "web", "source": {"type": "image", "image": "missing:1"}})),
-        )
-        .await;
+    let (s, v) = rig.create_image_service("web", "missing:1").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["error"].as_str().unwrap().contains("missing:1"), "{v}");
     let (s, _) = rig.api(Method::GET, "/v1/services/web", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the half-made service was undone");
     // The name is free again.
     rig.rt.add_image("missing:1", Script::healthy());
-    let (s, v) = rig
-        .api(
-            Method::POST,
-            "/v1/services",
-            Some(json!({"name": "web", "source": {"type": "image", "image": "missing:1"}})),
-        )
-        .await;
+    let (s, v) = rig.create_image_service("web", "missing:1").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
 
@@ -314,13 +298,7 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
 async fn rollback_picks_the_previous_revision_or_says_why_not() {
     let rig = rig();
     rig.rt.add_image("app:latest", Script::healthy());
-    let (s, _) = rig
-        .api(
-            Method::POST,
-            "/v1/services",
-            Some(json!({"name": "web", "source": {"type": "image", "image": "app:latest"}})),
-        )
-        .await;
+    let (s, _) = rig.create_image_service("web", "app:latest").await;
     assert_eq!(s, StatusCode::CREATED);
     // Nothing serves yet: no active revision to roll back from.
     let (s, v) = rig

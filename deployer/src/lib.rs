@@ -64,6 +64,13 @@ pub struct InstanceInfo {
     pub paused: bool,
 }
 
+/// Whether a service whose active revision is `active` keeps container `o` at start-up
+/// or after its worker restarted: a running instance of that revision with a published
+/// address. Every other container of the service is removed.
+fn adoptable(o: &Observed, active: Option<i64>) -> bool {
+    active == Some(o.revision) && o.running && o.addr.is_some()
+}
+
 /// How long a panicked worker's service waits before its new worker starts.
 pub const RESTART_DELAY: Duration = Duration::from_millis(250);
 
@@ -133,12 +140,9 @@ impl Deployer {
         let services = store.services()?;
         let mut adopt: HashMap<String, Vec<Observed>> = HashMap::new();
         for o in observed {
-            let keep = services.iter().any(|s| {
-                s.spec.name.as_str() == o.service
-                    && s.active_revision == Some(o.revision)
-                    && o.running
-                    && o.addr.is_some()
-            });
+            let keep = services
+                .iter()
+                .any(|s| s.spec.name.as_str() == o.service && adoptable(&o, s.active_revision));
             if keep {
                 adopt.entry(o.service.clone()).or_default().push(o);
             } else {
@@ -362,7 +366,7 @@ impl Deployer {
             if o.service != name {
                 continue;
             }
-            if Some(o.revision) == active && o.running && o.addr.is_some() {
+            if adoptable(&o, active) {
                 keep.push(o);
             } else {
                 self.ctx.runtime.remove(&o.container_id).await?;

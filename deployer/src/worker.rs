@@ -83,6 +83,17 @@ pub fn route_for(spec: &ServiceSpec, instances: Vec<(String, SocketAddr)>) -> Se
     }
 }
 
+/// `msg` followed by what the app printed last (or that it printed nothing).
+fn with_output(mut msg: String, logs: &str) -> String {
+    let logs = logs.trim_end();
+    if logs.is_empty() {
+        msg.push_str("; the app printed nothing");
+    } else {
+        msg.push_str(&format!("; last output:\n{logs}"));
+    }
+    msg
+}
+
 fn new_id() -> String {
     format!("{:010x}", fastrand::u64(..) & 0xff_ffff_ffff)
 }
@@ -312,14 +323,10 @@ impl Worker {
                 if let Err(e) = rt.remove(&container).await {
                     tracing::warn!(container, "removing a container that exited at once: {e}");
                 }
-                let logs = logs.trim_end();
-                return Err(cannot(slipway_runtime::RuntimeError::Engine(
-                    if logs.is_empty() {
-                        format!("the container {info} at once; the app printed nothing")
-                    } else {
-                        format!("the container {info} at once; last output:\n{logs}")
-                    },
-                )));
+                return Err(cannot(slipway_runtime::RuntimeError::Engine(with_output(
+                    format!("the container {info} at once"),
+                    &logs,
+                ))));
             }
             Err(e) => {
                 if let Err(e) = rt.remove(&container).await {
@@ -347,13 +354,7 @@ impl Worker {
         if let Some(info) = info.filter(|i| !i.running) {
             msg.push_str(&format!("; the container {info}"));
         }
-        let logs = logs.trim_end();
-        if logs.is_empty() {
-            msg.push_str("; the app printed nothing");
-        } else {
-            msg.push_str(&format!("; last output:\n{logs}"));
-        }
-        msg
+        with_output(msg, &logs)
     }
 
     /// Waits until `inst` passes `healthy_threshold` checks in a row. Until its first pass

@@ -34,6 +34,17 @@ async fn ws_echo_backend() -> std::net::SocketAddr {
     addr
 }
 
+/// A WebSocket to the `chat` service through the router, once it answered 101.
+async fn open_chat(router: std::net::SocketAddr) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(router).await.unwrap();
+    let req = "ws://chat.slipway.localhost/socket"
+        .into_client_request()
+        .unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
 #[tokio::test]
 async fn websocket_echoes_a_thousand_messages() {
     let b = ws_echo_backend().await;
@@ -41,12 +52,7 @@ async fn websocket_echoes_a_thousand_messages() {
     t.router
         .upsert_service(route("chat", vec![instance("a", b)]));
 
-    let stream = TcpStream::connect(t.addr).await.unwrap();
-    let req = "ws://chat.slipway.localhost/socket"
-        .into_client_request()
-        .unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let mut ws = open_chat(t.addr).await;
 
     let run = async {
         for i in 0..1000u32 {
@@ -73,12 +79,7 @@ async fn shutdown_waits_for_an_open_websocket() {
     let mut t = start_router(RouterConfig::default()).await;
     t.router
         .upsert_service(route("chat", vec![instance("a", b)]));
-    let stream = TcpStream::connect(t.addr).await.unwrap();
-    let req = "ws://chat.slipway.localhost/socket"
-        .into_client_request()
-        .unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let mut ws = open_chat(t.addr).await;
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
 

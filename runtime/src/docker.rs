@@ -177,13 +177,10 @@ impl DockerRuntime {
 
 #[async_trait::async_trait]
 impl Runtime for DockerRuntime {
-    /// The platform id whose containers this runtime manages.
     fn platform(&self) -> &str {
         &self.platform
     }
 
-    /// Builds `context` (a tar stream with a Dockerfile at its root) as `tag`, sending each
-    /// output line to `log`. Returns the image id, or the build's error text.
     async fn build(
         &self,
         context: Vec<u8>,
@@ -261,7 +258,6 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    /// The id of an image on the engine, or None when there is no such image.
     async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
         match self.docker.inspect_image(reference).await {
             Ok(img) => Ok(img.id),
@@ -270,7 +266,6 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    /// Tags `image` as `repo:tag`.
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), RuntimeError> {
         let opts = TagImageOptionsBuilder::default()
             .repo(repo)
@@ -282,7 +277,6 @@ impl Runtime for DockerRuntime {
             .map_err(engine)
     }
 
-    /// Removes an image reference; a missing one or one still in use is not an error.
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         let opts = RemoveImageOptionsBuilder::default().force(false).build();
         match self.docker.remove_image(reference, Some(opts), None).await {
@@ -392,7 +386,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    /// Freezes a container (cgroup freezer): it keeps its memory and uses no CPU.
+    /// The cgroup freezer: the container keeps its memory and uses no CPU.
     async fn pause(&self, container_id: &str) -> Result<(), RuntimeError> {
         self.docker
             .pause_container(container_id)
@@ -400,7 +394,6 @@ impl Runtime for DockerRuntime {
             .map_err(engine)
     }
 
-    /// Thaws a paused container.
     async fn unpause(&self, container_id: &str) -> Result<(), RuntimeError> {
         self.docker
             .unpause_container(container_id)
@@ -408,7 +401,6 @@ impl Runtime for DockerRuntime {
             .map_err(engine)
     }
 
-    /// Every container of this platform, running or not.
     async fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
         let mut filters = HashMap::new();
         filters.insert(
@@ -448,7 +440,6 @@ impl Runtime for DockerRuntime {
             .collect())
     }
 
-    /// How a container is doing or how it ended.
     async fn inspect(&self, container_id: &str) -> Result<ExitInfo, RuntimeError> {
         let c = self
             .docker
@@ -464,7 +455,6 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    /// The last `lines` lines of a container's output (stdout and stderr), bounded in time.
     async fn logs_tail(&self, container_id: &str, lines: usize) -> String {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)

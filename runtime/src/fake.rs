@@ -307,7 +307,7 @@ impl FakeRuntime {
             .and_then(|i| s.scripts.get(i))
             .cloned()
             .unwrap_or_default();
-        let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + (s.next % 40_000) as u16));
+        let addr = Self::next_addr(&s);
         s.containers.insert(
             id.clone(),
             FakeContainer {
@@ -322,6 +322,11 @@ impl FakeRuntime {
             },
         );
         id
+    }
+
+    /// A loopback address no other fake container has (nothing listens there).
+    fn next_addr(s: &State) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 20_000 + (s.next % 40_000) as u16))
     }
 
     fn record(s: &mut State, call: Call) {
@@ -430,7 +435,7 @@ impl Runtime for FakeRuntime {
     ) -> Result<Option<SocketAddr>, RuntimeError> {
         let mut s = self.lock();
         Self::record(&mut s, Call::Start(container_id.into()));
-        let port = 20_000 + (s.next % 40_000) as u16;
+        let addr = Self::next_addr(&s);
         s.next += 1;
         let c = s
             .containers
@@ -444,9 +449,9 @@ impl Runtime for FakeRuntime {
         if let Some(code) = exit {
             c.exited = Some(code);
         } else {
-            c.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            c.addr = Some(addr);
         }
-        let (c, addr) = (c.clone(), c.addr);
+        let c = c.clone();
         Self::emit(&s, &c, EventAction::Start);
         if let Some(code) = exit {
             Self::emit(
@@ -458,7 +463,7 @@ impl Runtime for FakeRuntime {
             );
             return Ok(None);
         }
-        Ok(addr)
+        Ok(c.addr)
     }
 
     async fn stop(&self, container_id: &str, grace_s: i32) -> Result<(), RuntimeError> {

@@ -208,41 +208,45 @@ impl prometheus_client::collector::Collector for ScalerMetrics {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        // Service names are validated DNS labels: nothing in them needs escaping.
+        // One gauge family, a sample per service. Service names are validated DNS
+        // labels: nothing in them needs escaping.
+        fn family<N>(
+            enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+            name: &str,
+            help: &str,
+            last: &[(String, Decision)],
+            value: impl Fn(&Decision) -> N,
+        ) -> Result<(), std::fmt::Error>
+        where
+            ConstGauge<N>: EncodeMetric,
         {
-            let mut fam = enc.encode_descriptor(
-                "slipway_scaler_desired_instances",
-                "Instances the scaler wants.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (n, d) in &last {
-                ConstGauge::new(d.desired)
-                    .encode(fam.encode_family(&[("service", n.as_str())])?)?;
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (n, d) in last {
+                ConstGauge::new(value(d)).encode(fam.encode_family(&[("service", n.as_str())])?)?;
             }
+            Ok(())
         }
-        {
-            let mut fam = enc.encode_descriptor(
-                "slipway_scaler_stable_concurrency",
-                "Average concurrency over the stable window.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (n, d) in &last {
-                ConstGauge::new(d.stable_concurrency)
-                    .encode(fam.encode_family(&[("service", n.as_str())])?)?;
-            }
-        }
-        let mut fam = enc.encode_descriptor(
+        family(
+            &mut enc,
+            "slipway_scaler_desired_instances",
+            "Instances the scaler wants.",
+            &last,
+            |d| d.desired,
+        )?;
+        family(
+            &mut enc,
+            "slipway_scaler_stable_concurrency",
+            "Average concurrency over the stable window.",
+            &last,
+            |d| d.stable_concurrency,
+        )?;
+        family(
+            &mut enc,
             "slipway_scaler_panic",
             "Whether the service is in panic mode.",
-            None,
-            MetricType::Gauge,
+            &last,
+            |d| d.panicking as i64,
         )?;
-        for (n, d) in &last {
-            ConstGauge::new(d.panicking as i64)
-                .encode(fam.encode_family(&[("service", n.as_str())])?)?;
-        }
         Ok(())
     }
 }
