@@ -41,6 +41,15 @@ struct Instance {
     started: Instant,
 }
 
+/// A container of a revision that could not be started (or exited before its port was
+/// published).
+#[derive(Debug, thiserror::Error)]
+#[error("could not start a container of revision {revision}: {source}")]
+struct StartError {
+    revision: i64,
+    source: slipway_runtime::RuntimeError,
+}
+
 enum Abort {
     Failed(String),
     Superseded,
@@ -282,7 +291,7 @@ impl Worker {
         &self,
         spec: &ServiceSpec,
         rev: &RevisionRow,
-    ) -> Result<Instance, String> {
+    ) -> Result<Instance, StartError> {
         let id = new_id();
         // The revision's own configuration; revisions recorded before it was kept use the
         // service's.
@@ -306,11 +315,9 @@ impl Worker {
             memory_bytes: spec.memory.bytes(),
         };
         let rt = &self.ctx.runtime;
-        let cannot = |e: slipway_runtime::RuntimeError| {
-            format!(
-                "could not start a container of revision {}: {e}",
-                rev.number
-            )
+        let cannot = |source| StartError {
+            revision: rev.number,
+            source,
         };
         let container = rt.create(&cfg).await.map_err(cannot)?;
         let addr = match rt.start(&container, cfg.port).await {
@@ -400,7 +407,7 @@ impl Worker {
                 }
                 Err(e) => {
                     passes = 0;
-                    last = e;
+                    last = e.to_string();
                     progress(&format!(
                         "instance {} not healthy yet (check {checks}: {last})",
                         inst.id
@@ -455,7 +462,7 @@ impl Worker {
         }
         if let Some(e) = err {
             self.remove_all(&ok).await;
-            return Err(Abort::Failed(e));
+            return Err(Abort::Failed(e.to_string()));
         }
         Ok(ok)
     }

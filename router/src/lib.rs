@@ -41,7 +41,7 @@ use conn::{ConnClock, Watchdog};
 use http::Response;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -199,6 +199,9 @@ pub struct Router {
     /// WebSocket and other upgrade tunnels: load like requests, waited for at shutdown
     /// within the drain deadline.
     tunnels: TaskTracker,
+    /// hyper's tasks for the streams of client h2 connections: waited for with the
+    /// connections.
+    streams: state::Tracked,
     zone: String,
     table: ArcSwap<Table>,
     registry: Mutex<Registry>,
@@ -226,6 +229,7 @@ impl Router {
             config,
             background: state::Background::default(),
             tunnels: TaskTracker::new(),
+            streams: state::Tracked::default(),
             zone,
             table: ArcSwap::from_pointee(Table::default()),
             registry: Mutex::new(Registry::default()),
@@ -457,7 +461,7 @@ impl Router {
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .writev(false)
             .keep_alive(true);
-        let mut auto = auto::Builder::new(TokioExecutor::new());
+        let mut auto = auto::Builder::new(self.streams.clone());
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_read_timeout)
@@ -496,9 +500,11 @@ impl Router {
         drop(listener);
         conns.close();
         self.tunnels.close();
+        self.streams.0.close();
         let drained = async {
             conns.wait().await;
             self.tunnels.wait().await;
+            self.streams.0.wait().await;
         };
         if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, drained)
             .await
@@ -518,7 +524,7 @@ impl Router {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        builders: Arc<(http1::Builder, auto::Builder<TokioExecutor>)>,
+        builders: Arc<(http1::Builder, auto::Builder<state::Tracked>)>,
         shutdown: CancellationToken,
     ) {
         let head_timeout = self.config.header_read_timeout;

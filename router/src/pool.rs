@@ -29,7 +29,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::buffer::Buf;
@@ -373,7 +373,7 @@ impl Pool {
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
         let io = self.connect().await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        let (tx, conn) = http2::Builder::new(self.background.clone())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(io)

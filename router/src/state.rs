@@ -131,6 +131,32 @@ impl Background {
     }
 }
 
+impl<F> hyper::rt::Executor<F> for Background
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    /// hyper's own tasks of an instance connection (h2 streams) are the router's too.
+    fn execute(&self, fut: F) {
+        self.spawn(fut);
+    }
+}
+
+/// hyper's executor for the tasks it spawns on a client connection (h2 streams): they
+/// belong to a [`TaskTracker`](tokio_util::task::TaskTracker) that shutdown waits for,
+/// within the drain deadline, instead of being detached.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tracked(pub tokio_util::task::TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for Tracked
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut);
+    }
+}
+
 impl InstanceState {
     pub fn new(id: String, service: String, addr: SocketAddr, background: Background) -> Self {
         InstanceState {

@@ -530,7 +530,7 @@ impl Runtime for DockerRuntime {
         Ok(Box::pin(stream))
     }
 
-    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), crate::probe::ProbeError> {
         crate::probe::tcp_probe(addr, check).await
     }
 }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use slipway_core::HealthCheck;
+
+use crate::probe::ProbeError;
 use tokio::time::Instant;
 
 use crate::{
@@ -566,30 +568,32 @@ impl Runtime for FakeRuntime {
         Ok(Box::pin(stream))
     }
 
-    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), ProbeError> {
         let now = Instant::now();
-        let what = crate::probe::describe(check);
+        let refused = || ProbeError::Connect {
+            check: crate::probe::describe(check),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
         let mut s = self.lock();
         let Some(c) = s
             .containers
             .values_mut()
             .find(|c| c.addr == Some(addr) && c.running(now) && !c.paused)
         else {
-            return Err(format!("{what}: connect failed: Connection refused"));
+            return Err(refused());
         };
         c.checks += 1;
         let http = check.protocol == slipway_core::HealthProtocol::Http;
         match c.script.health {
             Health::Pass => Ok(()),
-            Health::NoListener => Err(format!(
-                "{what}: the connection was closed at once (nothing listens on the app's port)"
-            )),
-            Health::PassAfter(n) if c.checks <= n => {
-                Err(format!("{what}: connect failed: Connection refused"))
-            }
+            Health::NoListener => Err(ProbeError::ClosedAtOnce),
+            Health::PassAfter(n) if c.checks <= n => Err(refused()),
             Health::PassAfter(_) => Ok(()),
             Health::Status(code) if http && !(200..400).contains(&code) => {
-                Err(format!("{what} answered {code}"))
+                Err(ProbeError::Status {
+                    check: crate::probe::describe(check),
+                    code,
+                })
             }
             Health::Status(_) => Ok(()),
         }

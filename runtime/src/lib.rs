@@ -264,7 +264,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Probes an instance's published address once with its health check: how the
     /// platform reaches an instance is the runtime's business.
-    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String>;
+    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), crate::probe::ProbeError>;
 }
 
 /// Stops (SIGTERM, then SIGKILL after `grace_s`; at once when 0) and removes a container.

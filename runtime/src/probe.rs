@@ -9,16 +9,75 @@ use slipway_core::{HealthCheck, HealthProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Why a health probe failed. Its text is what a failed deployment shows, so each variant
+/// names the check (`TCP`, `HTTP GET /path`) the way [`describe`] does.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the check's timeout.
+    #[error("{check} check timed out after {secs} s")]
+    TimedOut {
+        /// The check, as [`describe`] shows it.
+        check: String,
+        /// The check's timeout.
+        secs: u32,
+    },
+    /// The connection could not be made.
+    #[error("{check}: connect failed: {source}")]
+    Connect {
+        /// The check, as [`describe`] shows it.
+        check: String,
+        /// What the connect said.
+        source: std::io::Error,
+    },
+    /// A TCP check whose connection was closed at once.
+    #[error("TCP: the connection was closed at once (nothing listens on the app's port)")]
+    ClosedAtOnce,
+    /// Sending the request or reading the answer failed.
+    #[error("{check}: {source}")]
+    Io {
+        /// The check, as [`describe`] shows it.
+        check: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An HTTP answer outside 2xx and 3xx.
+    #[error("{check} answered {code}")]
+    Status {
+        /// The check, as [`describe`] shows it.
+        check: String,
+        /// The status code.
+        code: u16,
+    },
+    /// The answer was not HTTP.
+    #[error("{check}: {reason}")]
+    NotHttp {
+        /// The check, as [`describe`] shows it.
+        check: String,
+        /// What was wrong with it.
+        reason: NotHttp,
+    },
+}
+
+/// What was wrong with an answer that is not an HTTP/1.x status line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotHttp {
+    /// Nothing came back.
+    #[error("the connection closed without an answer")]
+    Empty,
+    /// Something else came back; at most [`QUOTED_CHARS`] characters of it are kept.
+    #[error("not an HTTP answer: {0:?}")]
+    Other(String),
+}
+
 /// Probes `addr` once over the loopback network.
-pub async fn tcp_probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
+pub async fn tcp_probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), ProbeError> {
     let timeout = Duration::from_secs(hc.timeout_s as u64);
     match tokio::time::timeout(timeout, probe_inner(addr, hc)).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "{} check timed out after {} s",
-            describe(hc),
-            hc.timeout_s
-        )),
+        Err(_) => Err(ProbeError::TimedOut {
+            check: describe(hc),
+            secs: hc.timeout_s,
+        }),
     }
 }
 
@@ -30,10 +89,13 @@ pub fn describe(hc: &HealthCheck) -> String {
     }
 }
 
-async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
+async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), ProbeError> {
     let mut s = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("{}: connect failed: {e}", describe(hc)))?;
+        .map_err(|source| ProbeError::Connect {
+            check: describe(hc),
+            source,
+        })?;
     if hc.protocol == HealthProtocol::Tcp {
         // With Docker's userland proxy (an engine started without
         // `--userland-proxy=false`), the published port accepts even when nothing listens
@@ -42,9 +104,7 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
         // Without the proxy, such a connect is refused outright.
         let mut b = [0u8; 1];
         return match tokio::time::timeout(Duration::from_millis(15), s.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(
-                "TCP: the connection was closed at once (nothing listens on the app's port)".into(),
-            ),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(ProbeError::ClosedAtOnce),
             _ => Ok(()),
         };
     }
@@ -52,16 +112,15 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: slipway-health-check\r\nConnection: close\r\n\r\n",
         hc.path, addr
     );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("{}: {e}", describe(hc)))?;
+    let io = |source| ProbeError::Io {
+        check: describe(hc),
+        source,
+    };
+    s.write_all(req.as_bytes()).await.map_err(io)?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !buf.contains(&b'\n') && buf.len() < 4096 {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("{}: {e}", describe(hc)))?;
+        let n = s.read(&mut chunk).await.map_err(io)?;
         if n == 0 {
             break;
         }
@@ -69,20 +128,26 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
     }
     match status_of(&buf) {
         Ok(c) if (200..400).contains(&c) => Ok(()),
-        Ok(c) => Err(format!("{} answered {c}", describe(hc))),
-        Err(why) => Err(format!("{}: {why}", describe(hc))),
+        Ok(code) => Err(ProbeError::Status {
+            check: describe(hc),
+            code,
+        }),
+        Err(reason) => Err(ProbeError::NotHttp {
+            check: describe(hc),
+            reason,
+        }),
     }
 }
 
 /// Characters of a reply that is not HTTP quoted in the reason.
-const QUOTED_CHARS: usize = 80;
+pub const QUOTED_CHARS: usize = 80;
 
 /// The status code of an HTTP/1.x status line at the front of `reply`: what an app
 /// answered a health check. `reply` is whatever the app sent (any bytes at all); the
 /// error says what was wrong with it, quoting at most [`QUOTED_CHARS`] characters.
-pub fn status_of(reply: &[u8]) -> Result<u16, String> {
+pub fn status_of(reply: &[u8]) -> Result<u16, NotHttp> {
     if reply.is_empty() {
-        return Err("the connection closed without an answer".into());
+        return Err(NotHttp::Empty);
     }
     let line = reply.split(|b| *b == b'\n').next().unwrap_or_default();
     let code = line
@@ -98,7 +163,7 @@ pub fn status_of(reply: &[u8]) -> Result<u16, String> {
             .chars()
             .take(QUOTED_CHARS)
             .collect();
-        format!("not an HTTP answer: {quoted:?}")
+        NotHttp::Other(quoted)
     })
 }
 
@@ -133,7 +198,7 @@ mod tests {
         let ok = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         assert!(tcp_probe(ok, &hc).await.is_ok());
         let bad = server(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
-        let e = tcp_probe(bad, &hc).await.unwrap_err();
+        let e = tcp_probe(bad, &hc).await.unwrap_err().to_string();
         assert!(e.contains("HTTP GET /healthz answered 500"), "{e}");
     }
 
@@ -148,7 +213,7 @@ mod tests {
         let mut reply = "x".repeat(79);
         reply.push_str("ééé garbage\n");
         let addr = server(Box::leak(reply.into_bytes().into_boxed_slice())).await;
-        let e = tcp_probe(addr, &hc).await.unwrap_err();
+        let e = tcp_probe(addr, &hc).await.unwrap_err().to_string();
         assert!(e.contains("not an HTTP answer"), "{e}");
     }
 
@@ -156,7 +221,7 @@ mod tests {
     fn status_lines() {
         assert_eq!(status_of(b"HTTP/1.1 204 No Content\r\n"), Ok(204));
         assert_eq!(status_of(b"HTTP/1.0 302 Found\n"), Ok(302));
-        assert!(status_of(b"").unwrap_err().contains("without an answer"));
+        assert!(status_of(b"").unwrap_err().to_string().contains("without an answer"));
         assert!(status_of(b"HTTP/1.1 2x4 Nope\r\n").is_err());
         assert!(status_of(b"HTTP/1.1 +20 Nope\r\n").is_err());
         assert!(status_of(b"SSH-2.0-OpenSSH\r\n").is_err());
@@ -169,7 +234,7 @@ mod tests {
         fn status_of_any_bytes(reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             match status_of(&reply) {
                 Ok(c) => proptest::prop_assert!(c < 1000),
-                Err(e) => proptest::prop_assert!(e.chars().count() < QUOTED_CHARS * 10 + 40),
+                Err(e) => proptest::prop_assert!(e.to_string().chars().count() < QUOTED_CHARS * 10 + 40),
             }
         }
     }
@@ -186,7 +251,7 @@ mod tests {
         });
         assert!(tcp_probe(addr, &hc).await.is_ok());
         hold.await.unwrap();
-        let e = tcp_probe(addr, &hc).await.unwrap_err();
+        let e = tcp_probe(addr, &hc).await.unwrap_err().to_string();
         assert!(e.contains("connect failed"), "{e}");
     }
 }
