@@ -612,6 +612,45 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// A new revision of the image the service serves (or is deploying), for a change of
+    /// its configuration (secrets): recorded, tagged `rN` and deployed blue/green like a
+    /// push. None when the service has no revision yet (its first deploy picks the change
+    /// up).
+    pub async fn redeploy(&self, service: &str, why: &str) -> Result<Option<i64>, SourceError> {
+        let Some(row) = self.store.service(service)? else {
+            return Ok(None);
+        };
+        let Some(current) = row.target_revision.or(row.active_revision) else {
+            return Ok(None);
+        };
+        let Some(rev) = self.store.revision(service, current)? else {
+            return Ok(None);
+        };
+        let repo = self.image_repo(service);
+        let (new, dep) = self.store.new_revision(
+            service,
+            &rev.image,
+            |n| format!("{repo}:r{n}"),
+            rev.commit.as_deref(),
+            DeploymentKind::Config,
+        )?;
+        self.runtime
+            .tag(&rev.image, &repo, &format!("r{}", new.number))
+            .await?;
+        self.log(
+            service,
+            EventKind::Deployment,
+            &format!(
+                "{why}: revision {} (the image of revision {current}) is deployed (deployment {dep})",
+                new.number
+            ),
+        );
+        (self.wake)(service);
+        Ok(Some(new.number))
+    }
+}
+
 /// Why a pushed tree cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {

@@ -122,6 +122,11 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/builds", get(builds))
+        .route("/v1/services/{name}/secrets", get(secrets))
+        .route(
+            "/v1/services/{name}/secrets/{key}",
+            axum::routing::put(set_secret).delete(unset_secret),
+        )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(1 << 20))
         .route_layer(middleware::from_fn_with_state(
@@ -396,6 +401,43 @@ async fn builds(
 ) -> ApiResult<Json<Vec<slipway_store::BuildRow>>> {
     let row = load(&api, &name)?;
     Ok(Json(api.platform.store.builds(row.spec.name.as_str(), 20)?))
+}
+
+async fn secrets(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<slipway_store::SecretRow>>> {
+    Ok(Json(api.platform.secrets(&name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    value: String,
+}
+
+/// `PUT /v1/services/{name}/secrets/{key}` with `{"value": "..."}`: the value is sealed
+/// and never returned; the answer names the revision that deploys it.
+async fn set_secret(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let req: SecretBody = json_body(&headers, &body)?;
+    let revision = api.platform.set_secret(&name, &key, &req.value).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "name": key, "revision": revision })),
+    ))
+}
+
+async fn unset_secret(
+    State(api): State<Api>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let revision = api.platform.unset_secret(&name, &key).await?;
+    Ok(Json(json!({ "name": key, "revision": revision })))
 }
 
 /// `/metrics` on the API address: behind the token like everything else there (scrapers

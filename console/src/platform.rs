@@ -197,6 +197,49 @@ impl Platform {
         })
     }
 
+    /// Sets a secret (its value never comes back out of the API) and deploys the
+    /// service's image again with it, blue/green. Returns the new revision, if the service
+    /// had one to redeploy.
+    pub async fn set_secret(&self, name: &str, key: &str, value: &str) -> Result<Option<i64>> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        slipway_core::secret_name(key)?;
+        if value.contains('\0') || value.len() > 32 * 1024 {
+            return Err(SpecError::new(
+                "value",
+                format!("the value of secret {key} is not valid (NUL byte or over 32 KiB)"),
+            )
+            .into());
+        }
+        let replaced = self.store.set_secret(name, key, value)?;
+        let what = if replaced { "changed" } else { "set" };
+        Ok(self
+            .builder
+            .redeploy(name, &format!("secret {key} {what}"))
+            .await?)
+    }
+
+    /// Removes a secret and deploys the service again without it.
+    pub async fn unset_secret(&self, name: &str, key: &str) -> Result<Option<i64>> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        if !self.store.unset_secret(name, key)? {
+            return Err(PlatformError::NotFound(format!(
+                "service {name} has no secret named {key}"
+            )));
+        }
+        Ok(self
+            .builder
+            .redeploy(name, &format!("secret {key} removed"))
+            .await?)
+    }
+
+    /// A service's secrets: names and when they were set.
+    pub fn secrets(&self, name: &str) -> Result<Vec<slipway_store::SecretRow>> {
+        let row = self.service(name)?;
+        Ok(self.store.secrets(row.spec.name.as_str())?)
+    }
+
     /// What a service is doing, in a few words, and its instances.
     pub fn status(
         &self,

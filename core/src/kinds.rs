@@ -106,6 +106,8 @@ vocabulary! {
         Rollback => "rollback",
         /// A deployment a restart interrupted, started again.
         Restart => "restart",
+        /// The same image with a changed configuration (a secret set or removed).
+        Config => "config",
     }
 }
 

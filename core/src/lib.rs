@@ -16,7 +16,8 @@ pub use deployment::{DeploymentState, TransitionError};
 pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
 pub use name::{service_host, NameError, ServiceName};
 pub use service::{
-    HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source, SpecError,
+    secret_name, HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
+    SpecError,
 };
 pub use size::{Cpu, InstanceSize, Memory, SizeError};
 

@@ -244,6 +244,23 @@ fn default_deploy_timeout() -> u32 {
     300
 }
 
+/// Checks the name of a secret: a variable name the platform does not set itself.
+pub fn secret_name(name: &str) -> Result<(), SpecError> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 256;
+    if !ok {
+        return Err(err(
+            "name",
+            format!("{name:?} is not a valid secret name: use letters, digits and '_', not starting with a digit"),
+        ));
+    }
+    if name == "PORT" || name.starts_with("SLIPWAY_") {
+        return Err(err("name", format!("{name} is set by the platform")));
+    }
+    Ok(())
+}
+
 /// Why a spec was refused: always names the field and the valid range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -266,9 +283,16 @@ fn range(field: &str, v: u32, lo: u32, hi: u32) -> Result<(), SpecError> {
 }
 
 fn err(field: &str, message: impl Into<String>) -> SpecError {
-    SpecError {
-        field: field.into(),
-        message: message.into(),
+    SpecError::new(field, message)
+}
+
+impl SpecError {
+    /// An error about `field`.
+    pub fn new(field: &str, message: impl Into<String>) -> SpecError {
+        SpecError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

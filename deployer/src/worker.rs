@@ -44,10 +44,17 @@ struct Instance {
 /// A container of a revision that could not be started (or exited before its port was
 /// published).
 #[derive(Debug, thiserror::Error)]
-#[error("could not start a container of revision {revision}: {source}")]
-struct StartError {
-    revision: i64,
-    source: slipway_runtime::RuntimeError,
+enum StartError {
+    #[error("could not start a container of revision {revision}: {source}")]
+    Runtime {
+        revision: i64,
+        source: slipway_runtime::RuntimeError,
+    },
+    #[error("could not read the service's secrets for revision {revision}: {source}")]
+    Secrets {
+        revision: i64,
+        source: slipway_store::StoreError,
+    },
 }
 
 enum Abort {
@@ -301,6 +308,17 @@ impl Worker {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Secrets come after the plain variables, so a secret wins over a variable of the
+        // same name.
+        let secrets = self
+            .ctx
+            .store
+            .secret_values(spec.name.as_str())
+            .map_err(|source| StartError::Secrets {
+                revision: rev.number,
+                source,
+            })?;
+        env.extend(secrets);
         env.push(("PORT".into(), spec.port.to_string()));
         env.push(("SLIPWAY_SERVICE".into(), spec.name.to_string()));
         env.push(("SLIPWAY_REVISION".into(), rev.number.to_string()));
@@ -315,7 +333,7 @@ impl Worker {
             memory_bytes: spec.memory.bytes(),
         };
         let rt = &self.ctx.runtime;
-        let cannot = |source| StartError {
+        let cannot = |source| StartError::Runtime {
             revision: rev.number,
             source,
         };

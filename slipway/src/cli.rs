@@ -65,6 +65,39 @@ pub enum ClientCmd {
     Deployments(NameArg),
     /// The activity log, or with --build the latest build's output.
     Logs(LogsArgs),
+    /// A service's secrets: sealed at rest, given to its instances as environment
+    /// variables, never shown again once set.
+    Secrets(SecretsArgs),
+}
+
+/// `slipway secrets`.
+#[derive(Args)]
+pub struct SecretsArgs {
+    #[command(subcommand)]
+    op: SecretsOp,
+}
+
+/// `slipway secrets set|unset|list`.
+#[derive(Subcommand)]
+pub enum SecretsOp {
+    /// Set a secret. The value is read from stdin (or a prompt that does not echo), never
+    /// from the command line; a change deploys the service again.
+    Set(SecretKeyArgs),
+    /// Remove a secret (deploys the service again without it).
+    Unset(SecretKeyArgs),
+    /// The names of a service's secrets and when each was set.
+    List(NameArg),
+}
+
+/// A service and a secret's name.
+#[derive(Args)]
+pub struct SecretKeyArgs {
+    /// The service.
+    name: String,
+    /// The secret's name (the environment variable it becomes).
+    key: String,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// `slipway git-credential get|store|erase`.
@@ -357,6 +390,7 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             }
             Ok(())
         }
+        ClientCmd::Secrets(a) => secrets(a.op).await,
         ClientCmd::Rollback(a) => {
             let api = Api::new(&a.conn)?;
             let body = a.revision.map(|r| json!({ "revision": r }));
@@ -636,5 +670,73 @@ fn git_credential(a: &GitCredentialArgs) -> Result<()> {
         return Ok(());
     }
     println!("username=slipway\npassword={}", api.token);
+    Ok(())
+}
+
+/// Reads a secret's value: a prompt without echo on a terminal, otherwise all of stdin
+/// (one trailing newline dropped, as `echo value |` adds it).
+fn read_secret_value(key: &str) -> Result<String> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("value of {key}: "))
+            .context("cannot read the value from the terminal");
+    }
+    let mut v = String::new();
+    std::io::stdin()
+        .read_to_string(&mut v)
+        .context("cannot read the value from stdin (it must be UTF-8)")?;
+    if v.ends_with('\n') {
+        v.pop();
+        if v.ends_with('\r') {
+            v.pop();
+        }
+    }
+    Ok(v)
+}
+
+async fn secrets(op: SecretsOp) -> Result<()> {
+    let redeployed = |v: &Value| match v["revision"].as_i64() {
+        Some(r) => format!("; revision {r} deploys it"),
+        None => "; the first deploy picks it up".into(),
+    };
+    match op {
+        SecretsOp::Set(a) => {
+            let value = read_secret_value(&a.key)?;
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call(
+                    "PUT",
+                    &format!("/v1/services/{}/secrets/{}", a.name, a.key),
+                    Some(json!({ "value": value })),
+                )
+                .await?;
+            println!("secret {} of {} set{}", a.key, a.name, redeployed(&v));
+        }
+        SecretsOp::Unset(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call(
+                    "DELETE",
+                    &format!("/v1/services/{}/secrets/{}", a.name, a.key),
+                    None,
+                )
+                .await?;
+            println!("secret {} of {} removed{}", a.key, a.name, redeployed(&v));
+        }
+        SecretsOp::List(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}/secrets", a.name), None)
+                .await?;
+            println!("{:<32} SET (unix ms)", "NAME");
+            for s in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {}",
+                    s["name"].as_str().unwrap_or_default(),
+                    s["set_ms"]
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// `127.0.0.1:9464`). Off unless set; on the API address `/metrics` needs the token.
     #[arg(long, env = "SLIPWAY_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// The key that seals secrets at rest: a file of 32 bytes (raw or 64 hex digits)
+    /// that the operator keeps. Default: `secret.key` in the data directory, created 0600
+    /// on first start.
+    #[arg(long, env = "SLIPWAY_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// Scaler tick in milliseconds.
     #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
     scaler_tick_ms: u64,
@@ -114,7 +119,12 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     private_dir(&data.join("repos"))?;
     let db = data.join("slipway.db");
     private_db(&db)?;
-    let store = Arc::new(Store::open(&db).context("cannot open the store")?);
+    let vault = match &a.secret_key_file {
+        Some(path) => slipway_store::Vault::open(path, false),
+        None => slipway_store::Vault::open(&data.join("secret.key"), true),
+    }
+    .context("cannot read the secret key")?;
+    let store = Arc::new(Store::open(&db, vault).context("cannot open the store")?);
     let platform_id = random_hex(12)?;
     let platform = store.meta_or_init("platform_id", || platform_id)?;
     let token_path = data.join("token");

@@ -9,6 +9,9 @@
 //! Calls are synchronous and short (a few hundred microseconds); the connection sits behind
 //! a mutex that is never held across an await.
 
+pub mod vault;
+pub use vault::{Vault, VaultError};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,6 +51,9 @@ pub enum StoreError {
     /// No deployment has this id.
     #[error("no deployment {0}")]
     NoDeployment(i64),
+    /// A secret could not be sealed or opened.
+    #[error("store: {0}")]
+    Vault(#[from] VaultError),
 }
 
 /// Reads column `idx` as one of a vocabulary's names; anything else is an error that
@@ -177,6 +183,15 @@ pub struct EventRow {
     pub message: String,
 }
 
+/// A secret as the API shows it: its name and when it was set, never its value.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecretRow {
+    /// The secret's name, the environment variable it becomes.
+    pub name: String,
+    /// When it was last set (Unix ms).
+    pub set_ms: i64,
+}
+
 /// A build.
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildRow {
@@ -210,6 +225,8 @@ pub struct Store {
     stale: std::sync::atomic::AtomicBool,
     /// The generation of each published snapshot.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Seals and opens secret values.
+    vault: Vault,
 }
 
 /// Every service as stored, at one generation: a new snapshot is published after each
@@ -282,6 +299,13 @@ CREATE TABLE IF NOT EXISTS builds (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS builds_service ON builds (service, id);
+CREATE TABLE IF NOT EXISTS secrets (
+    service TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    set_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, name)
+);
 "#;
 
 /// The schema's version, kept in SQLite's `user_version`.
@@ -294,7 +318,7 @@ const BUILD_LOG_MAX: usize = 1 << 20;
 
 impl Store {
     /// Opens (creating) `path` in WAL mode and applies the schema.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path, vault: Vault) -> Result<Store> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -307,16 +331,17 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         // Later schema changes go here as `if version < N { ALTER ...; }` steps.
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Store::with(conn)
+        Store::with(conn, vault)
     }
 
-    fn with(conn: Connection) -> Result<Store> {
+    fn with(conn: Connection, vault: Vault) -> Result<Store> {
         let store = Store {
             conn: Mutex::new(conn),
             snapshot: arc_swap::ArcSwap::from_pointee(Snapshot::default()),
             publishing: Mutex::new(()),
             stale: std::sync::atomic::AtomicBool::new(false),
             changes: tokio::sync::watch::Sender::new(0),
+            vault,
         };
         store.reload()?;
         Ok(store)
@@ -436,7 +461,7 @@ impl Store {
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
-        Store::with(conn)
+        Store::with(conn, Vault::ephemeral()?)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -530,7 +555,7 @@ impl Store {
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx.execute("DELETE FROM services WHERE name = ?1", [name])?;
-        for table in ["revisions", "deployments", "events", "builds"] {
+        for table in ["revisions", "deployments", "events", "builds", "secrets"] {
             tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
         }
         tx.commit()?;
@@ -799,6 +824,77 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `service`'s secret `name` (sealed before it reaches SQLite). Returns whether
+    /// it replaced a value.
+    pub fn set_secret(&self, service: &str, name: &str, value: &str) -> Result<bool> {
+        let sealed = self.vault.seal(service, name, value.as_bytes())?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let known: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM services WHERE name = ?1",
+            [service],
+            |r| r.get(0),
+        )?;
+        if known == 0 {
+            return Err(StoreError::NoService(service.to_string()));
+        }
+        let n = tx.execute(
+            "DELETE FROM secrets WHERE service = ?1 AND name = ?2",
+            params![service, name],
+        )?;
+        tx.execute(
+            "INSERT INTO secrets (service, name, sealed, set_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![service, name, sealed, now_unix_ms()],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Removes a secret; false when there was none.
+    pub fn unset_secret(&self, service: &str, name: &str) -> Result<bool> {
+        let n = self.db().execute(
+            "DELETE FROM secrets WHERE service = ?1 AND name = ?2",
+            params![service, name],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// A service's secrets, names and when they were set: never their values.
+    pub fn secrets(&self, service: &str) -> Result<Vec<SecretRow>> {
+        let db = self.db();
+        let mut st =
+            db.prepare("SELECT name, set_ms FROM secrets WHERE service = ?1 ORDER BY name")?;
+        let rows = st
+            .query_map([service], |r| {
+                Ok(SecretRow {
+                    name: r.get(0)?,
+                    set_ms: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// A service's secrets with their values, for its instances' environment only.
+    pub fn secret_values(&self, service: &str) -> Result<Vec<(String, String)>> {
+        let sealed: Vec<(String, Vec<u8>)> = {
+            let db = self.db();
+            let mut st = db
+                .prepare("SELECT name, sealed FROM secrets WHERE service = ?1 ORDER BY name")?;
+            let rows = st
+                .query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        sealed
+            .into_iter()
+            .map(|(name, sealed)| {
+                let value = self.vault.open_value(service, &name, &sealed)?;
+                Ok((name, String::from_utf8_lossy(&value).into_owned()))
+            })
+            .collect()
+    }
+
     /// Appends to a service's activity log.
     pub fn event(&self, service: &str, kind: EventKind, message: &str) -> Result<()> {
         let db = self.db();
@@ -925,6 +1021,50 @@ mod tests {
 
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec::new(ServiceName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn secrets_are_sealed_listed_without_values_and_go_with_their_service() {
+        let dir = std::env::temp_dir().join(format!("slipway-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let key = dir.join("secret.key");
+        let canary = "canary-7f3a9b1c";
+        {
+            let s = Store::open(&path, Vault::open(&key, true).unwrap()).unwrap();
+            assert!(matches!(
+                s.set_secret("nope", "K", "v"),
+                Err(StoreError::NoService(_))
+            ));
+            s.create_service(&spec("web")).unwrap();
+            assert!(!s.set_secret("web", "DB_PASSWORD", "old").unwrap());
+            assert!(s.set_secret("web", "DB_PASSWORD", canary).unwrap());
+            s.set_secret("web", "API_KEY", "k").unwrap();
+            let listed = serde_json::to_string(&s.secrets("web").unwrap()).unwrap();
+            assert!(listed.contains("DB_PASSWORD") && !listed.contains(canary), "{listed}");
+        }
+        // The database's files (WAL included) never hold the value in plaintext.
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()));
+        }
+        let s = Store::open(&path, Vault::open(&key, false).unwrap()).unwrap();
+        assert_eq!(
+            s.secret_values("web").unwrap(),
+            vec![
+                ("API_KEY".to_string(), "k".to_string()),
+                ("DB_PASSWORD".to_string(), canary.to_string())
+            ]
+        );
+        // Another key opens nothing, and says so.
+        let other = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
+        assert!(matches!(other.secret_values("web"), Err(StoreError::Vault(_))));
+        assert!(s.unset_secret("web", "API_KEY").unwrap());
+        assert!(!s.unset_secret("web", "API_KEY").unwrap());
+        s.delete_service("web").unwrap();
+        s.create_service(&spec("web")).unwrap();
+        assert!(s.secrets("web").unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1177,11 +1317,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.db");
         {
-            let s = Store::open(&path).unwrap();
+            let s = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
             s.create_service(&spec("web")).unwrap();
             assert_eq!(s.meta_or_init("platform", || "p1".into()).unwrap(), "p1");
         }
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
         assert!(s.service("web").unwrap().is_some());
         assert_eq!(s.meta_or_init("platform", || "p2".into()).unwrap(), "p1");
         std::fs::remove_dir_all(&dir).unwrap();
