@@ -9,11 +9,12 @@
 //! Builds of one service run one at a time; when several pushes arrive during a build,
 //! only the newest commit is built next (older ones are superseded, as on Heroku).
 
+pub mod apprunner;
+pub mod context;
 pub mod dockerignore;
 pub mod git;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use slipway_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use context::{BuildOptions, ContextError};
 pub use git::{GitRequest, GitResponse};
 
 /// Called with a service name when it has a new target revision.
@@ -72,6 +74,17 @@ pub enum BuildError {
     /// The build's context task died.
     #[error("internal error preparing the build context: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// `run.secrets` names a secret the service does not have.
+    #[error("apprunner.yaml's run.secrets names the secret {secret}, which service {service} does not have: slipway secrets set {service} {secret}")]
+    MissingSecret {
+        /// The secret.
+        secret: String,
+        /// The service.
+        service: String,
+    },
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(slipway_store::StoreError),
 }
 
 /// A commit waiting for its build, already recorded in the store as queued.
@@ -95,6 +108,8 @@ pub struct Builder {
     /// Cancelled at shutdown: a build in progress stops (it stays recorded as running, so
     /// the next start builds it again).
     shutdown: CancellationToken,
+    /// The operator's build settings (runtime images, aliases, CA bundle).
+    options: BuildOptions,
 }
 
 impl Builder {
@@ -105,8 +120,10 @@ impl Builder {
         repos: PathBuf,
         wake: Wake,
         shutdown: CancellationToken,
+        options: BuildOptions,
     ) -> Arc<Self> {
         Arc::new(Builder {
+            options,
             store,
             runtime,
             repos,
@@ -476,19 +493,28 @@ impl Builder {
         let tag = format!("{}:{short}", self.image_repo(service));
         let timeout = Duration::from_secs(row.spec.build_timeout_s as u64);
         let result =
-            tokio::time::timeout(timeout, self.build_image(service, commit, &tag, build_id))
+            tokio::time::timeout(timeout, self.build_image(&row.spec, commit, &tag, build_id))
                 .await
                 .unwrap_or(Err(BuildError::Timeout(timeout.as_secs())));
         match result {
-            Ok(image) => {
+            Ok((image, config)) => {
                 self.build_log(build_id, "\nbuild succeeded\n");
+                // An apprunner.yaml decides the port and the secret references of the
+                // revision it built.
+                let adjust = |spec: &mut ServiceSpec| {
+                    if let Some(c) = &config {
+                        spec.port = u32::from(c.port);
+                        spec.secret_refs = c.secrets.clone();
+                    }
+                };
                 let recorded = slipway_store::durable("recording a built revision", || {
-                    self.store.new_revision(
+                    self.store.new_revision_adjusted(
                         service,
                         &image,
                         |_| tag.clone(),
                         Some(commit),
                         DeploymentKind::Push,
+                        &adjust,
                     )
                 })
                 .await;
@@ -523,11 +549,12 @@ impl Builder {
 
     async fn build_image(
         &self,
-        service: &str,
+        spec: &ServiceSpec,
         commit: &str,
         tag: &str,
         build_id: i64,
-    ) -> Result<String, BuildError> {
+    ) -> Result<(String, Option<apprunner::AppRunnerConfig>), BuildError> {
+        let service = spec.name.as_str();
         let repo = git::repo_dir(&self.repos, service);
         let tree = git::archive(&repo, commit)
             .await
@@ -535,12 +562,35 @@ impl Builder {
                 commit: commit.to_string(),
                 source,
             })?;
-        let context = tokio::task::spawn_blocking(move || build_context(&tree)).await??;
+        let settings = spec.build.clone();
+        let options = self.options.clone();
+        let ctx = tokio::task::spawn_blocking(move || {
+            context::build_context(&tree, &settings, &options)
+        })
+        .await??;
+        self.build_log(build_id, &format!("building from {}\n", ctx.from));
+        if let Some(cfg) = &ctx.apprunner {
+            // Every secret run.secrets names must exist: the build says so, not the
+            // first instance.
+            let have: Vec<String> = self
+                .store
+                .secrets(service)
+                .map_err(BuildError::Store)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            if let Some(missing) = cfg.secrets.values().find(|s| !have.contains(s)) {
+                return Err(BuildError::MissingSecret {
+                    secret: missing.clone(),
+                    service: service.to_string(),
+                });
+            }
+        }
         let store = self.store.clone();
         let mut pending = String::new();
         let result = self
             .runtime
-            .build(context, tag, service, &mut |line: &str| {
+            .build(ctx.tar, tag, service, &mut |line: &str| {
                 pending.push_str(line);
                 pending.push('\n');
                 if pending.len() > 512 {
@@ -552,7 +602,7 @@ impl Builder {
             })
             .await;
         self.build_log(build_id, &pending);
-        Ok(result?)
+        Ok((result?, ctx.apprunner))
     }
 
     /// Appends to a build's log; a lost line is logged, not fatal.
@@ -628,12 +678,21 @@ impl Builder {
             return Ok(None);
         };
         let repo = self.image_repo(service);
-        let (new, dep) = self.store.new_revision(
+        // What the build decided (an apprunner.yaml's port and secret references) stays.
+        let built = rev.spec.clone();
+        let keep = |spec: &mut ServiceSpec| {
+            if let Some(b) = &built {
+                spec.port = b.port;
+                spec.secret_refs = b.secret_refs.clone();
+            }
+        };
+        let (new, dep) = self.store.new_revision_adjusted(
             service,
             &rev.image,
             |n| format!("{repo}:r{n}"),
             rev.commit.as_deref(),
             DeploymentKind::Config,
+            &keep,
         )?;
         self.runtime
             .tag(&rev.image, &repo, &format!("r{}", new.number))
@@ -651,110 +710,3 @@ impl Builder {
     }
 }
 
-/// Why a pushed tree cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ContextError {
-    /// The tree's archive could not be read or written again.
-    #[error("the pushed tree could not be read as an archive: {0}")]
-    Archive(#[from] std::io::Error),
-    /// There is nothing to build.
-    #[error("no Dockerfile at the root of the pushed tree: add one (apprunner.yaml builds come in a later release)")]
-    NoDockerfile,
-}
-
-/// Filters a `git archive` tar through the tree's `.dockerignore` and checks that a
-/// Dockerfile is there. `.git` is never in the context.
-pub fn build_context(tree: &[u8]) -> Result<Vec<u8>, ContextError> {
-    let mut ignore = dockerignore::DockerIgnore::default();
-    let mut has_dockerfile = false;
-    {
-        let mut ar = tar::Archive::new(tree);
-        for entry in ar.entries()? {
-            let mut entry = entry?;
-            let path = entry.path()?.to_string_lossy().to_string();
-            if path == ".dockerignore" {
-                // Bytes, read as UTF-8 where they are (patterns are paths).
-                let mut raw = Vec::new();
-                entry.read_to_end(&mut raw)?;
-                ignore = dockerignore::DockerIgnore::parse(&String::from_utf8_lossy(&raw));
-            }
-            if path == "Dockerfile" {
-                has_dockerfile = true;
-            }
-        }
-    }
-    if !has_dockerfile {
-        return Err(ContextError::NoDockerfile);
-    }
-    let mut out = tar::Builder::new(Vec::new());
-    let mut ar = tar::Archive::new(tree);
-    for entry in ar.entries()? {
-        let mut entry = entry?;
-        let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
-            continue; // pax headers and the like
-        }
-        let path = entry.path()?.to_string_lossy().to_string();
-        let rel = path.trim_end_matches('/');
-        if rel.is_empty()
-            || rel == ".git"
-            || rel.starts_with(".git/")
-            || (ignore.excludes(rel) && rel != "Dockerfile" && rel != ".dockerignore")
-        {
-            continue;
-        }
-        let mut header = entry.header().clone();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
-        out.append_data(&mut header, &path, data.as_slice())?;
-    }
-    Ok(out.into_inner()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (p, c) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(c.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, p, c.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn names(t: &[u8]) -> Vec<String> {
-        tar::Archive::new(t)
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
-            .collect()
-    }
-
-    #[test]
-    fn context_honours_dockerignore_and_drops_git() {
-        let t = tar_of(&[
-            ("Dockerfile", "FROM busybox"),
-            (".dockerignore", "*.log\nsecret\nDockerfile\n"),
-            ("index.html", "hi"),
-            ("debug.log", "x"),
-            ("secret/key", "k"),
-            (".git/HEAD", "ref"),
-        ]);
-        let ctx = build_context(&t).unwrap();
-        assert_eq!(
-            names(&ctx),
-            vec!["Dockerfile", ".dockerignore", "index.html"]
-        );
-    }
-
-    #[test]
-    fn missing_dockerfile_is_explained() {
-        let err = build_context(&tar_of(&[("index.html", "hi")])).unwrap_err();
-        assert!(err.to_string().contains("no Dockerfile"), "{err}");
-    }
-}

@@ -55,7 +55,14 @@ fn rig() -> Rig {
         let d = deployer.clone();
         Arc::new(move |s: &str| d.wake(s))
     };
-    let builder = Builder::new(store.clone(), runtime, repos.0.clone(), wake, shutdown);
+    let builder = Builder::new(
+        store.clone(),
+        runtime,
+        repos.0.clone(),
+        wake,
+        shutdown,
+        Default::default(),
+    );
     let router_for_metrics = router.clone();
     let deployer_for_metrics = deployer.collector();
     let api = Api {

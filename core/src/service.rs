@@ -38,6 +38,33 @@ impl Default for Source {
     }
 }
 
+/// Which file builds a service's source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildConfig {
+    /// The Dockerfile when there is one, else `apprunner.yaml` (App Runner's image/source
+    /// split: a Dockerfile is an image build).
+    #[default]
+    Dockerfile,
+    /// `apprunner.yaml` (or `.yml`) when there is one, even beside a Dockerfile.
+    Apprunner,
+}
+
+/// How a service's source is built.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSettings {
+    /// Which file wins when the source has both (default: the Dockerfile).
+    #[serde(default)]
+    pub config: BuildConfig,
+    /// The source directory inside the repository, for monorepos (default: the root).
+    #[serde(default)]
+    pub dir: String,
+    /// Keep the injected build CA in the final image (default: removed at the end).
+    #[serde(default)]
+    pub keep_ca: bool,
+}
+
 /// How an instance's health is probed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,6 +250,13 @@ pub struct ServiceSpec {
     /// Seconds a deployment's new instances have to become healthy, 5 to 3600 (default 300).
     #[serde(default = "default_deploy_timeout")]
     pub deploy_timeout_s: u32,
+    /// How the source is built.
+    #[serde(default)]
+    pub build: BuildSettings,
+    /// Variables whose values come from differently named secrets (`run.secrets` of an
+    /// `apprunner.yaml`, recorded on the revision it built): variable to secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_refs: BTreeMap<String, String>,
 }
 
 fn default_cpu() -> Cpu {
@@ -312,6 +346,8 @@ impl ServiceSpec {
             build_timeout_s: default_build_timeout(),
             keep_revisions: default_keep(),
             deploy_timeout_s: default_deploy_timeout(),
+            build: BuildSettings::default(),
+            secret_refs: BTreeMap::new(),
         }
     }
 
@@ -357,6 +393,19 @@ impl ServiceSpec {
             }
         }
         range("port", self.port, 1, 65535)?;
+        let dir = &self.build.dir;
+        let dir_ok = dir.len() <= 256
+            && !dir.starts_with('/')
+            && dir.split('/').all(|p| p != ".." && p != ".")
+            && dir
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./@+".contains(c));
+        if !dir_ok {
+            return Err(err(
+                "build.dir",
+                format!("{dir:?} is not a directory of the repository: a relative path without '..'"),
+            ));
+        }
         for (k, v) in &self.env {
             let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

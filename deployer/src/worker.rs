@@ -50,6 +50,12 @@ enum StartError {
         revision: i64,
         source: slipway_runtime::RuntimeError,
     },
+    #[error("revision {revision} gives {var} the secret {secret}, which is not set: slipway secrets set SERVICE {secret}")]
+    MissingSecret {
+        revision: i64,
+        var: String,
+        secret: String,
+    },
     #[error("could not read the service's secrets for revision {revision}: {source}")]
     Secrets {
         revision: i64,
@@ -318,6 +324,18 @@ impl Worker {
                 revision: rev.number,
                 source,
             })?;
+        for (var, secret) in &spec.secret_refs {
+            match secrets.iter().find(|(n, _)| n == secret) {
+                Some((_, v)) => env.push((var.clone(), v.clone())),
+                None => {
+                    return Err(StartError::MissingSecret {
+                        revision: rev.number,
+                        var: var.clone(),
+                        secret: secret.clone(),
+                    })
+                }
+            }
+        }
         env.extend(secrets);
         env.push(("PORT".into(), spec.port.to_string()));
         env.push(("SLIPWAY_SERVICE".into(), spec.name.to_string()));

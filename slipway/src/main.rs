@@ -21,7 +21,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the platform: API, router, deployer, scaler, in one process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     #[command(flatten)]
     Client(Box<cli::ClientCmd>),
 }
@@ -47,7 +47,7 @@ fn main() {
         }
     };
     let result = match args.cmd {
-        Cmd::Serve(a) => rt.block_on(serve::serve(a)),
+        Cmd::Serve(a) => rt.block_on(serve::serve(*a)),
         Cmd::Client(c) => rt.block_on(cli::run(*c)),
     };
     if let Err(e) = result {

@@ -57,6 +57,20 @@ pub struct ServeArgs {
     /// on first start.
     #[arg(long, env = "SLIPWAY_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
+    /// A CA bundle (PEM) that builds trust, for `pip install` and `npm install` behind a
+    /// TLS-intercepting proxy: injected into every build stage that runs commands, on any
+    /// base image, and removed from the final image (unless a service sets
+    /// `build.keep_ca`). Off unless set.
+    #[arg(long, env = "SLIPWAY_BUILD_CA_FILE")]
+    build_ca_file: Option<PathBuf>,
+    /// `NAME=IMAGE`: builds whose Dockerfile says `FROM NAME` use IMAGE (one this engine
+    /// has), for hosts without a registry. Repeatable; the variable takes a comma list.
+    #[arg(long = "image-alias", env = "SLIPWAY_IMAGE_ALIASES", value_delimiter = ',')]
+    image_aliases: Vec<String>,
+    /// `RUNTIME=IMAGE`: the base image of an apprunner.yaml runtime (e.g.
+    /// `python311=python:3.11-slim`). Repeatable; the variable takes a comma list.
+    #[arg(long = "runtime-image", env = "SLIPWAY_RUNTIME_IMAGES", value_delimiter = ',')]
+    runtime_images: Vec<String>,
     /// Scaler tick in milliseconds.
     #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
     scaler_tick_ms: u64,
@@ -102,6 +116,46 @@ fn private_db(db: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `NAME=VALUE` pairs of a repeatable flag.
+fn pairs(flag: &str, items: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|i| !i.trim().is_empty())
+        .map(|i| {
+            let (k, v) = i
+                .split_once('=')
+                .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--{flag} {i:?}: write NAME=VALUE"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn build_options(a: &ServeArgs) -> Result<slipway_builder::BuildOptions> {
+    let runtime_images = pairs("runtime-image", &a.runtime_images)?;
+    for r in runtime_images.keys() {
+        if !slipway_builder::apprunner::RUNTIMES.iter().any(|(n, _, _)| n == r) {
+            anyhow::bail!("--runtime-image {r}=...: {r} is not an apprunner.yaml runtime");
+        }
+    }
+    let ca = match &a.build_ca_file {
+        Some(p) => {
+            let pem = std::fs::read(p)
+                .with_context(|| format!("cannot read the build CA bundle {}", p.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!("{} holds no PEM certificate", p.display());
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    Ok(slipway_builder::BuildOptions {
+        runtime_images,
+        aliases: pairs("image-alias", &a.image_aliases)?,
+        ca,
+    })
+}
+
 pub async fn serve(a: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -114,7 +168,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
         anyhow::bail!("--zone {:?} is not a valid domain name", a.zone);
     }
-    let data = a.data_dir.unwrap_or_else(crate::default_data_dir);
+    let data = a.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     private_dir(&data)?;
     private_dir(&data.join("repos"))?;
     let db = data.join("slipway.db");
@@ -159,6 +213,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         data.join("repos"),
         wake_deployer,
         shutdown.clone(),
+        build_options(&a)?,
     );
     let scaler = Scaler::new(
         store.clone(),

@@ -129,3 +129,134 @@ async fn a_secret_reaches_the_app_and_nothing_else() {
     p.wait_content("vault", &sha256_hex(""), Duration::from_secs(60))
         .await;
 }
+
+const PY_APP: &str = r#"import os, http.server
+import six
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ready = open('/app/ready').read().strip() if os.path.exists('/app/ready') else 'no pre-run'
+        body = f"six {six.__version__}; {os.environ.get('GREETING', '')}; {ready}".encode()
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(('', int(os.environ['PORT'])), H).serve_forever()
+"#;
+
+/// A base image whose trust store lacks the host's TLS-intercepting CA: what any public
+/// image looks like to this machine.
+fn image_without_the_ca(p: &Platform) -> String {
+    let dir = p.dir.join("noca");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM python:3.11-slim\nRUN rm -f /usr/local/share/ca-certificates/*.crt && update-ca-certificates --fresh >/dev/null\n",
+    )
+    .unwrap();
+    let tag = format!("slipway-test-noca:{}", p.platform_id);
+    docker(&["build", "-q", "-t", &tag, dir.to_str().unwrap()]);
+    tag
+}
+
+fn pip_repo(p: &Platform, service: &str, yaml: &str) -> Repo {
+    let repo = Repo::new(p, None, service);
+    repo.write("apprunner.yaml", yaml);
+    repo.write("requirements.txt", "six==1.17.0\n");
+    repo.write("app.py", PY_APP);
+    repo.commit("app");
+    repo
+}
+
+const ORIGINAL: &str = "version: 1.0\nruntime: python3\nbuild:\n  commands:\n    build:\n      - pip install --no-cache-dir -r requirements.txt\nrun:\n  command: python app.py\n  network:\n    port: 8000\n  env:\n    - name: GREETING\n      value: original build\n";
+
+/// apprunner.yaml's original build, `pip install` of a real package from the index on a
+/// base image without the host's CA: it fails without the injected CA and serves with it,
+/// on the file's port (8000, while the service's setting is the default 8080). The CA is
+/// not left in the final image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apprunner_yaml_builds_with_pip_through_the_injected_ca() {
+    let bare = Platform::start().await;
+    let noca = image_without_the_ca(&bare);
+    drop(bare);
+    let runtime = format!("python3={noca}");
+    let without = Platform::start_with_env(&[("SLIPWAY_RUNTIME_IMAGES", &runtime)]).await;
+    without.create(json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB"})).await;
+    pip_repo(&without, "pip", ORIGINAL).push();
+    without
+        .wait_activity("pip", "failed", Duration::from_secs(240))
+        .await;
+    let builds = without.get_json("/v1/services/pip/builds").await;
+    let log = builds[0]["log"].as_str().unwrap_or_default().to_string();
+    assert!(log.contains("building from apprunner.yaml"), "{log}");
+    assert!(
+        log.contains("CERTIFICATE_VERIFY_FAILED") || log.contains("SSL"),
+        "the build failed for another reason than the CA: {log}"
+    );
+    drop(without);
+
+    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
+    let with = Platform::start_with_env(&[
+        ("SLIPWAY_RUNTIME_IMAGES", &runtime),
+        ("SLIPWAY_BUILD_CA_FILE", &bundle),
+    ])
+    .await;
+    with.create(json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}))
+        .await;
+    pip_repo(&with, "pip", ORIGINAL).push();
+    with.wait_content("pip", "six 1.17.0; original build; no pre-run", Duration::from_secs(300))
+        .await;
+    let revs = with.get_json("/v1/services/pip/revisions").await;
+    assert_eq!(revs[0]["spec"]["port"], 8000, "{revs}");
+    let image = revs[0]["image"].as_str().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "ls", image, "/usr/local/share/"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !listing.contains("slipway-build-ca"), "{listing}");
+    let config = docker(&["image", "inspect", "-f", "{{json .Config}}", image]);
+    assert!(!config.contains("slipway-build-ca"), "{config}");
+    let _ = std::process::Command::new("docker").args(["rmi", &noca]).output();
+}
+
+/// The revised build (python311): built in one image, `/app` copied into a clean run
+/// image where `pre-run` runs, then `run.command` exec'd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apprunner_revised_build_runs_pre_run() {
+    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
+    let p = Platform::start_with_env(&[("SLIPWAY_BUILD_CA_FILE", &bundle)]).await;
+    let yaml = "version: 1.0\nruntime: python311\nbuild:\n  commands:\n    build:\n      - pip install --no-cache-dir -r requirements.txt\nrun:\n  runtime-version: 3.11\n  pre-run:\n    - pip install --no-cache-dir -r requirements.txt\n    - echo pre-run ran > /app/ready\n  command: python app.py\n  network:\n    port: 8000\n  env:\n    - name: GREETING\n      value: revised build\n";
+    let repo = pip_repo(&p, "rev", yaml);
+    // A Dockerfile beside it does not win unless the service says so.
+    repo.write("Dockerfile", "FROM busybox:latest\nCMD exit 3\n");
+    repo.commit("both");
+    p.create(json!({"name": "rev", "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "build": {"config": "apprunner"}, "health_check": {"interval_s": 1}}))
+        .await;
+    repo.push();
+    p.wait_content("rev", "six 1.17.0; revised build; pre-run ran", Duration::from_secs(300))
+        .await;
+    // The command is exec'd: the app is the container's main process (under init).
+    let id = &p.containers()[0];
+    let top = docker(&["top", id]);
+    assert!(top.contains("python app.py") && !top.contains("sh -c"), "{top}");
+}
+
+/// A malformed apprunner.yaml fails its build with the file's line and field, and the
+/// running version keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_apprunner_yaml_fails_with_its_line() {
+    let p = Platform::start().await;
+    p.create(json!({"name": "bad", "cpu": "0.25 vCPU", "memory": "0.5 GB"})).await;
+    let repo = Repo::new(&p, None, "bad");
+    repo.write("apprunner.yaml", "version: 1.0\nruntime: nodejs20\nrun:\n  command: node a.js\n");
+    repo.commit("bad");
+    repo.push();
+    p.wait_activity(
+        "bad",
+        "apprunner.yaml line 2: runtime: \"nodejs20\" is not a runtime (did you mean \"nodejs22\"?",
+        Duration::from_secs(60),
+    )
+    .await;
+}

@@ -433,7 +433,23 @@ impl Store {
         commit: Option<&str>,
         kind: DeploymentKind,
     ) -> Result<(RevisionRow, i64)> {
-        let r = self.new_revision_row(service, image, tag_for, commit, kind);
+        let r = self.new_revision_row(service, image, tag_for, commit, kind, &|_| {});
+        self.published(r)
+    }
+
+    /// [`Store::new_revision`] whose recorded configuration is the service's as changed
+    /// by `adjust` (what the build itself decided: the port and secret references of an
+    /// `apprunner.yaml`).
+    pub fn new_revision_adjusted(
+        &self,
+        service: &str,
+        image: &str,
+        tag_for: impl FnOnce(i64) -> String,
+        commit: Option<&str>,
+        kind: DeploymentKind,
+        adjust: &dyn Fn(&mut ServiceSpec),
+    ) -> Result<(RevisionRow, i64)> {
+        let r = self.new_revision_row(service, image, tag_for, commit, kind, adjust);
         self.published(r)
     }
 
@@ -569,17 +585,23 @@ impl Store {
         tag_for: impl FnOnce(i64) -> String,
         commit: Option<&str>,
         kind: DeploymentKind,
+        adjust: &dyn Fn(&mut ServiceSpec),
     ) -> Result<(RevisionRow, i64)> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM services WHERE name = ?1)",
-            [service],
-            |r| r.get(0),
-        )?;
-        if !exists {
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT spec FROM services WHERE name = ?1",
+                [service],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(stored) = stored else {
             return Err(StoreError::NoService(service.to_string()));
-        }
+        };
+        let mut spec: ServiceSpec = serde_json::from_str(&stored)?;
+        adjust(&mut spec);
+        let spec_json = serde_json::to_string(&spec)?;
         let number: i64 = tx.query_row(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE service = ?1",
             [service],
@@ -589,13 +611,8 @@ impl Store {
         let tag = tag_for(number);
         tx.execute(
             "INSERT INTO revisions (service, number, image, tag, commit_sha, created_ms, spec)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT spec FROM services WHERE name = ?1))",
-            params![service, number, image, tag, commit, now],
-        )?;
-        let spec: Option<String> = tx.query_row(
-            "SELECT spec FROM revisions WHERE service = ?1 AND number = ?2",
-            params![service, number],
-            |r| r.get(0),
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![service, number, image, tag, commit, now, spec_json],
         )?;
         let dep = Self::start_deployment_tx(&tx, service, number, kind, now)?;
         tx.commit()?;
@@ -608,7 +625,7 @@ impl Store {
                 commit: commit.map(str::to_string),
                 created_ms: now,
                 served: false,
-                spec: spec.and_then(|s| serde_json::from_str(&s).ok()),
+                spec: Some(spec),
             },
             dep,
         ))
