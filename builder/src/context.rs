@@ -40,6 +40,8 @@ pub struct BuildOptions {
     pub aliases: BTreeMap<String, String>,
     /// A CA bundle (PEM) to trust during builds.
     pub ca: Option<Vec<u8>>,
+    /// Whether services may watch local repositories (`file://`, absolute paths).
+    pub allow_file_urls: bool,
 }
 
 impl BuildOptions {

@@ -39,7 +39,7 @@ pub struct GitResponse {
 }
 
 impl GitResponse {
-    fn error(status: u16, msg: &str) -> Self {
+    pub(crate) fn error(status: u16, msg: &str) -> Self {
         GitResponse {
             status,
             headers: vec![("Content-Type".into(), "text/plain".into())],

@@ -13,6 +13,7 @@ pub mod apprunner;
 pub mod context;
 pub mod dockerignore;
 pub mod git;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub enum SourceError {
     /// git failed on the service's repository.
     #[error("git: {0}")]
     Git(#[from] std::io::Error),
+    /// A watched repository could not be fetched.
+    #[error("{0}")]
+    Fetch(String),
 }
 
 /// Why a build failed: what its log and the activity log say.
@@ -152,7 +156,7 @@ impl Builder {
 
     /// Creates the service's repository (for git sources).
     pub async fn prepare(&self, spec: &ServiceSpec) -> std::io::Result<()> {
-        if let Source::Git { branch } = &spec.source {
+        if let Source::Git { branch, .. } = &spec.source {
             git::ensure_repo(&git::repo_dir(&self.repos, spec.name.as_str()), branch).await?;
         }
         Ok(())
@@ -172,13 +176,21 @@ impl Builder {
     /// service's branch, starts a build of the new commit.
     pub async fn git_http(self: &Arc<Self>, spec: &ServiceSpec, req: GitRequest) -> GitResponse {
         let service = spec.name.as_str();
-        let Source::Git { branch } = &spec.source else {
+        let Source::Git { branch, .. } = &spec.source else {
             return GitResponse {
                 status: 409,
                 headers: vec![("Content-Type".into(), "text/plain".into())],
                 body: format!("service {service} deploys an image, not git pushes\n").into_bytes(),
             };
         };
+        if let Source::Git { url: Some(url), .. } = &spec.source {
+            if req.method == "POST" || req.query.contains("git-receive-pack") {
+                return GitResponse::error(
+                    409,
+                    &format!("service {service} watches {url}: push there, not here"),
+                );
+            }
+        }
         let repo = git::repo_dir(&self.repos, service);
         if let Err(e) = git::ensure_repo(&repo, branch).await {
             return GitResponse {
@@ -200,7 +212,14 @@ impl Builder {
         let resp = git::http_backend(&self.repos, &format!("{service}.git"), req).await;
         if is_push {
             let after = self.branch_after_push(service, &repo, branch).await;
-            if let Some(commit) = after.filter(|a| Some(a) != before.as_ref()) {
+            let moved = after.filter(|a| Some(a) != before.as_ref());
+            if let Some(commit) = moved.as_ref().filter(|_| !spec.auto_deploy) {
+                self.log(
+                    service,
+                    EventKind::Build,
+                    &format!("push to {branch}: commit {} received; auto-deploy is off, so `slipway deploy {service}` deploys it", short_id(commit)),
+                );
+            } else if let Some(commit) = moved {
                 let short = short_id(&commit);
                 // Recorded before git's answer goes back: a push git accepted is never
                 // lost (a restart before this point is caught by `resume`).
@@ -336,7 +355,7 @@ impl Builder {
             }
         }
         for row in self.store.services()? {
-            let Source::Git { branch } = &row.spec.source else {
+            let Source::Git { branch, .. } = &row.spec.source else {
                 continue;
             };
             let service = row.spec.name.as_str();
@@ -367,12 +386,15 @@ impl Builder {
         spec: &ServiceSpec,
     ) -> Result<(i64, String), SourceError> {
         let service = spec.name.as_str();
-        let Source::Git { branch } = &spec.source else {
+        let Source::Git { branch, .. } = &spec.source else {
             return Err(SourceError::WrongSource(format!(
                 "service {service} deploys an image"
             )));
         };
         let repo = git::repo_dir(&self.repos, service);
+        if let Source::Git { url: Some(_), .. } = &spec.source {
+            self.fetch_source(spec).await?;
+        }
         let head = git::branch_commit(&repo, branch).await?.ok_or_else(|| {
             SourceError::WrongSource(format!(
                 "nothing was pushed to branch {branch} of service {service} yet: push first"
@@ -663,6 +685,139 @@ impl Builder {
 }
 
 impl Builder {
+    /// Checks a source against the operator's policy: local repositories are watched only
+    /// when the operator allows file URLs.
+    pub fn check_source(&self, spec: &ServiceSpec) -> Result<(), SourceError> {
+        if let Source::Git { url: Some(url), .. } = &spec.source {
+            if watch::is_local(url) && !self.options.allow_file_urls {
+                return Err(SourceError::WrongSource(format!(
+                    "source.url {url:?} is a local repository: the operator must allow them (slipway serve --allow-file-urls)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches a watched service's branch into its repository; returns the head.
+    async fn fetch_source(&self, spec: &ServiceSpec) -> Result<String, SourceError> {
+        let Source::Git {
+            branch,
+            url: Some(url),
+            credentials,
+            ..
+        } = &spec.source
+        else {
+            return Err(SourceError::WrongSource(format!(
+                "service {} watches no repository",
+                spec.name
+            )));
+        };
+        self.check_source(spec)?;
+        let service = spec.name.as_str();
+        let creds = match credentials {
+            None => watch::Credentials::None,
+            Some(name) => {
+                let values = self.store.secret_values(service)?;
+                let value = values
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| {
+                        SourceError::WrongSource(format!(
+                            "source.credentials names the secret {name}, which service {service} does not have: slipway secrets set {service} {name}"
+                        ))
+                    })?;
+                watch::Credentials::Secret(value)
+            }
+        };
+        let repo = git::repo_dir(&self.repos, service);
+        let (url, branch) = (url.clone(), branch.clone());
+        let head = tokio::task::spawn_blocking(move || watch::fetch(&repo, &url, &branch, &creds))
+            .await
+            .map_err(|e| SourceError::Fetch(e.to_string()))?
+            .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        Ok(head)
+    }
+
+    /// Polls a watched service once: a head with no build yet is queued (with
+    /// auto-deploy on) and said in the activity log. `why` says what asked.
+    pub async fn poll_source(self: &Arc<Self>, spec: &ServiceSpec, why: &str) -> Result<Option<i64>, SourceError> {
+        let head = self.fetch_source(spec).await?;
+        let service = spec.name.as_str();
+        if self.store.has_build_of(service, &head)? {
+            return Ok(None);
+        }
+        let Source::Git { branch, url, .. } = &spec.source else {
+            return Ok(None);
+        };
+        let url = url.as_deref().unwrap_or_default();
+        if !spec.auto_deploy {
+            return Ok(None);
+        }
+        let id = self.enqueue(service, &head)?;
+        self.log(
+            service,
+            EventKind::Build,
+            &format!(
+                "{why}: new commit {} on {branch} of {url}, queued for build {id}",
+                short_id(&head)
+            ),
+        );
+        Ok(Some(id))
+    }
+
+    /// A webhook: polls the service now, in the background.
+    pub fn trigger(self: &Arc<Self>, spec: ServiceSpec) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = me.poll_source(&spec, "webhook").await {
+                me.log(spec.name.as_str(), EventKind::Build, &format!("webhook: {e}"));
+            }
+        });
+    }
+
+    /// Polls every watched service when its interval is due, until shutdown. A failed
+    /// poll is said in the activity log once until it works again.
+    pub fn watch(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
+            let mut failing: HashMap<String, String> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = me.shutdown.cancelled() => return,
+                }
+                let snap = me.store.snapshot();
+                let now = tokio::time::Instant::now();
+                due.retain(|s, _| snap.service(s).is_some());
+                for row in snap.services() {
+                    let Source::Git { url: Some(_), poll_s, .. } = &row.spec.source else {
+                        continue;
+                    };
+                    let name = row.spec.name.to_string();
+                    if due.get(&name).is_some_and(|t| *t > now) {
+                        continue;
+                    }
+                    due.insert(name.clone(), now + Duration::from_secs(u64::from(*poll_s)));
+                    match me.poll_source(&row.spec, "poll").await {
+                        Ok(_) => {
+                            failing.remove(&name);
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            if failing.get(&name) != Some(&msg) {
+                                me.log(&name, EventKind::Build, &format!("poll: {msg}"));
+                                failing.insert(name, msg);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// A new revision of the image the service serves (or is deploying), for a change of
     /// its configuration (secrets): recorded, tagged `rN` and deployed blue/green like a
     /// push. None when the service has no revision yet (its first deploy picks the change

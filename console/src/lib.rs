@@ -6,6 +6,7 @@
 //! fails. The hosted git remote lives here too, behind the same token (HTTP Basic, any
 //! user name, the token as password), because git clients speak HTTP auth natively.
 
+pub mod hooks;
 pub mod platform;
 
 use std::sync::Arc;
@@ -140,8 +141,14 @@ pub fn app(api: Api) -> Router {
             (token, Schemes::BearerOrBasic),
             require_token,
         ));
+    // Webhooks carry their own proof (a signature or a token per service), not the API
+    // token.
+    let hooks = Router::new()
+        .route("/hooks/{name}", post(webhook))
+        .layer(DefaultBodyLimit::max(1 << 20));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(hooks)
         .merge(v1)
         .merge(git)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -401,6 +408,67 @@ async fn builds(
 ) -> ApiResult<Json<Vec<slipway_store::BuildRow>>> {
     let row = load(&api, &name)?;
     Ok(Json(api.platform.store.builds(row.spec.name.as_str(), 20)?))
+}
+
+/// `POST /hooks/{name}`: a GitHub-style push webhook (`X-Hub-Signature-256:
+/// sha256=<HMAC-SHA256 of the body>`) or a GitLab-style one (`X-Gitlab-Token`), keyed by
+/// the service's `source.webhook_secret`. A wrong or missing proof is 401 and builds
+/// nothing; a valid one polls the watched repository at once (202).
+async fn webhook(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    // Unknown services are refused like bad signatures: a hook learns nothing.
+    let row = api
+        .platform
+        .service(&name)
+        .map_err(|_| unauthorized("webhook refused: bad or missing signature"))?;
+    let Source::Git {
+        branch,
+        url,
+        webhook_secret,
+        ..
+    } = &row.spec.source
+    else {
+        return Err(unauthorized("webhook refused: bad or missing signature"));
+    };
+    let secret = match webhook_secret {
+        Some(n) => api
+            .platform
+            .store
+            .secret_values(row.spec.name.as_str())?
+            .into_iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v),
+        None => None,
+    };
+    let Some(secret) = secret else {
+        return Err(unauthorized("webhook refused: the service has no webhook secret set"));
+    };
+    if !hooks::verify(&headers, &body, secret.as_bytes()) {
+        return Err(unauthorized("webhook refused: bad or missing signature"));
+    }
+    if url.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("service {name} takes pushes to its own remote, not webhooks"),
+        ));
+    }
+    match hooks::pushed_ref(&headers, &body) {
+        hooks::Pushed::Ping => return Ok((StatusCode::OK, Json(json!({"ok": "pong"})))),
+        hooks::Pushed::Ref(r) if r != format!("refs/heads/{branch}") => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"ignored": format!("a push to {r}, not to {branch}")})),
+            ))
+        }
+        _ => {}
+    }
+    api.platform.builder.trigger(row.spec);
+    Ok((StatusCode::ACCEPTED, Json(json!({"polling": name}))))
 }
 
 async fn secrets(

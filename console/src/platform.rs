@@ -68,6 +68,7 @@ impl From<SourceError> for PlatformError {
             SourceError::Store(e) => e.into(),
             SourceError::Runtime(e) => PlatformError::Runtime(e),
             SourceError::Git(e) => PlatformError::Repository(e),
+            SourceError::Fetch(m) => PlatformError::Unusable(m),
         }
     }
 }
@@ -122,6 +123,7 @@ impl Platform {
     /// service whose creation fails is left behind.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceRow> {
         spec.validate()?;
+        self.builder.check_source(&spec)?;
         self.store.create_service(&spec)?;
         let name = spec.name.to_string();
         self.note(&name, EventKind::Service, "service created");

@@ -16,7 +16,7 @@ pub use deployment::{DeploymentState, TransitionError};
 pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
 pub use name::{service_host, NameError, ServiceName};
 pub use service::{
-    secret_name, BuildConfig, BuildSettings, HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
+    check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
     SpecError,
 };
 pub use size::{Cpu, InstanceSize, Memory, SizeError};

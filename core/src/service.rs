@@ -18,6 +18,22 @@ pub enum Source {
         /// The branch that deploys (default `main`).
         #[serde(default = "default_branch")]
         branch: String,
+        /// A repository to watch instead of pushes to the hosted one: `https://`,
+        /// `http://`, `ssh://`, `user@host:path`, or (when the operator allows it) a
+        /// `file://` URL or absolute path. Read with git2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// Seconds between polls of `url` (default 60, 2 to 86400).
+        #[serde(default = "default_poll", skip_serializing_if = "is_default_poll")]
+        poll_s: u32,
+        /// The Slipway secret holding the credentials for `url`: `user:password` or a
+        /// token for https, a private key for ssh.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<String>,
+        /// The Slipway secret that signs webhooks (`X-Hub-Signature-256`, or compared with
+        /// `X-Gitlab-Token`); webhooks are refused without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        webhook_secret: Option<String>,
     },
     /// An image already present on the engine, e.g. `busybox:latest`.
     Image {
@@ -30,10 +46,74 @@ fn default_branch() -> String {
     "main".into()
 }
 
+fn default_poll() -> u32 {
+    60
+}
+
+fn is_default_poll(v: &u32) -> bool {
+    *v == default_poll()
+}
+
+/// Checks a watched repository's URL: one of the transports git2 speaks, never git's
+/// `ext::` helper, nothing option-like, and no credentials inside it (they are secrets).
+pub fn check_repo_url(url: &str) -> Result<(), SpecError> {
+    let bad = |why: &str| Err(err("source.url", why));
+    if url.is_empty() || url.len() > 2048 || url.chars().any(|c| c.is_control() || c == ' ') {
+        return bad("the URL is empty, too long, or has spaces or control characters");
+    }
+    if url.starts_with('-') {
+        return bad("a URL cannot start with '-' (git would read it as an option)");
+    }
+    if url.contains("::") {
+        return bad("transport helpers (`ext::`, `fd::`, any `<helper>::`) are refused");
+    }
+    let lower = url.to_ascii_lowercase();
+    let authority = |rest: &str| rest.split('/').next().unwrap_or_default().to_string();
+    if let Some(rest) = ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .find_map(|p| lower.strip_prefix(p).map(|r| (p, r)))
+    {
+        let auth = authority(rest.1);
+        if auth.is_empty() {
+            return bad("the URL has no host");
+        }
+        if let Some((userinfo, _)) = auth.rsplit_once('@') {
+            if userinfo.contains(':') || *rest.0 != "ssh://" {
+                return bad("put credentials in a Slipway secret (source.credentials), not in the URL");
+            }
+        }
+        return Ok(());
+    }
+    if lower.starts_with("file://") || url.starts_with('/') {
+        return Ok(());
+    }
+    // scp-like `user@host:path`.
+    if let Some((host, path)) = url.split_once(':') {
+        if !host.contains('/') && !host.is_empty() && !path.is_empty() && !path.starts_with("//") {
+            if host.rsplit_once('@').is_some_and(|(u, _)| u.contains(':')) {
+                return bad("put credentials in a Slipway secret, not in the URL");
+            }
+            return Ok(());
+        }
+    }
+    bad("use https://, http://, ssh://, user@host:path, file:// or an absolute path")
+}
+
 impl Default for Source {
     fn default() -> Self {
+        Source::git(&default_branch())
+    }
+}
+
+impl Source {
+    /// A git source of pushes to `branch` of the hosted repository.
+    pub fn git(branch: &str) -> Source {
         Source::Git {
-            branch: default_branch(),
+            branch: branch.to_string(),
+            url: None,
+            poll_s: default_poll(),
+            credentials: None,
+            webhook_secret: None,
         }
     }
 }
@@ -253,6 +333,10 @@ pub struct ServiceSpec {
     /// How the source is built.
     #[serde(default)]
     pub build: BuildSettings,
+    /// Whether a new commit (pushed or seen by the watcher) or a moved image tag deploys
+    /// by itself (default true); off, `slipway deploy` deploys on demand.
+    #[serde(default = "default_true")]
+    pub auto_deploy: bool,
     /// Variables whose values come from differently named secrets (`run.secrets` of an
     /// `apprunner.yaml`, recorded on the revision it built): variable to secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -264,6 +348,9 @@ fn default_cpu() -> Cpu {
 }
 fn default_memory() -> Memory {
     InstanceSize::DEFAULT.memory
+}
+fn default_true() -> bool {
+    true
 }
 fn default_port() -> u32 {
     8080
@@ -347,6 +434,7 @@ impl ServiceSpec {
             keep_revisions: default_keep(),
             deploy_timeout_s: default_deploy_timeout(),
             build: BuildSettings::default(),
+            auto_deploy: true,
             secret_refs: BTreeMap::new(),
         }
     }
@@ -359,7 +447,25 @@ impl ServiceSpec {
     /// Checks every range and cross-field rule.
     pub fn validate(&self) -> Result<(), SpecError> {
         match &self.source {
-            Source::Git { branch } => {
+            Source::Git {
+                branch,
+                url,
+                poll_s,
+                credentials,
+                webhook_secret,
+            } => {
+                if let Some(url) = url {
+                    check_repo_url(url)?;
+                }
+                range("source.poll_s", *poll_s, 2, 86400)?;
+                for (field, name) in [
+                    ("source.credentials", credentials),
+                    ("source.webhook_secret", webhook_secret),
+                ] {
+                    if let Some(n) = name {
+                        secret_name(n).map_err(|e| err(field, e.message))?;
+                    }
+                }
                 let ok = !branch.is_empty()
                     && branch.len() <= 200
                     && !branch.starts_with(['-', '/', '.'])
@@ -517,14 +623,48 @@ mod tests {
     }
 
     #[test]
+    fn watched_urls_are_checked() {
+        for ok in [
+            "https://github.com/a/b.git",
+            "http://127.0.0.1:7070/git/a.git",
+            "ssh://git@host:2222/a.git",
+            "git@github.com:a/b.git",
+            "file:///srv/repo",
+            "/srv/repo",
+        ] {
+            assert!(check_repo_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ext::sh -c touch% /tmp/pwned",
+            "-uhttps://x",
+            "--upload-pack=evil",
+            "https://user:pass@github.com/a/b",
+            "https://token@github.com/a/b",
+            "fd::17",
+            "ftp://x/y",
+            "relative/path",
+            "",
+            "https:// x",
+        ] {
+            let e = check_repo_url(bad).unwrap_err();
+            assert_eq!(e.field, "source.url");
+            assert!(!e.message.contains("pass@"), "credentials echoed: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_url_is_checked_without_panicking(url in "\\PC{0,80}") {
+            if check_repo_url(&url).is_ok() {
+                proptest::prop_assert!(!url.starts_with('-') && !url.contains("::"));
+            }
+        }
+    }
+
+    #[test]
     fn minimal_spec_gets_app_runner_defaults() {
         let s = parse(r#"{"name":"web"}"#).unwrap();
-        assert_eq!(
-            s.source,
-            Source::Git {
-                branch: "main".into()
-            }
-        );
+        assert_eq!(s.source, Source::git("main"));
         assert_eq!(s.port, 8080);
         assert_eq!(s.size().unwrap(), InstanceSize::DEFAULT);
         assert_eq!(s.health_check.interval_s, 5);

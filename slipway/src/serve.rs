@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// `python311=python:3.11-slim`). Repeatable; the variable takes a comma list.
     #[arg(long = "runtime-image", env = "SLIPWAY_RUNTIME_IMAGES", value_delimiter = ',')]
     runtime_images: Vec<String>,
+    /// Let services watch local repositories (`file://` URLs and absolute paths). Off by
+    /// default: a service could otherwise read any repository this user can.
+    #[arg(long, env = "SLIPWAY_ALLOW_FILE_URLS")]
+    allow_file_urls: bool,
     /// Scaler tick in milliseconds.
     #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
     scaler_tick_ms: u64,
@@ -153,6 +157,7 @@ fn build_options(a: &ServeArgs) -> Result<slipway_builder::BuildOptions> {
         runtime_images,
         aliases: pairs("image-alias", &a.image_aliases)?,
         ca,
+        allow_file_urls: a.allow_file_urls,
     })
 }
 
@@ -238,6 +243,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .resume()
         .await
         .context("resuming the builds a restart interrupted")?;
+    // Watched repositories are polled (and their webhooks answered) from here on.
+    builder.watch();
 
     // Cold starts: the router holds the request and tells us; the scaler wants one
     // instance at once and the deployer starts (or unpauses) it.

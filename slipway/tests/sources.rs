@@ -260,3 +260,180 @@ async fn a_malformed_apprunner_yaml_fails_with_its_line() {
     )
     .await;
 }
+
+fn site_repo(dir: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    if !dir.join(".git").exists() {
+        git(dir, &["init", "-q", "-b", "main"]);
+    }
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.html"), text).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", text]);
+}
+
+fn head(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A watched local repository (file URL, which the operator allows): each commit deploys
+/// within one poll interval; with auto-deploy off a commit waits for `slipway deploy`.
+/// Without the operator's permission a file URL is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_branch_deploys_each_new_commit() {
+    let refused = Platform::start().await;
+    let (s, v) = refused
+        .call(
+            "POST",
+            "/v1/services",
+            Some(&json!({"name": "w", "source": {"type": "git", "url": "file:///tmp/x"}}).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("--allow-file-urls"), "{v}");
+    let (s, v) = refused
+        .call(
+            "POST",
+            "/v1/services",
+            Some(&json!({"name": "w", "source": {"type": "git", "url": "ext::sh -c id"}}).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    drop(refused);
+
+    let p = Platform::start_with_env(&[("SLIPWAY_ALLOW_FILE_URLS", "true")]).await;
+    let src = p.dir.join("upstream");
+    site_repo(&src, "first commit");
+    let url = format!("file://{}", src.display());
+    p.create(json!({"name": "watched", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2}, "health_check": {"interval_s": 1}}))
+        .await;
+    p.wait_content("watched", "first commit", Duration::from_secs(60)).await;
+    site_repo(&src, "second commit");
+    // One poll interval (2 s) plus a busybox build and a blue/green swap.
+    p.wait_content("watched", "second commit", Duration::from_secs(30)).await;
+    assert!(p.activity("watched").await.contains("poll: new commit"));
+    // Pushes to the hosted remote are refused for a watched service.
+    let repo = Repo::new(&p, None, "watched");
+    repo.commit("x");
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo.dir)
+        .args(["push", "-q", "slipway", "HEAD:main"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // Auto-deploy off: a commit is fetched but not built until `slipway deploy`.
+    let manual_src = p.dir.join("manual-upstream");
+    site_repo(&manual_src, "manual one");
+    let murl = format!("file://{}", manual_src.display());
+    p.create(json!({"name": "manual", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "auto_deploy": false, "source": {"type": "git", "url": murl, "poll_s": 2},
+        "health_check": {"interval_s": 1}}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let builds = p.get_json("/v1/services/manual/builds").await;
+    assert_eq!(builds.as_array().unwrap().len(), 0, "{builds}");
+    let out = p.cli(&["deploy", "manual"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p.wait_content("manual", "manual one", Duration::from_secs(60)).await;
+    let builds = p.get_json("/v1/services/manual/builds").await;
+    assert_eq!(builds[0]["commit"], head(&manual_src), "{builds}");
+}
+
+/// Over http, with credentials from a Slipway secret: a service watches another
+/// service's hosted remote on 127.0.0.1 (git smart HTTP behind Basic auth). The URL and
+/// activity log never show the credentials. A signed webhook deploys at once; a wrong or
+/// missing signature is 401 and builds nothing; GitLab's token works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_watch_with_credentials_and_signed_webhooks() {
+    let p = Platform::start().await;
+    // The upstream: a hosted repository of this same platform, never deployed itself
+    // (auto-deploy off).
+    p.create(json!({"name": "upstream", "auto_deploy": false})).await;
+    let up = Repo::new(&p, None, "upstream");
+    site_repo(&up.dir, "over http");
+    up.push();
+    let url = format!("{}/git/upstream.git", p.api);
+    p.create(json!({"name": "mirror", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 3600, "credentials": "GIT_TOKEN",
+            "webhook_secret": "HOOK_SECRET"},
+        "health_check": {"interval_s": 1}}))
+        .await;
+    // Without the credentials secret, the first poll says what is missing.
+    p.wait_activity("mirror", "source.credentials names the secret GIT_TOKEN", Duration::from_secs(30))
+        .await;
+    for (k, v) in [("GIT_TOKEN", format!("slipway:{}", p.token)), ("HOOK_SECRET", "hook-s3cret".into())] {
+        let body = json!({ "value": v }).to_string();
+        let (s, v) = p
+            .call("PUT", &format!("/v1/services/mirror/secrets/{k}"), Some(&body), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    let hook = |headers: Vec<(&'static str, String)>, body: String| {
+        let http = p.http.clone();
+        let uri = format!("{}/hooks/mirror", p.api);
+        async move {
+            let mut req = hyper::Request::post(uri);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = http
+                .request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    let body = json!({"ref": "refs/heads/main"}).to_string();
+    let sign = |secret: &str, body: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "printf %s \"$B\" | openssl dgst -sha256 -hmac \"$K\" -r"])
+            .env("B", body)
+            .env("K", secret)
+            .output()
+            .unwrap();
+        format!(
+            "sha256={}",
+            String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap()
+        )
+    };
+    assert_eq!(hook(vec![], body.clone()).await, 401);
+    assert_eq!(
+        hook(vec![("x-hub-signature-256", sign("wrong", &body))], body.clone()).await,
+        401
+    );
+    assert_eq!(hook(vec![("x-gitlab-token", "wrong".into())], body.clone()).await, 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let builds = p.get_json("/v1/services/mirror/builds").await;
+    assert_eq!(builds.as_array().unwrap().len(), 0, "refused hooks built: {builds}");
+
+    assert_eq!(
+        hook(vec![("x-hub-signature-256", sign("hook-s3cret", &body))], body.clone()).await,
+        202
+    );
+    // At once: the poll interval is an hour.
+    p.wait_content("mirror", "over http", Duration::from_secs(60)).await;
+    assert!(p.activity("mirror").await.contains("webhook: new commit"));
+
+    site_repo(&up.dir, "second over http");
+    up.push();
+    assert_eq!(hook(vec![("x-gitlab-token", "hook-s3cret".into())], body.clone()).await, 202);
+    p.wait_content("mirror", "second over http", Duration::from_secs(60)).await;
+    let everything = format!("{}{}", p.activity("mirror").await, p.get_json("/v1/services/mirror").await);
+    assert!(!everything.contains(&p.token), "credentials echoed");
+}
