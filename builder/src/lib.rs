@@ -13,6 +13,7 @@ pub mod apprunner;
 pub mod context;
 pub mod dockerignore;
 pub mod git;
+pub mod images;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -649,16 +650,30 @@ impl Builder {
     /// a revision.
     pub async fn deploy_image(&self, spec: &ServiceSpec) -> Result<i64, SourceError> {
         let service = spec.name.as_str();
-        let Source::Image { image } = &spec.source else {
+        let Source::Image { image, .. } = &spec.source else {
             return Err(SourceError::WrongSource(format!(
                 "service {service} deploys git pushes: push to its remote instead"
             )));
         };
-        let id = self
-            .runtime
-            .image_id(image)
-            .await?
-            .ok_or_else(|| SourceError::NoSuchImage(image.clone()))?;
+        let mut id = self.runtime.image_id(image).await?;
+        if id.is_none() && images::registry_ref(image).is_some() {
+            // A registry image not on the engine yet: pull it (with the credentials).
+            let auth = match &spec.source {
+                Source::Image {
+                    credentials: Some(n),
+                    ..
+                } => self
+                    .store
+                    .secret_values(service)?
+                    .into_iter()
+                    .find(|(k, _)| k == n)
+                    .and_then(|(_, v)| v.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))),
+                _ => None,
+            };
+            self.runtime.pull(image, auth).await?;
+            id = self.runtime.image_id(image).await?;
+        }
+        let id = id.ok_or_else(|| SourceError::NoSuchImage(image.clone()))?;
         let repo = self.image_repo(service);
         let (rev, dep) = self.store.new_revision(
             service,

@@ -39,6 +39,14 @@ pub enum Source {
     Image {
         /// The image reference.
         image: String,
+        /// Seconds between checks of a registry image's digest (default 60, 2 to
+        /// 86400). An image on the engine is followed by its tag events instead.
+        #[serde(default = "default_poll", skip_serializing_if = "is_default_poll")]
+        poll_s: u32,
+        /// The Slipway secret with the registry's credentials: `user:password` (basic) or
+        /// a token (bearer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<String>,
     },
 }
 
@@ -483,7 +491,15 @@ impl ServiceSpec {
                     ));
                 }
             }
-            Source::Image { image } => {
+            Source::Image {
+                image,
+                poll_s,
+                credentials,
+            } => {
+                range("source.poll_s", *poll_s, 2, 86400)?;
+                if let Some(n) = credentials {
+                    secret_name(n).map_err(|e| err("source.credentials", e.message))?;
+                }
                 let ok = !image.is_empty()
                     && image.len() <= 255
                     && image

@@ -530,6 +530,53 @@ impl Runtime for DockerRuntime {
         Ok(Box::pin(stream))
     }
 
+    async fn image_tags(&self) -> Result<crate::TagStream, RuntimeError> {
+        let mut filters = HashMap::new();
+        filters.insert("type", vec!["image".to_string()]);
+        filters.insert("event", vec!["tag".to_string(), "pull".to_string()]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let stream = self
+            .docker
+            .events(Some(opts))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(m) => {
+                        let attrs = m.actor?.attributes.unwrap_or_default();
+                        attrs.get("name").cloned().map(Ok)
+                    }
+                    Err(e) => Some(Err(engine(e))),
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<(String, String)>,
+    ) -> Result<(), RuntimeError> {
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let creds = auth.map(|(username, password)| bollard::auth::DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(opts), None, creds);
+        while let Some(item) = stream.next().await {
+            item.map_err(engine)?;
+        }
+        Ok(())
+    }
+
     async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), crate::probe::ProbeError> {
         crate::probe::tcp_probe(addr, check).await
     }

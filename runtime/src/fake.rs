@@ -568,6 +568,21 @@ impl Runtime for FakeRuntime {
         Ok(Box::pin(stream))
     }
 
+    async fn image_tags(&self) -> Result<crate::TagStream, RuntimeError> {
+        // The fake's images are scripted, never re-tagged behind its back.
+        Ok(Box::pin(futures_util::stream::pending()))
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        _auth: Option<(String, String)>,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Engine(format!(
+            "the fake engine has no registry to pull {reference} from"
+        )))
+    }
+
     async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), ProbeError> {
         let now = Instant::now();
         let refused = || ProbeError::Connect {

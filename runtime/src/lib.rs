@@ -196,6 +196,9 @@ pub enum EventAction {
 pub type EventStream =
     futures_util::stream::BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
 
+/// A stream of image references the engine tagged (a `docker tag`, a pull, a build).
+pub type TagStream = futures_util::stream::BoxStream<'static, Result<String, RuntimeError>>;
+
 /// Everything the builder and the deployer ask of a container engine. Every method is
 /// scoped to one platform id: lists return only that platform's containers, and
 /// everything made carries its labels ([`labels`]).
@@ -261,6 +264,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts and deaths of this platform's containers from now on, as the engine sees
     /// them (the seam a watcher of crashes, or a cluster runtime, reads).
     async fn events(&self) -> Result<EventStream, RuntimeError>;
+
+    /// Image references tagged on the engine from now on (the image-tag watcher reads it).
+    async fn image_tags(&self) -> Result<TagStream, RuntimeError>;
+
+    /// Pulls `reference` from its registry, with `auth` (`user`, `password`) if given.
+    async fn pull(&self, reference: &str, auth: Option<(String, String)>)
+        -> Result<(), RuntimeError>;
 
     /// Probes an instance's published address once with its health check: how the
     /// platform reaches an instance is the runtime's business.

@@ -245,6 +245,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .context("resuming the builds a restart interrupted")?;
     // Watched repositories are polled (and their webhooks answered) from here on.
     builder.watch();
+    builder.watch_images();
 
     // Cold starts: the router holds the request and tells us; the scaler wants one
     // instance at once and the deployer starts (or unpauses) it.

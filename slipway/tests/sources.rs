@@ -437,3 +437,137 @@ async fn http_watch_with_credentials_and_signed_webhooks() {
     let everything = format!("{}{}", p.activity("mirror").await, p.get_json("/v1/services/mirror").await);
     assert!(!everything.contains(&p.token), "credentials echoed");
 }
+
+fn build_site_image(p: &Platform, tag: &str, text: &str) {
+    let dir = p.dir.join(format!("img-{}", text.replace(' ', "-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), text).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n",
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", tag, dir.to_str().unwrap()]);
+}
+
+async fn revisions(p: &Platform, service: &str) -> usize {
+    p.get_json(&format!("/v1/services/{service}/revisions"))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// An image on the engine is followed by the engine's tag events: re-tagging it to a new
+/// image deploys that, and a tag that still names the deployed image deploys nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retagging_an_image_on_the_engine_deploys_it() {
+    let p = Platform::start().await;
+    let tag = format!("slipway-test-tagwatch:{}", p.platform_id);
+    build_site_image(&p, &tag, "tag one");
+    p.create(json!({"name": "tagged", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}))
+        .await;
+    p.wait_content("tagged", "tag one", Duration::from_secs(60)).await;
+    build_site_image(&p, &tag, "tag two");
+    p.wait_content("tagged", "tag two", Duration::from_secs(60)).await;
+    assert_eq!(revisions(&p, "tagged").await, 2);
+    assert!(p.activity("tagged").await.contains("tag event"));
+    // The same image tagged again: nothing new.
+    docker(&["tag", &tag, &tag]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(revisions(&p, "tagged").await, 2);
+    let _ = std::process::Command::new("docker").args(["rmi", &tag]).output();
+}
+
+struct Registry {
+    child: std::process::Child,
+    pub host: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `docker-registry` (distribution) on a loopback port.
+fn registry(p: &Platform) -> Registry {
+    let port = free_port();
+    let dir = p.dir.join("registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian's docker-registry package)");
+    let host = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&host).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Registry { child, host }
+}
+
+/// A registry image is followed by its manifest digest: pointing the tag at a new image
+/// in the registry (not on the engine) is pulled and deployed; an unchanged digest
+/// deploys nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushing_a_new_image_to_the_registry_deploys_it() {
+    let p = Platform::start().await;
+    let reg = registry(&p);
+    let latest = format!("{}/site:latest", reg.host);
+    let v2 = format!("{}/site:v2", reg.host);
+    build_site_image(&p, &latest, "registry one");
+    docker(&["push", &latest]);
+    p.create(json!({"name": "reg", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": latest, "poll_s": 2}, "health_check": {"interval_s": 1}}))
+        .await;
+    p.wait_content("reg", "registry one", Duration::from_secs(60)).await;
+    // Polls that see the same digest deploy nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(revisions(&p, "reg").await, 1);
+
+    // A new image pushed as :v2, then :latest moved to it inside the registry (its
+    // manifest put again under the tag), so only the registry knows.
+    build_site_image(&p, &v2, "registry two");
+    docker(&["push", &v2]);
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Accept: {accept}")])
+        .arg(format!("http://{}/v2/site/manifests/v2", reg.host))
+        .output()
+        .unwrap();
+    assert!(manifest.status.success());
+    let mut put = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {accept}"), "--data-binary", "@-"])
+        .arg(format!("http://{}/v2/site/manifests/latest", reg.host))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        put.stdin.take().unwrap().write_all(&manifest.stdout).unwrap();
+    }
+    assert!(put.wait().unwrap().success());
+    p.wait_content("reg", "registry two", Duration::from_secs(60)).await;
+    assert!(p.activity("reg").await.contains("registry digest sha256:"));
+    assert_eq!(revisions(&p, "reg").await, 2);
+    for t in [&latest, &v2] {
+        let _ = std::process::Command::new("docker").args(["rmi", t]).output();
+    }
+}

@@ -1,0 +1,322 @@
+//! Image-tag watching: a service whose source is an image deploys when its tag moves.
+//! On the local engine the engine's tag events say so; on an OCI registry the manifest
+//! digest is polled (`HEAD /v2/<name>/manifests/<tag>`, anonymously or with basic or
+//! bearer credentials), and a new digest is pulled and deployed. A tag that moved to the
+//! image already deployed deploys nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use slipway_core::{EventKind, ServiceSpec, Source};
+
+use crate::{Builder, SourceError};
+
+/// The media types a manifest HEAD accepts: OCI index and manifest, Docker's manifest
+/// list and v2 manifest.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// An image reference split for the registry API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository path (`team/app`).
+    pub name: String,
+    /// The tag (default `latest`).
+    pub tag: String,
+}
+
+/// The registry part of `image`, when it names one (`127.0.0.1:5000/app:v1`,
+/// `registry.example.com/team/app`); None for an image of the local engine or Docker
+/// Hub's short names (`busybox:latest`). A digest reference (`@sha256:`) never moves.
+pub fn registry_ref(image: &str) -> Option<RegistryRef> {
+    if image.contains('@') {
+        return None;
+    }
+    let (first, rest) = image.split_once('/')?;
+    if !(first.contains('.') || first.contains(':') || first == "localhost") {
+        return None;
+    }
+    let (name, tag) = match rest.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (rest, "latest"),
+    };
+    if name.is_empty() || tag.is_empty() {
+        return None;
+    }
+    Some(RegistryRef {
+        host: first.to_string(),
+        name: name.to_string(),
+        tag: tag.to_string(),
+    })
+}
+
+/// `image` with the tag the engine reports in its events (`busybox` is `busybox:latest`).
+pub fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || image.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// Basic credentials for `user:password`, bearer for a token.
+fn authorization(secret: &str) -> String {
+    match secret.split_once(':') {
+        Some(_) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        ),
+        None => format!("Bearer {secret}"),
+    }
+}
+
+/// The manifest digest of `r` as the registry reports it (`Docker-Content-Digest`), over
+/// plain HTTP (a loopback or private registry).
+pub async fn manifest_digest(r: &RegistryRef, secret: Option<&str>) -> Result<String, String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let uri = format!("http://{}/v2/{}/manifests/{}", r.host, r.name, r.tag);
+    let mut req = hyper::Request::head(&uri).header("accept", MANIFEST_ACCEPT);
+    if let Some(s) = secret {
+        req = req.header("authorization", authorization(s));
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| format!("{uri}: no answer within 10 s"))?
+        .map_err(|e| format!("{uri}: {e}"))?;
+    let status = resp.status();
+    let digest = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_string);
+    // Drain what little there is (a HEAD has no body).
+    let _ = resp.into_body().collect().await;
+    match (status.as_u16(), digest) {
+        (200, Some(d)) => Ok(d),
+        (200, None) => Err(format!("{uri}: no Docker-Content-Digest in the answer")),
+        (401, _) => Err(format!("{uri}: 401: set source.credentials to a secret the registry takes")),
+        (404, _) => Err(format!("{uri}: 404: no such image or tag")),
+        (s, _) => Err(format!("{uri}: answered {s}")),
+    }
+}
+
+impl Builder {
+    /// The service's secret named `name`, if set.
+    fn secret(&self, service: &str, name: &str) -> Result<Option<String>, SourceError> {
+        Ok(self
+            .store
+            .secret_values(service)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v))
+    }
+
+    /// Deploys the service's image if it is not the image of its current revision.
+    /// Returns the new revision.
+    pub async fn deploy_image_if_moved(
+        &self,
+        spec: &ServiceSpec,
+        why: &str,
+    ) -> Result<Option<i64>, SourceError> {
+        let service = spec.name.as_str();
+        let Source::Image { image, .. } = &spec.source else {
+            return Ok(None);
+        };
+        let Some(id) = self.runtime.image_id(image).await? else {
+            return Ok(None);
+        };
+        let row = self.store.service(service)?;
+        let current = row.and_then(|r| r.target_revision.or(r.active_revision));
+        if let Some(n) = current {
+            if self.store.revision(service, n)?.is_some_and(|r| r.image == id) {
+                return Ok(None);
+            }
+        }
+        if !spec.auto_deploy {
+            self.log(
+                service,
+                EventKind::Deployment,
+                &format!("{why}: {image} moved; auto-deploy is off, so `slipway deploy {service}` deploys it"),
+            );
+            return Ok(None);
+        }
+        self.log(
+            service,
+            EventKind::Deployment,
+            &format!("{why}: {image} moved to {}", slipway_core::short_id(&id)),
+        );
+        Ok(Some(self.deploy_image(spec).await?))
+    }
+
+    /// Checks a registry image once: a digest unlike the last one seen is pulled and, if
+    /// it is a new image, deployed.
+    async fn poll_registry(
+        &self,
+        spec: &ServiceSpec,
+        seen: &mut HashMap<String, String>,
+    ) -> Result<(), SourceError> {
+        let Source::Image {
+            image, credentials, ..
+        } = &spec.source
+        else {
+            return Ok(());
+        };
+        let Some(r) = registry_ref(image) else {
+            return Ok(());
+        };
+        let service = spec.name.as_str();
+        let secret = match credentials {
+            Some(n) => Some(self.secret(service, n)?.ok_or_else(|| {
+                SourceError::WrongSource(format!(
+                    "source.credentials names the secret {n}, which service {service} does not have"
+                ))
+            })?),
+            None => None,
+        };
+        let digest = manifest_digest(&r, secret.as_deref())
+            .await
+            .map_err(SourceError::Fetch)?;
+        if seen.get(service) == Some(&digest) {
+            return Ok(());
+        }
+        let auth = secret.as_deref().and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        });
+        self.runtime.pull(image, auth).await?;
+        self.deploy_image_if_moved(spec, &format!("registry digest {digest}"))
+            .await?;
+        seen.insert(service.to_string(), digest);
+        Ok(())
+    }
+
+    /// Follows every image service until shutdown: the engine's tag events for images on
+    /// the engine, a digest poll every `poll_s` for registry images.
+    pub fn watch_images(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let mut tags = match me.runtime.image_tags().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("image tag events: {e}; only registry images are followed");
+                    None
+                }
+            };
+            let mut seen: HashMap<String, String> = HashMap::new();
+            let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
+            let mut failing: HashMap<String, String> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let tagged = tokio::select! {
+                    () = me.shutdown.cancelled() => return,
+                    _ = tick.tick() => None,
+                    t = async {
+                        match tags.as_mut() {
+                            Some(s) => s.next().await,
+                            None => std::future::pending().await,
+                        }
+                    } => match t {
+                        Some(Ok(name)) => Some(name),
+                        Some(Err(e)) => {
+                            tracing::warn!("image tag events: {e}; reconnecting");
+                            tags = me.runtime.image_tags().await.ok();
+                            None
+                        }
+                        None => {
+                            tags = me.runtime.image_tags().await.ok();
+                            None
+                        }
+                    },
+                };
+                let snap = me.store.snapshot();
+                if let Some(name) = tagged {
+                    for row in snap.services() {
+                        let Source::Image { image, .. } = &row.spec.source else {
+                            continue;
+                        };
+                        if with_tag(image) == name {
+                            if let Err(e) = me.deploy_image_if_moved(&row.spec, "tag event").await {
+                                me.log(row.spec.name.as_str(), EventKind::Deployment, &format!("tag event: {e}"));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let now = tokio::time::Instant::now();
+                for row in snap.services() {
+                    let Source::Image { image, poll_s, .. } = &row.spec.source else {
+                        continue;
+                    };
+                    if registry_ref(image).is_none() {
+                        continue;
+                    }
+                    let name = row.spec.name.to_string();
+                    if due.get(&name).is_some_and(|t| *t > now) {
+                        continue;
+                    }
+                    due.insert(name.clone(), now + Duration::from_secs(u64::from(*poll_s)));
+                    match me.poll_registry(&row.spec, &mut seen).await {
+                        Ok(()) => {
+                            failing.remove(&name);
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            if failing.get(&name) != Some(&msg) {
+                                me.log(&name, EventKind::Deployment, &format!("registry poll: {msg}"));
+                                failing.insert(name, msg);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_references() {
+        assert_eq!(
+            registry_ref("127.0.0.1:5000/app:v1"),
+            Some(RegistryRef {
+                host: "127.0.0.1:5000".into(),
+                name: "app".into(),
+                tag: "v1".into()
+            })
+        );
+        assert_eq!(
+            registry_ref("registry.example.com/team/app").unwrap().tag,
+            "latest"
+        );
+        assert_eq!(registry_ref("localhost/app:x").unwrap().host, "localhost");
+        assert_eq!(registry_ref("busybox:latest"), None);
+        assert_eq!(registry_ref("library/busybox"), None);
+        assert_eq!(registry_ref("127.0.0.1:5000/app@sha256:abc"), None);
+        assert_eq!(with_tag("busybox"), "busybox:latest");
+        assert_eq!(with_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
+        assert_eq!(with_tag("127.0.0.1:5000/app:v2"), "127.0.0.1:5000/app:v2");
+        assert!(authorization("u:p").starts_with("Basic "));
+        assert_eq!(authorization("tok"), "Bearer tok");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_reference_splits_or_not(image in "\\PC{0,60}") {
+            if let Some(r) = registry_ref(&image) {
+                proptest::prop_assert!(!r.name.is_empty() && !r.tag.is_empty());
+            }
+            let _ = with_tag(&image);
+        }
+    }
+}
