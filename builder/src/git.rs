@@ -113,6 +113,23 @@ pub async fn branch_commit(repo: &Path, branch: &str) -> std::io::Result<Option<
     Ok((s.len() == 40 || s.len() == 64).then_some(s))
 }
 
+/// Every branch of `repo` and its commit.
+pub async fn branches(repo: &Path) -> std::io::Result<std::collections::BTreeMap<String, String>> {
+    if !repo.join("HEAD").exists() {
+        return Ok(Default::default());
+    }
+    let out = run_git(
+        repo,
+        &["for-each-ref", "--format=%(objectname) %(refname:strip=2)", "refs/heads"],
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(c, b)| (b.to_string(), c.to_string()))
+        .collect())
+}
+
 /// The tree of `commit` as a tar archive (no `.git`).
 pub async fn archive(repo: &Path, commit: &str) -> std::io::Result<Vec<u8>> {
     run_git(repo, &["archive", "--format=tar", commit]).await

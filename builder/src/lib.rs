@@ -30,6 +30,10 @@ use tokio_util::task::TaskTracker;
 pub use context::{BuildOptions, ContextError};
 pub use git::{GitRequest, GitResponse};
 
+fn is_push_request(req: &GitRequest) -> bool {
+    req.method == "POST" && req.path == "/git-receive-pack"
+}
+
 /// Called with a service name when it has a new target revision.
 pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -115,7 +119,13 @@ pub struct Builder {
     shutdown: CancellationToken,
     /// The operator's build settings (runtime images, aliases, CA bundle).
     options: BuildOptions,
+    /// What deletes a service (the platform's delete), for previews that go away.
+    remove: std::sync::OnceLock<Remove>,
 }
+
+/// Deletes a service the way the API does (record, instances, routes).
+pub type Remove =
+    Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl Builder {
     /// A builder keeping repositories under `repos`.
@@ -129,6 +139,7 @@ impl Builder {
     ) -> Arc<Self> {
         Arc::new(Builder {
             options,
+            remove: std::sync::OnceLock::new(),
             store,
             runtime,
             repos,
@@ -155,8 +166,16 @@ impl Builder {
         format!("slipway/{p}/{service}")
     }
 
+    /// The repository a service builds from: its own, or for a preview its parent's.
+    fn repo_for(&self, spec: &ServiceSpec) -> std::path::PathBuf {
+        git::repo_dir(&self.repos, spec.preview_of.as_deref().unwrap_or(spec.name.as_str()))
+    }
+
     /// Creates the service's repository (for git sources).
     pub async fn prepare(&self, spec: &ServiceSpec) -> std::io::Result<()> {
+        if spec.preview_of.is_some() {
+            return Ok(());
+        }
         if let Source::Git { branch, .. } = &spec.source {
             git::ensure_repo(&git::repo_dir(&self.repos, spec.name.as_str()), branch).await?;
         }
@@ -192,7 +211,18 @@ impl Builder {
                 );
             }
         }
+        if let Some(parent) = &spec.preview_of {
+            return GitResponse::error(
+                409,
+                &format!("service {service} previews a branch of {parent}: push to {parent}'s remote"),
+            );
+        }
         let repo = git::repo_dir(&self.repos, service);
+        let branches_before = if is_push_request(&req) && spec.previews.is_some() {
+            git::branches(&repo).await.ok()
+        } else {
+            None
+        };
         if let Err(e) = git::ensure_repo(&repo, branch).await {
             return GitResponse {
                 status: 500,
@@ -232,6 +262,9 @@ impl Builder {
                     ),
                     Err(e) => tracing::error!(service, "store: {e}"),
                 }
+            }
+            if let (Some(before), Some(previews)) = (branches_before, &spec.previews) {
+                self.previews_after_push(spec, previews, &repo, before).await;
             }
         }
         resp
@@ -360,7 +393,7 @@ impl Builder {
                 continue;
             };
             let service = row.spec.name.as_str();
-            let repo = git::repo_dir(&self.repos, service);
+            let repo = self.repo_for(&row.spec);
             let Some(head) = git::branch_commit(&repo, branch).await? else {
                 continue;
             };
@@ -392,7 +425,7 @@ impl Builder {
                 "service {service} deploys an image"
             )));
         };
-        let repo = git::repo_dir(&self.repos, service);
+        let repo = self.repo_for(spec);
         if let Source::Git { url: Some(_), .. } = &spec.source {
             self.fetch_source(spec).await?;
         }
@@ -578,7 +611,7 @@ impl Builder {
         build_id: i64,
     ) -> Result<(String, Option<apprunner::AppRunnerConfig>), BuildError> {
         let service = spec.name.as_str();
-        let repo = git::repo_dir(&self.repos, service);
+        let repo = self.repo_for(spec);
         let tree = git::archive(&repo, commit)
             .await
             .map_err(|source| BuildError::Commit {
@@ -700,6 +733,133 @@ impl Builder {
 }
 
 impl Builder {
+    /// Sets what deletes a service: previews whose branch is deleted, or idle too long,
+    /// go through it.
+    pub fn on_remove(&self, remove: Remove) {
+        if self.remove.set(remove).is_err() {
+            tracing::warn!("the builder's remove hook was set twice; the first stays");
+        }
+    }
+
+    async fn remove_preview(&self, parent: &str, name: &str, why: &str) {
+        let Some(remove) = self.remove.get() else {
+            return;
+        };
+        remove(name.to_string()).await;
+        self.log(parent, EventKind::Service, &format!("preview {name} deleted: {why}"));
+    }
+
+    /// After a push to a service with previews: each new or moved branch that matches
+    /// gets its preview service (created from the parent's settings, scaling to zero) and
+    /// a build; each deleted one loses it.
+    async fn previews_after_push(
+        self: &Arc<Self>,
+        parent: &ServiceSpec,
+        previews: &slipway_core::Previews,
+        repo: &std::path::Path,
+        before: std::collections::BTreeMap<String, String>,
+    ) {
+        let pname = parent.name.as_str();
+        let after = match git::branches(repo).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.log(pname, EventKind::Build, &format!("previews: cannot list the branches: {e}"));
+                return;
+            }
+        };
+        let Source::Git { branch: main, .. } = &parent.source else {
+            return;
+        };
+        for (b, commit) in &after {
+            if b == main || !previews.matches(b) || before.get(b) == Some(commit) {
+                continue;
+            }
+            let name = match slipway_core::preview_name(b, pname) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: {e}"));
+                    continue;
+                }
+            };
+            let existing = match self.store.service(name.as_str()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!("store: {e}");
+                    continue;
+                }
+            };
+            match existing {
+                Some(row)
+                    if row.spec.preview_of.as_deref() == Some(pname)
+                        && matches!(&row.spec.source, Source::Git { branch, .. } if branch == b) => {}
+                Some(_) => {
+                    self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: its name {name} is taken by another service"));
+                    continue;
+                }
+                None => {
+                    let mut spec = parent.clone();
+                    spec.name = name.clone();
+                    spec.source = Source::git(b);
+                    spec.previews = None;
+                    spec.preview_of = Some(pname.to_string());
+                    spec.scaling.min_size = 0;
+                    if let Err(e) = self.store.create_service(&spec) {
+                        self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: {e}"));
+                        continue;
+                    }
+                    self.log(pname, EventKind::Service, &format!("preview {name} created for branch {b}"));
+                    self.log(name.as_str(), EventKind::Service, &format!("service created: the preview of branch {b} of {pname}"));
+                }
+            }
+            match self.enqueue(name.as_str(), commit) {
+                Ok(id) => self.log(
+                    name.as_str(),
+                    EventKind::Build,
+                    &format!("push to {b}: commit {} queued for build {id}", short_id(commit)),
+                ),
+                Err(e) => tracing::error!("store: {e}"),
+            }
+        }
+        for b in before.keys().filter(|b| !after.contains_key(*b) && previews.matches(b)) {
+            let Ok(name) = slipway_core::preview_name(b, pname) else {
+                continue;
+            };
+            if let Ok(Some(row)) = self.store.service(name.as_str()) {
+                let same = matches!(&row.spec.source, Source::Git { branch, .. } if branch == b);
+                if row.spec.preview_of.as_deref() == Some(pname) && same {
+                    self.remove_preview(pname, name.as_str(), &format!("branch {b} was deleted")).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes previews whose last build is older than their parent's `idle_s`.
+    async fn expire_previews(&self) {
+        let snap = self.store.snapshot();
+        let now = slipway_core::now_unix_ms();
+        for row in snap.services() {
+            let Some(parent) = &row.spec.preview_of else {
+                continue;
+            };
+            let Some(idle) = snap
+                .service(parent)
+                .and_then(|p| p.spec.previews.as_ref())
+                .map(|p| p.idle_s)
+                .filter(|i| *i > 0)
+            else {
+                continue;
+            };
+            let name = row.spec.name.as_str();
+            let last = match self.store.builds(name, 1) {
+                Ok(b) => b.first().map(|b| b.created_ms).unwrap_or(row.created_ms),
+                Err(_) => continue,
+            };
+            if now.saturating_sub(last) > i64::try_from(idle.saturating_mul(1000)).unwrap_or(i64::MAX) {
+                self.remove_preview(parent, name, &format!("no push for {idle} s")).await;
+            }
+        }
+    }
+
     /// Checks a source against the operator's policy: local repositories are watched only
     /// when the operator allows file URLs.
     pub fn check_source(&self, spec: &ServiceSpec) -> Result<(), SourceError> {
@@ -799,10 +959,15 @@ impl Builder {
             let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
             let mut failing: HashMap<String, String> = HashMap::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut turns = 0u64;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     () = me.shutdown.cancelled() => return,
+                }
+                turns += 1;
+                if turns.is_multiple_of(5) {
+                    me.expire_previews().await;
                 }
                 let snap = me.store.snapshot();
                 let now = tokio::time::Instant::now();

@@ -14,9 +14,9 @@ pub mod size;
 
 pub use deployment::{DeploymentState, TransitionError};
 pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
-pub use name::{service_host, NameError, ServiceName};
+pub use name::{preview_name, service_host, NameError, ServiceName};
 pub use service::{
-    check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
+    check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, Previews, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
     SpecError,
 };
 pub use size::{Cpu, InstanceSize, Memory, SizeError};

@@ -180,3 +180,67 @@ mod tests {
         }
     }
 }
+
+/// The name of `service`'s preview of `branch`: `<branch-slug>--<service>`, at most 63
+/// characters and starting with a letter. A slug that must be cut ends in a short hash
+/// of the branch name. Two branches with the same slug (`a/b`, `a-b`) get the same name:
+/// the platform refuses the second one.
+pub fn preview_name(branch: &str, service: &str) -> Result<ServiceName, NameError> {
+    let mut slug = String::new();
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let mut slug = slug.trim_matches('-').to_string();
+    if !slug.starts_with(|c: char| c.is_ascii_lowercase()) {
+        slug.insert_str(0, "b-");
+    }
+    // FNV-1a: stable across releases and machines.
+    let hash = branch
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let suffix = format!("-{:06x}", hash & 0xff_ffff);
+    let room = 63usize.saturating_sub(service.len() + 2);
+    if slug.len() > room {
+        let keep = room.saturating_sub(suffix.len());
+        slug.truncate(keep);
+        let slug_trim = slug.trim_end_matches('-').to_string();
+        slug = format!("{slug_trim}{suffix}");
+        if !slug.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(NameError::TooLong(format!("{branch}--{service}")));
+        }
+    }
+    ServiceName::parse(&format!("{slug}--{service}"))
+}
+
+#[cfg(test)]
+mod preview_tests {
+    use super::*;
+
+    #[test]
+    fn preview_names() {
+        assert_eq!(preview_name("login", "web").unwrap().as_str(), "login--web");
+        let n = preview_name("feature/Login_Page", "web").unwrap();
+        assert_eq!(n.as_str(), "feature-login-page--web");
+        assert_eq!(n, preview_name("feature/login-page", "web").unwrap());
+        let long = preview_name(&format!("feature/{}", "x".repeat(200)), "web").unwrap();
+        assert!(long.as_str().len() <= 63, "{long}");
+        assert_ne!(long, preview_name(&format!("feature/{}y", "x".repeat(200)), "web").unwrap());
+        assert!(preview_name("123", "web").unwrap().as_str().starts_with("b-123"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_branch_gets_a_valid_name_or_an_error(branch in "\\PC{0,120}", service in "[a-z][a-z0-9-]{0,40}[a-z0-9]") {
+            if let Ok(n) = preview_name(&branch, &service) {
+                proptest::prop_assert!(n.as_str().len() <= 63);
+                let tail = format!("--{}", service);
+                proptest::prop_assert!(n.as_str().ends_with(&tail));
+            }
+        }
+    }
+}

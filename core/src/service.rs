@@ -126,6 +126,52 @@ impl Source {
     }
 }
 
+/// Preview services of a git service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Previews {
+    /// The branches that get previews: a glob where `*` matches any run of characters
+    /// (`feature/*`).
+    pub branches: String,
+    /// A preview with no push for this many seconds is deleted (default 604800, 7 days;
+    /// 0: only when its branch is deleted).
+    #[serde(default = "default_preview_idle")]
+    pub idle_s: u64,
+}
+
+fn default_preview_idle() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Previews {
+    /// Whether `branch` gets a preview.
+    pub fn matches(&self, branch: &str) -> bool {
+        glob(self.branches.as_bytes(), branch.as_bytes())
+    }
+}
+
+/// `*` matches any run of bytes (iterative, no backtracking blow-up).
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i, mut star, mut mark) = (0, 0, None, 0);
+    while i < s.len() {
+        if p < pat.len() && pat[p] != b'*' && pat[p] == s[i] {
+            p += 1;
+            i += 1;
+        } else if p < pat.len() && pat[p] == b'*' {
+            star = Some(p);
+            mark = i;
+            p += 1;
+        } else if let Some(st) = star {
+            p = st + 1;
+            mark += 1;
+            i = mark;
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|c| *c == b'*')
+}
+
 /// Which file builds a service's source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -345,6 +391,14 @@ pub struct ServiceSpec {
     /// by itself (default true); off, `slipway deploy` deploys on demand.
     #[serde(default = "default_true")]
     pub auto_deploy: bool,
+    /// Preview services per branch (hosted git services): pushes to a branch matching
+    /// the pattern get their own service, `<branch-slug>--<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previews: Option<Previews>,
+    /// Set on a preview service: the service it previews (its repository is that
+    /// service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_of: Option<String>,
     /// Variables whose values come from differently named secrets (`run.secrets` of an
     /// `apprunner.yaml`, recorded on the revision it built): variable to secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -443,6 +497,8 @@ impl ServiceSpec {
             deploy_timeout_s: default_deploy_timeout(),
             build: BuildSettings::default(),
             auto_deploy: true,
+            previews: None,
+            preview_of: None,
             secret_refs: BTreeMap::new(),
         }
     }
@@ -515,6 +571,14 @@ impl ServiceSpec {
             }
         }
         range("port", self.port, 1, 65535)?;
+        if let Some(p) = &self.previews {
+            if p.branches.is_empty() || p.branches.len() > 200 || p.branches.chars().any(char::is_control) {
+                return Err(err("previews.branches", "a branch pattern of 1 to 200 characters, e.g. \"feature/*\""));
+            }
+            if !matches!(&self.source, Source::Git { url: None, .. }) {
+                return Err(err("previews", "previews are made from pushes to the hosted repository: a git source without url"));
+            }
+        }
         let dir = &self.build.dir;
         let dir_ok = dir.len() <= 256
             && !dir.starts_with('/')
@@ -636,6 +700,23 @@ mod tests {
         let spec: ServiceSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
+    }
+
+    #[test]
+    fn preview_patterns() {
+        let p = Previews {
+            branches: "feature/*".into(),
+            idle_s: 0,
+        };
+        assert!(p.matches("feature/login"));
+        assert!(p.matches("feature/"));
+        assert!(!p.matches("main"));
+        assert!(!p.matches("xfeature/a"));
+        let all = Previews {
+            branches: "*".into(),
+            idle_s: 0,
+        };
+        assert!(all.matches("anything/at/all"));
     }
 
     #[test]

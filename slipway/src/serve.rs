@@ -244,6 +244,23 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .context("resuming the builds a restart interrupted")?;
     // Watched repositories are polled (and their webhooks answered) from here on.
+    {
+        // Previews whose branch goes away are deleted as `slipway delete` would.
+        let (store, deployer, b) = (store.clone(), deployer.clone(), Arc::downgrade(&builder));
+        builder.on_remove(Arc::new(move |name: String| {
+            let (store, deployer, b) = (store.clone(), deployer.clone(), b.clone());
+            Box::pin(async move {
+                if let Err(e) = store.delete_service(&name) {
+                    tracing::error!(service = name, "store: deleting a preview: {e}");
+                    return;
+                }
+                deployer.remove(&name).await;
+                if let Some(b) = b.upgrade() {
+                    b.forget(&name).await;
+                }
+            })
+        }));
+    }
     builder.watch();
     builder.watch_images();
 

@@ -571,3 +571,67 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
         let _ = std::process::Command::new("docker").args(["rmi", t]).output();
     }
 }
+
+/// A build past its timeout is stopped on the engine too: its container is gone and
+/// nothing of it keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_timeout_leaves_nothing_running() {
+    let p = Platform::start().await;
+    p.create(json!({"name": "slow", "build_timeout_s": 10})).await;
+    let repo = Repo::new(&p, None, "slow");
+    let marker = format!("sleep {}", 3000 + fastrand::u32(..1000));
+    repo.write("Dockerfile", &format!("FROM busybox:latest\nRUN {marker}\n"));
+    repo.commit("slow");
+    repo.push();
+    p.wait_activity("slow", "took longer than 10 s", Duration::from_secs(60))
+        .await;
+    let running = || docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+    wait_for("the build's container to go", Duration::from_secs(15), || {
+        let gone = !running().contains(&marker);
+        async move { gone }
+    })
+    .await;
+}
+
+/// A pushed branch matching the pattern gets its own service and URL
+/// (`<branch-slug>--<service>`), built from that branch with the parent's settings and
+/// scaling to zero; deleting the branch deletes it. A name already taken is refused and
+/// said in the parent's activity log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_branch_gets_its_url_and_goes_away_with_the_branch() {
+    let p = Platform::start().await;
+    p.create(json!({"name": "site", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "previews": {"branches": "feature/*", "idle_s": 0}, "health_check": {"interval_s": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "site");
+    site_repo(&repo.dir, "main branch");
+    repo.push();
+    p.wait_content("site", "main branch", Duration::from_secs(60)).await;
+    git(&repo.dir, &["checkout", "-q", "-b", "feature/Login"]);
+    site_repo(&repo.dir, "login preview");
+    git(&repo.dir, &["push", "-q", "slipway", "feature/Login"]);
+    p.wait_content("feature-login--site", "login preview", Duration::from_secs(60))
+        .await;
+    let preview = p.service("feature-login--site").await;
+    assert_eq!(preview["spec"]["preview_of"], "site", "{preview}");
+    assert_eq!(preview["spec"]["scaling"]["min_size"], 0, "{preview}");
+    assert_eq!(preview["spec"]["port"], 8000);
+    // The parent still serves its own branch.
+    p.wait_content("site", "main branch", Duration::from_secs(5)).await;
+    assert!(p.activity("site").await.contains("preview feature-login--site created for branch feature/Login"));
+
+    // Another branch with the same slug is refused, and the parent says why.
+    git(&repo.dir, &["checkout", "-q", "-b", "feature/login"]);
+    site_repo(&repo.dir, "same slug");
+    git(&repo.dir, &["push", "-q", "slipway", "feature/login"]);
+    p.wait_activity("site", "branch feature/login gets no preview: its name feature-login--site is taken", Duration::from_secs(20))
+        .await;
+
+    git(&repo.dir, &["push", "-q", "slipway", "--delete", "feature/Login"]);
+    wait_for("the preview to go", Duration::from_secs(30), || async {
+        p.call("GET", "/v1/services/feature-login--site", None, None).await.0 == 404
+    })
+    .await;
+    assert!(matches!(p.get("feature-login--site", "/").await, Ok((404, _))));
+    p.wait_content("site", "main branch", Duration::from_secs(5)).await;
+}
