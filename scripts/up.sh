@@ -38,6 +38,11 @@ mkdir -p "$SLIPWAY_DATA_DIR"
 if curl -fsS -m 2 "$api/healthz" >/dev/null 2>&1; then
     echo "[up] a platform already answers at $api: reusing it"
 else
+    # Builds trust what this host trusts (a TLS-intercepting proxy's CA included), so
+    # `pip install` in an apprunner.yaml or Dockerfile build works on any base image.
+    if [ -z "${SLIPWAY_BUILD_CA_FILE:-}" ] && [ -r "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" ]; then
+        export SLIPWAY_BUILD_CA_FILE="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+    fi
     echo "[up] starting slipway serve (log $SLIPWAY_DATA_DIR/serve.log)"
     nohup "$bin" serve >>"$SLIPWAY_DATA_DIR/serve.log" 2>&1 </dev/null &
     for _ in $(seq 1 300); do
