@@ -225,7 +225,10 @@ pub fn parse(file: &str, text: &str) -> Result<AppRunnerConfig, ConfigError> {
     if raw.version != "1.0" {
         return Err(err(
             field_line("version"),
-            format!("version: {:?} is not a version of the format: write 1.0", raw.version),
+            format!(
+                "version: {:?} is not a version of the format: write 1.0",
+                raw.version
+            ),
         ));
     }
     let Some((runtime, versions, revised)) = RUNTIMES.iter().find(|r| r.0 == raw.runtime) else {
@@ -286,8 +289,7 @@ pub fn parse(file: &str, text: &str) -> Result<AppRunnerConfig, ConfigError> {
             })?;
         }
         if let Some(e) = n.env {
-            check_var(&e)
-                .map_err(|m| err(field_line("env"), format!("run.network.env: {m}")))?;
+            check_var(&e).map_err(|m| err(field_line("env"), format!("run.network.env: {m}")))?;
             port_env = Some(e);
         }
     }
@@ -384,10 +386,19 @@ fn explain(msg: &str) -> String {
     };
     let mut rest = rest.to_string();
     for (from, to) in [
-        ("struct RawFile", "a mapping with version, runtime, build and run"),
+        (
+            "struct RawFile",
+            "a mapping with version, runtime, build and run",
+        ),
         ("struct RawBuild", "a mapping with commands and env"),
-        ("struct RawCommands", "a mapping with pre-build, build and post-build lists"),
-        ("struct RawRun", "a mapping with runtime-version, command, network, env and secrets"),
+        (
+            "struct RawCommands",
+            "a mapping with pre-build, build and post-build lists",
+        ),
+        (
+            "struct RawRun",
+            "a mapping with runtime-version, command, network, env and secrets",
+        ),
         ("struct RawNetwork", "a mapping with port and env"),
         ("struct RawEnv", "a mapping with name and value"),
         ("struct RawSecret", "a mapping with name and value-from"),
@@ -540,7 +551,10 @@ impl AppRunnerConfig {
         // `context`); a command of several lines is decoded by printf and eval'd.
         let run = |d: &mut String, cmd: &str| {
             if cmd.contains(['\n', '\r']) || cmd.trim().is_empty() {
-                d.push_str(&format!("RUN eval \"$(printf '%b' '{}')\"\n", printf_escape(cmd)));
+                d.push_str(&format!(
+                    "RUN eval \"$(printf '%b' '{}')\"\n",
+                    printf_escape(cmd)
+                ));
             } else {
                 d.push_str(&format!("RUN {cmd}\n"));
             }
@@ -625,24 +639,47 @@ mod tests {
         assert!(e.message.starts_with("build.commands:"), "{e}");
         assert!(e.message.contains("pre-build, build and post-build"), "{e}");
 
-        for (rt, hint) in [("docker", None), ("nodejs20", Some("nodejs22")), ("python3.11", Some("python311"))] {
-            let e = err(&format!("version: 1.0\nruntime: {rt}\nrun:\n  command: x\n"));
+        for (rt, hint) in [
+            ("docker", None),
+            ("nodejs20", Some("nodejs22")),
+            ("python3.11", Some("python311")),
+        ] {
+            let e = err(&format!(
+                "version: 1.0\nruntime: {rt}\nrun:\n  command: x\n"
+            ));
             assert_eq!(e.line, Some(2), "{e}");
-            assert!(e.message.contains(&format!("runtime: \"{rt}\" is not a runtime")), "{e}");
+            assert!(
+                e.message
+                    .contains(&format!("runtime: \"{rt}\" is not a runtime")),
+                "{e}"
+            );
             if let Some(h) = hint {
                 assert!(e.message.contains(&format!("did you mean \"{h}\"")), "{e}");
             }
         }
 
-        let e = err("version: 1.0\nruntime: python311\nrun:\n  runtime-version: 3.9\n  command: x\n");
+        let e =
+            err("version: 1.0\nruntime: python311\nrun:\n  runtime-version: 3.9\n  command: x\n");
         assert_eq!(e.line, Some(4));
-        assert!(e.message.contains("3.9 is not offered by runtime python311 (it offers 3.11)"), "{e}");
+        assert!(
+            e.message
+                .contains("3.9 is not offered by runtime python311 (it offers 3.11)"),
+            "{e}"
+        );
 
         let e = err("version: 1.0\nruntime: python3\nbiuld:\n  commands: {}\nrun:\n  command: x\n");
         assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.message.contains("unknown key \"biuld\" (did you mean \"build\"?)"), "{e}");
+        assert!(
+            e.message
+                .contains("unknown key \"biuld\" (did you mean \"build\"?)"),
+            "{e}"
+        );
         let e = err("version: 1.0\nruntime: python3\nrun:\n  comand: x\n");
-        assert!(e.message.starts_with("run: unknown key \"comand\" (did you mean \"command\"?)"), "{e}");
+        assert!(
+            e.message
+                .starts_with("run: unknown key \"comand\" (did you mean \"command\"?)"),
+            "{e}"
+        );
 
         let e = err("version: 1.0\n<<<<<<< HEAD\nruntime: python3\n=======\nruntime: nodejs18\n>>>>>>> feature\n");
         assert_eq!(e.line, Some(2));
@@ -654,11 +691,20 @@ mod tests {
 
         let e = err("version: 1.0\nruntime: python3\nrun:\n  command: x\n  secrets:\n    - name: DB\n      value-from: arn:aws:secretsmanager:us-east-1:1:secret:db\n");
         assert_eq!(e.line, Some(7));
-        assert!(e.message.contains("not available here: set a Slipway secret named DB"), "{e}");
+        assert!(
+            e.message
+                .contains("not available here: set a Slipway secret named DB"),
+            "{e}"
+        );
 
         let e = err("version: 1.0\nruntime: python3\nrun:\n  pre-run:\n    - apt-get update\n  command: x\n");
-        assert!(e.message.contains("run.pre-run: only the revised-build runtimes"), "{e}");
-        let e = err("version: 1.0\nruntime: python3\nrun:\n  network:\n    port: http\n  command: x\n");
+        assert!(
+            e.message
+                .contains("run.pre-run: only the revised-build runtimes"),
+            "{e}"
+        );
+        let e =
+            err("version: 1.0\nruntime: python3\nrun:\n  network:\n    port: http\n  command: x\n");
         assert!(e.message.contains("run.network.port"), "{e}");
         let e = err("version: 1.0\nruntime: python3\n");
         assert!(e.message.contains("run: is required"), "{e}");
@@ -673,7 +719,10 @@ mod tests {
         assert!(d.contains("ARG DEBUG=\"0\"\n"), "{d}");
         assert!(d.contains("RUN pip install -r requirements.txt\n"), "{d}");
         assert!(d.contains("ENV APP_PORT=8000\n"), "{d}");
-        assert!(d.contains("CMD [\"gunicorn\",\"app:app\",\"-b\",\"0.0.0.0:8000\"]\n"), "{d}");
+        assert!(
+            d.contains("CMD [\"gunicorn\",\"app:app\",\"-b\",\"0.0.0.0:8000\"]\n"),
+            "{d}"
+        );
         let c = parse(
             "apprunner.yaml",
             "version: 1.0\nruntime: python311\nbuild:\n  commands:\n    build: [pip install flask]\nrun:\n  pre-run: [\"echo ready > /ready\"]\n  command: sh -c 'exec python app.py'\n  env:\n    - name: GREETING\n      value: \"a \\\"$HOME\\\" b\"\n",
@@ -683,17 +732,28 @@ mod tests {
         let stages: Vec<&str> = d.split("\n\nFROM ").collect();
         assert_eq!(stages.len(), 2, "{d}");
         assert!(stages[0].contains("pip install flask"));
-        assert!(stages[1].starts_with("python:3.11-slim\nWORKDIR /app\nCOPY --from=build /app /app\n"));
+        assert!(
+            stages[1].starts_with("python:3.11-slim\nWORKDIR /app\nCOPY --from=build /app /app\n")
+        );
         assert!(stages[1].contains("echo ready > /ready"));
         assert!(d.contains("ENV GREETING=\"a \\\"\\$HOME\\\" b\"\n"), "{d}");
-        assert!(d.contains("CMD [\"sh\",\"-c\",\"exec python app.py\"]"), "{d}");
+        assert!(
+            d.contains("CMD [\"sh\",\"-c\",\"exec python app.py\"]"),
+            "{d}"
+        );
     }
 
     #[test]
     fn commands_of_several_lines_reach_the_shell_unchanged() {
-        for text in ["if true; then\n  echo 'a % b'\nfi", "echo \"\\\\n\" é\techo $HOME\n"] {
+        for text in [
+            "if true; then\n  echo 'a % b'\nfi",
+            "echo \"\\\\n\" é\techo $HOME\n",
+        ] {
             let script = format!("printf '%b' '{}'", printf_escape(text));
-            let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), text);
         }
         let c = parse(
@@ -702,21 +762,35 @@ mod tests {
         )
         .unwrap();
         let d = c.dockerfile("img");
-        assert!(d.contains("RUN eval \"$(printf '%b' 'echo one\\0012echo two\\0012')\"\n"), "{d}");
+        assert!(
+            d.contains("RUN eval \"$(printf '%b' 'echo one\\0012echo two\\0012')\"\n"),
+            "{d}"
+        );
     }
 
     #[test]
     fn commands_are_execd_unless_they_need_a_shell() {
-        assert_eq!(exec_words("python app.py"), Some(vec!["python".into(), "app.py".into()]));
+        assert_eq!(
+            exec_words("python app.py"),
+            Some(vec!["python".into(), "app.py".into()])
+        );
         assert_eq!(
             exec_words("gunicorn -w 2 'app:create_app()'"),
-            Some(vec!["gunicorn".into(), "-w".into(), "2".into(), "app:create_app()".into()])
+            Some(vec![
+                "gunicorn".into(),
+                "-w".into(),
+                "2".into(),
+                "app:create_app()".into()
+            ])
         );
         assert_eq!(exec_words("FOO=1 python a.py"), None);
         assert_eq!(exec_words("python a.py && echo done"), None);
         assert_eq!(exec_words("python $APP"), None);
         assert_eq!(exec_words("python \"unterminated"), None);
-        assert_eq!(exec_words("node --x=1 a.js"), Some(vec!["node".into(), "--x=1".into(), "a.js".into()]));
+        assert_eq!(
+            exec_words("node --x=1 a.js"),
+            Some(vec!["node".into(), "--x=1".into(), "a.js".into()])
+        );
     }
 
     proptest::proptest! {

@@ -138,7 +138,9 @@ pub fn build_context(
     let ignore = file(".dockerignore")
         .map(|e| DockerIgnore::parse(&String::from_utf8_lossy(&e.data)))
         .unwrap_or_default();
-    let yaml = apprunner::FILE_NAMES.iter().find_map(|n| file(n).map(|e| (*n, e)));
+    let yaml = apprunner::FILE_NAMES
+        .iter()
+        .find_map(|n| file(n).map(|e| (*n, e)));
     let dockerfile = file("Dockerfile");
     let use_yaml = match (settings.config, dockerfile.is_some(), yaml.is_some()) {
         (_, false, false) => return Err(ContextError::NoBuildFile(shown_dir)),
@@ -153,7 +155,11 @@ pub fn build_context(
         (text, shown(name), Some(config))
     } else {
         let e = dockerfile.expect("checked above");
-        (String::from_utf8_lossy(&e.data).into_owned(), shown("Dockerfile"), None)
+        (
+            String::from_utf8_lossy(&e.data).into_owned(),
+            shown("Dockerfile"),
+            None,
+        )
     };
     let text = rewrite_dockerfile(&text, opts, settings.keep_ca);
 
@@ -245,14 +251,10 @@ pub fn rewrite_dockerfile(text: &str, opts: &BuildOptions, keep_ca: bool) -> Str
         }
     }
     let exports: Vec<String> = CA_VARS.iter().map(|v| format!("{v}={CA_PATH}")).collect();
-    let wrapper = format!(
-        "unset PIP_CERT; export {}; eval \"$1\"",
-        exports.join(" ")
-    );
+    let wrapper = format!("unset PIP_CERT; export {}; eval \"$1\"", exports.join(" "));
     let shell = format!(
         "SHELL {}\n",
-        serde_json::to_string(&["/bin/sh", "-c", &wrapper, "slipway-build"])
-            .unwrap_or_default()
+        serde_json::to_string(&["/bin/sh", "-c", &wrapper, "slipway-build"]).unwrap_or_default()
     );
     let inject = opts.ca.is_some();
     let mut out = String::with_capacity(text.len() + 512);
@@ -347,7 +349,10 @@ mod tests {
             (".git/HEAD", "ref"),
         ]);
         let ctx = build_context(&t, &BuildSettings::default(), &BuildOptions::default()).unwrap();
-        assert_eq!(names(&ctx.tar), vec![".dockerignore", "index.html", "Dockerfile"]);
+        assert_eq!(
+            names(&ctx.tar),
+            vec![".dockerignore", "index.html", "Dockerfile"]
+        );
         assert_eq!(ctx.from, "Dockerfile");
     }
 
@@ -359,7 +364,11 @@ mod tests {
             &BuildOptions::default(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("no Dockerfile and no apprunner.yaml in the root"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no Dockerfile and no apprunner.yaml in the root"),
+            "{err}"
+        );
     }
 
     const YAML: &str = "version: 1.0\nruntime: python311\nrun:\n  command: python app.py\n  network:\n    port: 8000\n";
@@ -381,14 +390,22 @@ mod tests {
         assert!(dockerfile_of(&a.tar).contains("FROM python:3.11-slim AS build"));
         // Only the yaml: it builds whatever the setting.
         let only = tar_of(&[("apprunner.yml", YAML)]);
-        assert_eq!(build_context(&only, &BuildSettings::default(), &opts).unwrap().from, "apprunner.yml");
+        assert_eq!(
+            build_context(&only, &BuildSettings::default(), &opts)
+                .unwrap()
+                .from,
+            "apprunner.yml"
+        );
     }
 
     #[test]
     fn a_subfolder_is_the_context_and_errors_name_the_file() {
         let t = tar_of(&[
             ("README", "root"),
-            ("services/api/apprunner.yaml", "version: 1.0\nruntime: nodejs20\nrun:\n  command: x\n"),
+            (
+                "services/api/apprunner.yaml",
+                "version: 1.0\nruntime: nodejs20\nrun:\n  command: x\n",
+            ),
             ("services/web/Dockerfile", "FROM busybox\n"),
             ("services/web/index.html", "web"),
         ]);
@@ -404,7 +421,11 @@ mod tests {
             ..Default::default()
         };
         let e = build_context(&t, &api, &BuildOptions::default()).unwrap_err();
-        assert!(e.to_string().starts_with("services/api/apprunner.yaml line 2: runtime: \"nodejs20\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("services/api/apprunner.yaml line 2: runtime: \"nodejs20\""),
+            "{e}"
+        );
         let none = BuildSettings {
             dir: "docs".into(),
             ..Default::default()
@@ -416,7 +437,8 @@ mod tests {
     #[test]
     fn aliases_resolve_from_lines_and_the_ca_is_injected_then_removed() {
         let mut opts = BuildOptions::default();
-        opts.aliases.insert("python:3.9-alpine".into(), "python:3.11-slim".into());
+        opts.aliases
+            .insert("python:3.9-alpine".into(), "python:3.11-slim".into());
         opts.ca = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
         let text = "# syntax comment\nFROM --platform=linux/amd64 python:3.9-alpine AS build\nRUN pip install x\nfrom scratch AS assets\nCOPY a /a\nFROM python:3.9-alpine\nCOPY --from=build /app /app\nRUN pip install y\nUSER app\nCMD [\"python\"]\n";
         let d = rewrite_dockerfile(text, &opts, false);

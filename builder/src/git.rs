@@ -120,7 +120,11 @@ pub async fn branches(repo: &Path) -> std::io::Result<std::collections::BTreeMap
     }
     let out = run_git(
         repo,
-        &["for-each-ref", "--format=%(objectname) %(refname:strip=2)", "refs/heads"],
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(refname:strip=2)",
+            "refs/heads",
+        ],
     )
     .await?;
     Ok(String::from_utf8_lossy(&out)

@@ -102,7 +102,9 @@ pub async fn manifest_digest(r: &RegistryRef, secret: Option<&str>) -> Result<St
     match (status.as_u16(), digest) {
         (200, Some(d)) => Ok(d),
         (200, None) => Err(format!("{uri}: no Docker-Content-Digest in the answer")),
-        (401, _) => Err(format!("{uri}: 401: set source.credentials to a secret the registry takes")),
+        (401, _) => Err(format!(
+            "{uri}: 401: set source.credentials to a secret the registry takes"
+        )),
         (404, _) => Err(format!("{uri}: 404: no such image or tag")),
         (s, _) => Err(format!("{uri}: answered {s}")),
     }
@@ -136,7 +138,11 @@ impl Builder {
         let row = self.store.service(service)?;
         let current = row.and_then(|r| r.target_revision.or(r.active_revision));
         if let Some(n) = current {
-            if self.store.revision(service, n)?.is_some_and(|r| r.image == id) {
+            if self
+                .store
+                .revision(service, n)?
+                .is_some_and(|r| r.image == id)
+            {
                 return Ok(None);
             }
         }
@@ -244,7 +250,11 @@ impl Builder {
                         };
                         if with_tag(image) == name {
                             if let Err(e) = me.deploy_image_if_moved(&row.spec, "tag event").await {
-                                me.log(row.spec.name.as_str(), EventKind::Deployment, &format!("tag event: {e}"));
+                                me.log(
+                                    row.spec.name.as_str(),
+                                    EventKind::Deployment,
+                                    &format!("tag event: {e}"),
+                                );
                             }
                         }
                     }
@@ -270,7 +280,11 @@ impl Builder {
                         Err(e) => {
                             let msg = e.to_string();
                             if failing.get(&name) != Some(&msg) {
-                                me.log(&name, EventKind::Deployment, &format!("registry poll: {msg}"));
+                                me.log(
+                                    &name,
+                                    EventKind::Deployment,
+                                    &format!("registry poll: {msg}"),
+                                );
                                 failing.insert(name, msg);
                             }
                         }

@@ -124,8 +124,7 @@ pub struct Builder {
 }
 
 /// Deletes a service the way the API does (record, instances, routes).
-pub type Remove =
-    Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+pub type Remove = Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl Builder {
     /// A builder keeping repositories under `repos`.
@@ -168,7 +167,10 @@ impl Builder {
 
     /// The repository a service builds from: its own, or for a preview its parent's.
     fn repo_for(&self, spec: &ServiceSpec) -> std::path::PathBuf {
-        git::repo_dir(&self.repos, spec.preview_of.as_deref().unwrap_or(spec.name.as_str()))
+        git::repo_dir(
+            &self.repos,
+            spec.preview_of.as_deref().unwrap_or(spec.name.as_str()),
+        )
     }
 
     /// Creates the service's repository (for git sources).
@@ -214,7 +216,9 @@ impl Builder {
         if let Some(parent) = &spec.preview_of {
             return GitResponse::error(
                 409,
-                &format!("service {service} previews a branch of {parent}: push to {parent}'s remote"),
+                &format!(
+                    "service {service} previews a branch of {parent}: push to {parent}'s remote"
+                ),
             );
         }
         let repo = git::repo_dir(&self.repos, service);
@@ -264,7 +268,8 @@ impl Builder {
                 }
             }
             if let (Some(before), Some(previews)) = (branches_before, &spec.previews) {
-                self.previews_after_push(spec, previews, &repo, before).await;
+                self.previews_after_push(spec, previews, &repo, before)
+                    .await;
             }
         }
         resp
@@ -620,10 +625,9 @@ impl Builder {
             })?;
         let settings = spec.build.clone();
         let options = self.options.clone();
-        let ctx = tokio::task::spawn_blocking(move || {
-            context::build_context(&tree, &settings, &options)
-        })
-        .await??;
+        let ctx =
+            tokio::task::spawn_blocking(move || context::build_context(&tree, &settings, &options))
+                .await??;
         self.build_log(build_id, &format!("building from {}\n", ctx.from));
         if let Some(cfg) = &ctx.apprunner {
             // Every secret run.secrets names must exist: the build says so, not the
@@ -700,7 +704,10 @@ impl Builder {
                     .secret_values(service)?
                     .into_iter()
                     .find(|(k, _)| k == n)
-                    .and_then(|(_, v)| v.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))),
+                    .and_then(|(_, v)| {
+                        v.split_once(':')
+                            .map(|(u, p)| (u.to_string(), p.to_string()))
+                    }),
                 _ => None,
             };
             self.runtime.pull(image, auth).await?;
@@ -746,7 +753,11 @@ impl Builder {
             return;
         };
         remove(name.to_string()).await;
-        self.log(parent, EventKind::Service, &format!("preview {name} deleted: {why}"));
+        self.log(
+            parent,
+            EventKind::Service,
+            &format!("preview {name} deleted: {why}"),
+        );
     }
 
     /// After a push to a service with previews: each new or moved branch that matches
@@ -763,7 +774,11 @@ impl Builder {
         let after = match git::branches(repo).await {
             Ok(a) => a,
             Err(e) => {
-                self.log(pname, EventKind::Build, &format!("previews: cannot list the branches: {e}"));
+                self.log(
+                    pname,
+                    EventKind::Build,
+                    &format!("previews: cannot list the branches: {e}"),
+                );
                 return;
             }
         };
@@ -777,7 +792,11 @@ impl Builder {
             let name = match slipway_core::preview_name(b, pname) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: {e}"));
+                    self.log(
+                        pname,
+                        EventKind::Service,
+                        &format!("branch {b} gets no preview: {e}"),
+                    );
                     continue;
                 }
             };
@@ -791,7 +810,8 @@ impl Builder {
             match existing {
                 Some(row)
                     if row.spec.preview_of.as_deref() == Some(pname)
-                        && matches!(&row.spec.source, Source::Git { branch, .. } if branch == b) => {}
+                        && matches!(&row.spec.source, Source::Git { branch, .. } if branch == b) => {
+                }
                 Some(_) => {
                     self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: its name {name} is taken by another service"));
                     continue;
@@ -804,30 +824,49 @@ impl Builder {
                     spec.preview_of = Some(pname.to_string());
                     spec.scaling.min_size = 0;
                     if let Err(e) = self.store.create_service(&spec) {
-                        self.log(pname, EventKind::Service, &format!("branch {b} gets no preview: {e}"));
+                        self.log(
+                            pname,
+                            EventKind::Service,
+                            &format!("branch {b} gets no preview: {e}"),
+                        );
                         continue;
                     }
-                    self.log(pname, EventKind::Service, &format!("preview {name} created for branch {b}"));
-                    self.log(name.as_str(), EventKind::Service, &format!("service created: the preview of branch {b} of {pname}"));
+                    self.log(
+                        pname,
+                        EventKind::Service,
+                        &format!("preview {name} created for branch {b}"),
+                    );
+                    self.log(
+                        name.as_str(),
+                        EventKind::Service,
+                        &format!("service created: the preview of branch {b} of {pname}"),
+                    );
                 }
             }
             match self.enqueue(name.as_str(), commit) {
                 Ok(id) => self.log(
                     name.as_str(),
                     EventKind::Build,
-                    &format!("push to {b}: commit {} queued for build {id}", short_id(commit)),
+                    &format!(
+                        "push to {b}: commit {} queued for build {id}",
+                        short_id(commit)
+                    ),
                 ),
                 Err(e) => tracing::error!("store: {e}"),
             }
         }
-        for b in before.keys().filter(|b| !after.contains_key(*b) && previews.matches(b)) {
+        for b in before
+            .keys()
+            .filter(|b| !after.contains_key(*b) && previews.matches(b))
+        {
             let Ok(name) = slipway_core::preview_name(b, pname) else {
                 continue;
             };
             if let Ok(Some(row)) = self.store.service(name.as_str()) {
                 let same = matches!(&row.spec.source, Source::Git { branch, .. } if branch == b);
                 if row.spec.preview_of.as_deref() == Some(pname) && same {
-                    self.remove_preview(pname, name.as_str(), &format!("branch {b} was deleted")).await;
+                    self.remove_preview(pname, name.as_str(), &format!("branch {b} was deleted"))
+                        .await;
                 }
             }
         }
@@ -854,8 +893,11 @@ impl Builder {
                 Ok(b) => b.first().map(|b| b.created_ms).unwrap_or(row.created_ms),
                 Err(_) => continue,
             };
-            if now.saturating_sub(last) > i64::try_from(idle.saturating_mul(1000)).unwrap_or(i64::MAX) {
-                self.remove_preview(parent, name, &format!("no push for {idle} s")).await;
+            if now.saturating_sub(last)
+                > i64::try_from(idle.saturating_mul(1000)).unwrap_or(i64::MAX)
+            {
+                self.remove_preview(parent, name, &format!("no push for {idle} s"))
+                    .await;
             }
         }
     }
@@ -916,7 +958,11 @@ impl Builder {
 
     /// Polls a watched service once: a head with no build yet is queued (with
     /// auto-deploy on) and said in the activity log. `why` says what asked.
-    pub async fn poll_source(self: &Arc<Self>, spec: &ServiceSpec, why: &str) -> Result<Option<i64>, SourceError> {
+    pub async fn poll_source(
+        self: &Arc<Self>,
+        spec: &ServiceSpec,
+        why: &str,
+    ) -> Result<Option<i64>, SourceError> {
         let head = self.fetch_source(spec).await?;
         let service = spec.name.as_str();
         if self.store.has_build_of(service, &head)? {
@@ -946,7 +992,11 @@ impl Builder {
         let me = self.clone();
         self.tasks.spawn(async move {
             if let Err(e) = me.poll_source(&spec, "webhook").await {
-                me.log(spec.name.as_str(), EventKind::Build, &format!("webhook: {e}"));
+                me.log(
+                    spec.name.as_str(),
+                    EventKind::Build,
+                    &format!("webhook: {e}"),
+                );
             }
         });
     }
@@ -973,7 +1023,12 @@ impl Builder {
                 let now = tokio::time::Instant::now();
                 due.retain(|s, _| snap.service(s).is_some());
                 for row in snap.services() {
-                    let Source::Git { url: Some(_), poll_s, .. } = &row.spec.source else {
+                    let Source::Git {
+                        url: Some(_),
+                        poll_s,
+                        ..
+                    } = &row.spec.source
+                    else {
                         continue;
                     };
                     let name = row.spec.name.to_string();
@@ -1044,4 +1099,3 @@ impl Builder {
         Ok(Some(new.number))
     }
 }
-

@@ -12,7 +12,11 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &[u8]) -> bool {
         return false;
     }
     if let Some(sig) = headers.get("x-hub-signature-256") {
-        let Some(hex) = sig.to_str().ok().and_then(|s| s.trim().strip_prefix("sha256=")) else {
+        let Some(hex) = sig
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("sha256="))
+        else {
             return false;
         };
         let Some(given) = decode_hex(hex) else {
@@ -101,11 +105,21 @@ mod tests {
         assert!(!verify(&good, body, b"other"), "another secret");
         assert!(!verify(&good, body, b""), "no secret");
         assert!(!verify(&HeaderMap::new(), body, b"s3cret"), "no proof");
-        assert!(!verify(&with("x-hub-signature-256", "sha1=abc"), body, b"s3cret"));
+        assert!(!verify(
+            &with("x-hub-signature-256", "sha1=abc"),
+            body,
+            b"s3cret"
+        ));
         assert!(verify(&with("x-gitlab-token", "s3cret"), body, b"s3cret"));
         assert!(!verify(&with("x-gitlab-token", "s3cre"), body, b"s3cret"));
-        assert_eq!(pushed_ref(&good, body), Pushed::Ref("refs/heads/main".into()));
-        assert_eq!(pushed_ref(&with("x-github-event", "ping"), b"{}"), Pushed::Ping);
+        assert_eq!(
+            pushed_ref(&good, body),
+            Pushed::Ref("refs/heads/main".into())
+        );
+        assert_eq!(
+            pushed_ref(&with("x-github-event", "ping"), b"{}"),
+            Pushed::Ping
+        );
         assert_eq!(pushed_ref(&HeaderMap::new(), b"\xff"), Pushed::Unknown);
     }
 

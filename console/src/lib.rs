@@ -446,7 +446,9 @@ async fn webhook(
         None => None,
     };
     let Some(secret) = secret else {
-        return Err(unauthorized("webhook refused: the service has no webhook secret set"));
+        return Err(unauthorized(
+            "webhook refused: the service has no webhook secret set",
+        ));
     };
     if !hooks::verify(&headers, &body, secret.as_bytes()) {
         return Err(unauthorized("webhook refused: bad or missing signature"));

@@ -16,8 +16,8 @@ pub use deployment::{DeploymentState, TransitionError};
 pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
 pub use name::{preview_name, service_host, NameError, ServiceName};
 pub use service::{
-    check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, Previews, HealthProtocol, IdleMode, Network, Scaling, ServiceSpec, Source,
-    SpecError,
+    check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, HealthProtocol, IdleMode,
+    Network, Previews, Scaling, ServiceSpec, Source, SpecError,
 };
 pub use size::{Cpu, InstanceSize, Memory, SizeError};
 

@@ -200,9 +200,9 @@ pub fn preview_name(branch: &str, service: &str) -> Result<ServiceName, NameErro
         slug.insert_str(0, "b-");
     }
     // FNV-1a: stable across releases and machines.
-    let hash = branch
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = branch.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let suffix = format!("-{:06x}", hash & 0xff_ffff);
     let room = 63usize.saturating_sub(service.len() + 2);
     if slug.len() > room {
@@ -229,8 +229,14 @@ mod preview_tests {
         assert_eq!(n, preview_name("feature/login-page", "web").unwrap());
         let long = preview_name(&format!("feature/{}", "x".repeat(200)), "web").unwrap();
         assert!(long.as_str().len() <= 63, "{long}");
-        assert_ne!(long, preview_name(&format!("feature/{}y", "x".repeat(200)), "web").unwrap());
-        assert!(preview_name("123", "web").unwrap().as_str().starts_with("b-123"));
+        assert_ne!(
+            long,
+            preview_name(&format!("feature/{}y", "x".repeat(200)), "web").unwrap()
+        );
+        assert!(preview_name("123", "web")
+            .unwrap()
+            .as_str()
+            .starts_with("b-123"));
     }
 
     proptest::proptest! {

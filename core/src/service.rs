@@ -87,7 +87,9 @@ pub fn check_repo_url(url: &str) -> Result<(), SpecError> {
         }
         if let Some((userinfo, _)) = auth.rsplit_once('@') {
             if userinfo.contains(':') || *rest.0 != "ssh://" {
-                return bad("put credentials in a Slipway secret (source.credentials), not in the URL");
+                return bad(
+                    "put credentials in a Slipway secret (source.credentials), not in the URL",
+                );
             }
         }
         return Ok(());
@@ -572,8 +574,14 @@ impl ServiceSpec {
         }
         range("port", self.port, 1, 65535)?;
         if let Some(p) = &self.previews {
-            if p.branches.is_empty() || p.branches.len() > 200 || p.branches.chars().any(char::is_control) {
-                return Err(err("previews.branches", "a branch pattern of 1 to 200 characters, e.g. \"feature/*\""));
+            if p.branches.is_empty()
+                || p.branches.len() > 200
+                || p.branches.chars().any(char::is_control)
+            {
+                return Err(err(
+                    "previews.branches",
+                    "a branch pattern of 1 to 200 characters, e.g. \"feature/*\"",
+                ));
             }
             if !matches!(&self.source, Source::Git { url: None, .. }) {
                 return Err(err("previews", "previews are made from pushes to the hosted repository: a git source without url"));
@@ -589,7 +597,9 @@ impl ServiceSpec {
         if !dir_ok {
             return Err(err(
                 "build.dir",
-                format!("{dir:?} is not a directory of the repository: a relative path without '..'"),
+                format!(
+                    "{dir:?} is not a directory of the repository: a relative path without '..'"
+                ),
             ));
         }
         for (k, v) in &self.env {

@@ -577,7 +577,11 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), crate::probe::ProbeError> {
+    async fn probe(
+        &self,
+        addr: SocketAddr,
+        check: &HealthCheck,
+    ) -> Result<(), crate::probe::ProbeError> {
         crate::probe::tcp_probe(addr, check).await
     }
 }

@@ -269,12 +269,19 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_tags(&self) -> Result<TagStream, RuntimeError>;
 
     /// Pulls `reference` from its registry, with `auth` (`user`, `password`) if given.
-    async fn pull(&self, reference: &str, auth: Option<(String, String)>)
-        -> Result<(), RuntimeError>;
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<(String, String)>,
+    ) -> Result<(), RuntimeError>;
 
     /// Probes an instance's published address once with its health check: how the
     /// platform reaches an instance is the runtime's business.
-    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), crate::probe::ProbeError>;
+    async fn probe(
+        &self,
+        addr: SocketAddr,
+        check: &HealthCheck,
+    ) -> Result<(), crate::probe::ProbeError>;
 }
 
 /// Stops (SIGTERM, then SIGKILL after `grace_s`; at once when 0) and removes a container.

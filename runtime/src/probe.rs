@@ -221,7 +221,10 @@ mod tests {
     fn status_lines() {
         assert_eq!(status_of(b"HTTP/1.1 204 No Content\r\n"), Ok(204));
         assert_eq!(status_of(b"HTTP/1.0 302 Found\n"), Ok(302));
-        assert!(status_of(b"").unwrap_err().to_string().contains("without an answer"));
+        assert!(status_of(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("without an answer"));
         assert!(status_of(b"HTTP/1.1 2x4 Nope\r\n").is_err());
         assert!(status_of(b"HTTP/1.1 +20 Nope\r\n").is_err());
         assert!(status_of(b"SSH-2.0-OpenSSH\r\n").is_err());

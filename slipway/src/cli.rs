@@ -199,6 +199,31 @@ pub struct CreateArgs {
     /// The app speaks HTTP/2 without TLS (gRPC).
     #[arg(long)]
     http2: bool,
+    /// Watch this repository's branch (https, http, ssh, user@host:path) instead of
+    /// taking pushes.
+    #[arg(long)]
+    repo: Option<String>,
+    /// Seconds between polls of --repo, or of a registry image.
+    #[arg(long)]
+    poll: Option<u32>,
+    /// The Slipway secret with the credentials of --repo or of the image's registry.
+    #[arg(long)]
+    credentials: Option<String>,
+    /// The Slipway secret that signs webhooks (`POST /hooks/NAME`).
+    #[arg(long)]
+    webhook_secret: Option<String>,
+    /// New commits and tags wait for `slipway deploy`.
+    #[arg(long)]
+    no_auto_deploy: bool,
+    /// Branches (a glob, e.g. "feature/*") that get preview services.
+    #[arg(long)]
+    previews: Option<String>,
+    /// Build from apprunner.yaml even when there is a Dockerfile.
+    #[arg(long)]
+    apprunner: bool,
+    /// The source directory inside the repository (monorepos).
+    #[arg(long)]
+    dir: Option<String>,
     /// Merge settings from a JSON file of the API's service shape.
     #[arg(long)]
     spec: Option<std::path::PathBuf>,
@@ -526,6 +551,30 @@ async fn create(a: CreateArgs) -> Result<()> {
             json!({ "type": "git", "branch": a.branch }),
         );
     }
+    if let Some(src) = spec.get_mut("source").and_then(|s| s.as_object_mut()) {
+        let git = src.get("type").and_then(|t| t.as_str()) == Some("git");
+        if let Some(u) = &a.repo {
+            if !git {
+                bail!("--repo is for git sources, not --image");
+            }
+            src.insert("url".into(), json!(u));
+        }
+        if let Some(p) = a.poll {
+            src.insert("poll_s".into(), json!(p));
+        }
+        if let Some(c) = &a.credentials {
+            src.insert("credentials".into(), json!(c));
+        }
+        if let Some(w) = &a.webhook_secret {
+            src.insert("webhook_secret".into(), json!(w));
+        }
+    }
+    if a.no_auto_deploy {
+        spec.insert("auto_deploy".into(), json!(false));
+    }
+    if let Some(p) = &a.previews {
+        spec.insert("previews".into(), json!({ "branches": p }));
+    }
     if let Some(p) = a.port {
         spec.insert("port".into(), json!(p));
     }
@@ -551,6 +600,12 @@ async fn create(a: CreateArgs) -> Result<()> {
             o.insert(field.into(), v);
         }
     };
+    if a.apprunner {
+        section("build", "config", json!("apprunner"));
+    }
+    if let Some(d) = &a.dir {
+        section("build", "dir", json!(d));
+    }
     if let Some(v) = a.min_size {
         section("scaling", "min_size", json!(v));
     }

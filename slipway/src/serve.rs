@@ -65,11 +65,19 @@ pub struct ServeArgs {
     build_ca_file: Option<PathBuf>,
     /// `NAME=IMAGE`: builds whose Dockerfile says `FROM NAME` use IMAGE (one this engine
     /// has), for hosts without a registry. Repeatable; the variable takes a comma list.
-    #[arg(long = "image-alias", env = "SLIPWAY_IMAGE_ALIASES", value_delimiter = ',')]
+    #[arg(
+        long = "image-alias",
+        env = "SLIPWAY_IMAGE_ALIASES",
+        value_delimiter = ','
+    )]
     image_aliases: Vec<String>,
     /// `RUNTIME=IMAGE`: the base image of an apprunner.yaml runtime (e.g.
     /// `python311=python:3.11-slim`). Repeatable; the variable takes a comma list.
-    #[arg(long = "runtime-image", env = "SLIPWAY_RUNTIME_IMAGES", value_delimiter = ',')]
+    #[arg(
+        long = "runtime-image",
+        env = "SLIPWAY_RUNTIME_IMAGES",
+        value_delimiter = ','
+    )]
     runtime_images: Vec<String>,
     /// Let services watch local repositories (`file://` URLs and absolute paths). Off by
     /// default: a service could otherwise read any repository this user can.
@@ -138,7 +146,10 @@ fn pairs(flag: &str, items: &[String]) -> Result<std::collections::BTreeMap<Stri
 fn build_options(a: &ServeArgs) -> Result<slipway_builder::BuildOptions> {
     let runtime_images = pairs("runtime-image", &a.runtime_images)?;
     for r in runtime_images.keys() {
-        if !slipway_builder::apprunner::RUNTIMES.iter().any(|(n, _, _)| n == r) {
+        if !slipway_builder::apprunner::RUNTIMES
+            .iter()
+            .any(|(n, _, _)| n == r)
+        {
             anyhow::bail!("--runtime-image {r}=...: {r} is not an apprunner.yaml runtime");
         }
     }

@@ -22,8 +22,15 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -33,9 +40,11 @@ fn docker(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_reaches_the_app_and_nothing_else() {
     let p = Platform::start().await;
-    p.create(json!({"name": "vault", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "health_check": {"interval_s": 1}}))
-        .await;
+    p.create(
+        json!({"name": "vault", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
     let canary = format!("canary-{}", p.platform_id);
     // Set through the CLI, the value on stdin: before the first push (nothing to
     // redeploy yet).
@@ -56,7 +65,11 @@ async fn a_secret_reaches_the_app_and_nothing_else() {
             .write_all(format!("{value}\n").as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let said = set(&canary);
@@ -86,8 +99,18 @@ async fn a_secret_reaches_the_app_and_nothing_else() {
     let list = p.get_json("/v1/services/vault/secrets").await;
     assert_eq!(list[0]["name"], "DB_PASSWORD", "{list}");
     let mut seen = vec![list.to_string()];
-    for path in ["", "/revisions", "/deployments", "/events?limit=1000", "/builds"] {
-        seen.push(p.get_json(&format!("/v1/services/vault{path}")).await.to_string());
+    for path in [
+        "",
+        "/revisions",
+        "/deployments",
+        "/events?limit=1000",
+        "/builds",
+    ] {
+        seen.push(
+            p.get_json(&format!("/v1/services/vault{path}"))
+                .await
+                .to_string(),
+        );
     }
     seen.push(p.get_json("/v1/services").await.to_string());
     let out = p.cli(&["secrets", "list", "vault"]);
@@ -111,20 +134,44 @@ async fn a_secret_reaches_the_app_and_nothing_else() {
 
     // Bad names get a 422 naming the field; an unknown secret a 404.
     let (s, v) = p
-        .call("PUT", "/v1/services/vault/secrets/1BAD", Some(r#"{"value":"x"}"#), None)
+        .call(
+            "PUT",
+            "/v1/services/vault/secrets/1BAD",
+            Some(r#"{"value":"x"}"#),
+            None,
+        )
         .await;
     assert_eq!(s, 422, "{v}");
     let (s, _) = p
-        .call("PUT", "/v1/services/vault/secrets/PORT", Some(r#"{"value":"x"}"#), None)
+        .call(
+            "PUT",
+            "/v1/services/vault/secrets/PORT",
+            Some(r#"{"value":"x"}"#),
+            None,
+        )
         .await;
     assert_eq!(s, 422);
     let (s, _) = p
-        .call("PUT", "/v1/services/vault/secrets/K", Some(r#"{"nope":1}"#), None)
+        .call(
+            "PUT",
+            "/v1/services/vault/secrets/K",
+            Some(r#"{"nope":1}"#),
+            None,
+        )
         .await;
     assert_eq!(s, 422);
-    let (s, _) = p.call("DELETE", "/v1/services/vault/secrets/NOPE", None, None).await;
+    let (s, _) = p
+        .call("DELETE", "/v1/services/vault/secrets/NOPE", None, None)
+        .await;
     assert_eq!(s, 404);
-    let (s, v): (u16, Value) = p.call("DELETE", "/v1/services/vault/secrets/DB_PASSWORD", None, None).await;
+    let (s, v): (u16, Value) = p
+        .call(
+            "DELETE",
+            "/v1/services/vault/secrets/DB_PASSWORD",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     p.wait_content("vault", &sha256_hex(""), Duration::from_secs(60))
         .await;
@@ -180,7 +227,9 @@ async fn apprunner_yaml_builds_with_pip_through_the_injected_ca() {
     drop(bare);
     let runtime = format!("python3={noca}");
     let without = Platform::start_with_env(&[("SLIPWAY_RUNTIME_IMAGES", &runtime)]).await;
-    without.create(json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB"})).await;
+    without
+        .create(json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB"}))
+        .await;
     pip_repo(&without, "pip", ORIGINAL).push();
     without
         .wait_activity("pip", "failed", Duration::from_secs(240))
@@ -194,53 +243,82 @@ async fn apprunner_yaml_builds_with_pip_through_the_injected_ca() {
     );
     drop(without);
 
-    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
+    let bundle =
+        std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
     let with = Platform::start_with_env(&[
         ("SLIPWAY_RUNTIME_IMAGES", &runtime),
         ("SLIPWAY_BUILD_CA_FILE", &bundle),
     ])
     .await;
-    with.create(json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "health_check": {"interval_s": 1}}))
-        .await;
+    with.create(
+        json!({"name": "pip", "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
     pip_repo(&with, "pip", ORIGINAL).push();
-    with.wait_content("pip", "six 1.17.0; original build; no pre-run", Duration::from_secs(300))
-        .await;
+    with.wait_content(
+        "pip",
+        "six 1.17.0; original build; no pre-run",
+        Duration::from_secs(300),
+    )
+    .await;
     let revs = with.get_json("/v1/services/pip/revisions").await;
     assert_eq!(revs[0]["spec"]["port"], 8000, "{revs}");
     let image = revs[0]["image"].as_str().unwrap();
     let out = std::process::Command::new("docker")
-        .args(["run", "--rm", "--entrypoint", "ls", image, "/usr/local/share/"])
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "ls",
+            image,
+            "/usr/local/share/",
+        ])
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !listing.contains("slipway-build-ca"), "{listing}");
+    assert!(
+        out.status.success() && !listing.contains("slipway-build-ca"),
+        "{listing}"
+    );
     let config = docker(&["image", "inspect", "-f", "{{json .Config}}", image]);
     assert!(!config.contains("slipway-build-ca"), "{config}");
-    let _ = std::process::Command::new("docker").args(["rmi", &noca]).output();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &noca])
+        .output();
 }
 
 /// The revised build (python311): built in one image, `/app` copied into a clean run
 /// image where `pre-run` runs, then `run.command` exec'd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apprunner_revised_build_runs_pre_run() {
-    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
+    let bundle =
+        std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
     let p = Platform::start_with_env(&[("SLIPWAY_BUILD_CA_FILE", &bundle)]).await;
     let yaml = "version: 1.0\nruntime: python311\nbuild:\n  commands:\n    build:\n      - pip install --no-cache-dir -r requirements.txt\nrun:\n  runtime-version: 3.11\n  pre-run:\n    - pip install --no-cache-dir -r requirements.txt\n    - echo pre-run ran > /app/ready\n  command: python app.py\n  network:\n    port: 8000\n  env:\n    - name: GREETING\n      value: revised build\n";
     let repo = pip_repo(&p, "rev", yaml);
     // A Dockerfile beside it does not win unless the service says so.
     repo.write("Dockerfile", "FROM busybox:latest\nCMD exit 3\n");
     repo.commit("both");
-    p.create(json!({"name": "rev", "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "build": {"config": "apprunner"}, "health_check": {"interval_s": 1}}))
-        .await;
+    p.create(
+        json!({"name": "rev", "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "build": {"config": "apprunner"}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
     repo.push();
-    p.wait_content("rev", "six 1.17.0; revised build; pre-run ran", Duration::from_secs(300))
-        .await;
+    p.wait_content(
+        "rev",
+        "six 1.17.0; revised build; pre-run ran",
+        Duration::from_secs(300),
+    )
+    .await;
     // The command is exec'd: the app is the container's main process (under init).
     let id = &p.containers()[0];
     let top = docker(&["top", id]);
-    assert!(top.contains("python app.py") && !top.contains("sh -c"), "{top}");
+    assert!(
+        top.contains("python app.py") && !top.contains("sh -c"),
+        "{top}"
+    );
 }
 
 /// A malformed apprunner.yaml fails its build with the file's line and field, and the
@@ -248,9 +326,13 @@ async fn apprunner_revised_build_runs_pre_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_apprunner_yaml_fails_with_its_line() {
     let p = Platform::start().await;
-    p.create(json!({"name": "bad", "cpu": "0.25 vCPU", "memory": "0.5 GB"})).await;
+    p.create(json!({"name": "bad", "cpu": "0.25 vCPU", "memory": "0.5 GB"}))
+        .await;
     let repo = Repo::new(&p, None, "bad");
-    repo.write("apprunner.yaml", "version: 1.0\nruntime: nodejs20\nrun:\n  command: node a.js\n");
+    repo.write(
+        "apprunner.yaml",
+        "version: 1.0\nruntime: nodejs20\nrun:\n  command: node a.js\n",
+    );
     repo.commit("bad");
     repo.push();
     p.wait_activity(
@@ -296,7 +378,10 @@ async fn a_watched_branch_deploys_each_new_commit() {
         .call(
             "POST",
             "/v1/services",
-            Some(&json!({"name": "w", "source": {"type": "git", "url": "file:///tmp/x"}}).to_string()),
+            Some(
+                &json!({"name": "w", "source": {"type": "git", "url": "file:///tmp/x"}})
+                    .to_string(),
+            ),
             None,
         )
         .await;
@@ -306,7 +391,10 @@ async fn a_watched_branch_deploys_each_new_commit() {
         .call(
             "POST",
             "/v1/services",
-            Some(&json!({"name": "w", "source": {"type": "git", "url": "ext::sh -c id"}}).to_string()),
+            Some(
+                &json!({"name": "w", "source": {"type": "git", "url": "ext::sh -c id"}})
+                    .to_string(),
+            ),
             None,
         )
         .await;
@@ -317,13 +405,17 @@ async fn a_watched_branch_deploys_each_new_commit() {
     let src = p.dir.join("upstream");
     site_repo(&src, "first commit");
     let url = format!("file://{}", src.display());
-    p.create(json!({"name": "watched", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "source": {"type": "git", "url": url, "poll_s": 2}, "health_check": {"interval_s": 1}}))
+    p.create(
+        json!({"name": "watched", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("watched", "first commit", Duration::from_secs(60))
         .await;
-    p.wait_content("watched", "first commit", Duration::from_secs(60)).await;
     site_repo(&src, "second commit");
     // One poll interval (2 s) plus a busybox build and a blue/green swap.
-    p.wait_content("watched", "second commit", Duration::from_secs(30)).await;
+    p.wait_content("watched", "second commit", Duration::from_secs(30))
+        .await;
     assert!(p.activity("watched").await.contains("poll: new commit"));
     // Pushes to the hosted remote are refused for a watched service.
     let repo = Repo::new(&p, None, "watched");
@@ -340,16 +432,23 @@ async fn a_watched_branch_deploys_each_new_commit() {
     let manual_src = p.dir.join("manual-upstream");
     site_repo(&manual_src, "manual one");
     let murl = format!("file://{}", manual_src.display());
-    p.create(json!({"name": "manual", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+    p.create(
+        json!({"name": "manual", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
         "auto_deploy": false, "source": {"type": "git", "url": murl, "poll_s": 2},
-        "health_check": {"interval_s": 1}}))
-        .await;
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let builds = p.get_json("/v1/services/manual/builds").await;
     assert_eq!(builds.as_array().unwrap().len(), 0, "{builds}");
     let out = p.cli(&["deploy", "manual"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    p.wait_content("manual", "manual one", Duration::from_secs(60)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.wait_content("manual", "manual one", Duration::from_secs(60))
+        .await;
     let builds = p.get_json("/v1/services/manual/builds").await;
     assert_eq!(builds[0]["commit"], head(&manual_src), "{builds}");
 }
@@ -363,23 +462,38 @@ async fn http_watch_with_credentials_and_signed_webhooks() {
     let p = Platform::start().await;
     // The upstream: a hosted repository of this same platform, never deployed itself
     // (auto-deploy off).
-    p.create(json!({"name": "upstream", "auto_deploy": false})).await;
+    p.create(json!({"name": "upstream", "auto_deploy": false}))
+        .await;
     let up = Repo::new(&p, None, "upstream");
     site_repo(&up.dir, "over http");
     up.push();
     let url = format!("{}/git/upstream.git", p.api);
-    p.create(json!({"name": "mirror", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+    p.create(
+        json!({"name": "mirror", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
         "source": {"type": "git", "url": url, "poll_s": 3600, "credentials": "GIT_TOKEN",
             "webhook_secret": "HOOK_SECRET"},
-        "health_check": {"interval_s": 1}}))
-        .await;
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
     // Without the credentials secret, the first poll says what is missing.
-    p.wait_activity("mirror", "source.credentials names the secret GIT_TOKEN", Duration::from_secs(30))
-        .await;
-    for (k, v) in [("GIT_TOKEN", format!("slipway:{}", p.token)), ("HOOK_SECRET", "hook-s3cret".into())] {
+    p.wait_activity(
+        "mirror",
+        "source.credentials names the secret GIT_TOKEN",
+        Duration::from_secs(30),
+    )
+    .await;
+    for (k, v) in [
+        ("GIT_TOKEN", format!("slipway:{}", p.token)),
+        ("HOOK_SECRET", "hook-s3cret".into()),
+    ] {
         let body = json!({ "value": v }).to_string();
         let (s, v) = p
-            .call("PUT", &format!("/v1/services/mirror/secrets/{k}"), Some(&body), None)
+            .call(
+                "PUT",
+                &format!("/v1/services/mirror/secrets/{k}"),
+                Some(&body),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{v}");
     }
@@ -393,7 +507,10 @@ async fn http_watch_with_credentials_and_signed_webhooks() {
                 req = req.header(k, v);
             }
             let resp = http
-                .request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+                .request(
+                    req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             resp.status().as_u16()
@@ -402,39 +519,69 @@ async fn http_watch_with_credentials_and_signed_webhooks() {
     let body = json!({"ref": "refs/heads/main"}).to_string();
     let sign = |secret: &str, body: &str| {
         let out = std::process::Command::new("sh")
-            .args(["-c", "printf %s \"$B\" | openssl dgst -sha256 -hmac \"$K\" -r"])
+            .args([
+                "-c",
+                "printf %s \"$B\" | openssl dgst -sha256 -hmac \"$K\" -r",
+            ])
             .env("B", body)
             .env("K", secret)
             .output()
             .unwrap();
         format!(
             "sha256={}",
-            String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap()
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
         )
     };
     assert_eq!(hook(vec![], body.clone()).await, 401);
     assert_eq!(
-        hook(vec![("x-hub-signature-256", sign("wrong", &body))], body.clone()).await,
+        hook(
+            vec![("x-hub-signature-256", sign("wrong", &body))],
+            body.clone()
+        )
+        .await,
         401
     );
-    assert_eq!(hook(vec![("x-gitlab-token", "wrong".into())], body.clone()).await, 401);
+    assert_eq!(
+        hook(vec![("x-gitlab-token", "wrong".into())], body.clone()).await,
+        401
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let builds = p.get_json("/v1/services/mirror/builds").await;
-    assert_eq!(builds.as_array().unwrap().len(), 0, "refused hooks built: {builds}");
+    assert_eq!(
+        builds.as_array().unwrap().len(),
+        0,
+        "refused hooks built: {builds}"
+    );
 
     assert_eq!(
-        hook(vec![("x-hub-signature-256", sign("hook-s3cret", &body))], body.clone()).await,
+        hook(
+            vec![("x-hub-signature-256", sign("hook-s3cret", &body))],
+            body.clone()
+        )
+        .await,
         202
     );
     // At once: the poll interval is an hour.
-    p.wait_content("mirror", "over http", Duration::from_secs(60)).await;
+    p.wait_content("mirror", "over http", Duration::from_secs(60))
+        .await;
     assert!(p.activity("mirror").await.contains("webhook: new commit"));
 
     site_repo(&up.dir, "second over http");
     up.push();
-    assert_eq!(hook(vec![("x-gitlab-token", "hook-s3cret".into())], body.clone()).await, 202);
-    p.wait_content("mirror", "second over http", Duration::from_secs(60)).await;
-    let everything = format!("{}{}", p.activity("mirror").await, p.get_json("/v1/services/mirror").await);
+    assert_eq!(
+        hook(vec![("x-gitlab-token", "hook-s3cret".into())], body.clone()).await,
+        202
+    );
+    p.wait_content("mirror", "second over http", Duration::from_secs(60))
+        .await;
+    let everything = format!(
+        "{}{}",
+        p.activity("mirror").await,
+        p.get_json("/v1/services/mirror").await
+    );
     assert!(!everything.contains(&p.token), "credentials echoed");
 }
 
@@ -465,19 +612,25 @@ async fn retagging_an_image_on_the_engine_deploys_it() {
     let p = Platform::start().await;
     let tag = format!("slipway-test-tagwatch:{}", p.platform_id);
     build_site_image(&p, &tag, "tag one");
-    p.create(json!({"name": "tagged", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}))
+    p.create(
+        json!({"name": "tagged", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("tagged", "tag one", Duration::from_secs(60))
         .await;
-    p.wait_content("tagged", "tag one", Duration::from_secs(60)).await;
     build_site_image(&p, &tag, "tag two");
-    p.wait_content("tagged", "tag two", Duration::from_secs(60)).await;
+    p.wait_content("tagged", "tag two", Duration::from_secs(60))
+        .await;
     assert_eq!(revisions(&p, "tagged").await, 2);
     assert!(p.activity("tagged").await.contains("tag event"));
     // The same image tagged again: nothing new.
     docker(&["tag", &tag, &tag]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(revisions(&p, "tagged").await, 2);
-    let _ = std::process::Command::new("docker").args(["rmi", &tag]).output();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
 }
 
 struct Registry {
@@ -537,7 +690,8 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
     p.create(json!({"name": "reg", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
         "source": {"type": "image", "image": latest, "poll_s": 2}, "health_check": {"interval_s": 1}}))
         .await;
-    p.wait_content("reg", "registry one", Duration::from_secs(60)).await;
+    p.wait_content("reg", "registry one", Duration::from_secs(60))
+        .await;
     // Polls that see the same digest deploy nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(revisions(&p, "reg").await, 1);
@@ -554,21 +708,36 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
         .unwrap();
     assert!(manifest.status.success());
     let mut put = std::process::Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", &format!("Content-Type: {accept}"), "--data-binary", "@-"])
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {accept}"),
+            "--data-binary",
+            "@-",
+        ])
         .arg(format!("http://{}/v2/site/manifests/latest", reg.host))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     {
         use std::io::Write;
-        put.stdin.take().unwrap().write_all(&manifest.stdout).unwrap();
+        put.stdin
+            .take()
+            .unwrap()
+            .write_all(&manifest.stdout)
+            .unwrap();
     }
     assert!(put.wait().unwrap().success());
-    p.wait_content("reg", "registry two", Duration::from_secs(60)).await;
+    p.wait_content("reg", "registry two", Duration::from_secs(60))
+        .await;
     assert!(p.activity("reg").await.contains("registry digest sha256:"));
     assert_eq!(revisions(&p, "reg").await, 2);
     for t in [&latest, &v2] {
-        let _ = std::process::Command::new("docker").args(["rmi", t]).output();
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", t])
+            .output();
     }
 }
 
@@ -577,19 +746,27 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_past_its_timeout_leaves_nothing_running() {
     let p = Platform::start().await;
-    p.create(json!({"name": "slow", "build_timeout_s": 10})).await;
+    p.create(json!({"name": "slow", "build_timeout_s": 10}))
+        .await;
     let repo = Repo::new(&p, None, "slow");
     let marker = format!("sleep {}", 3000 + fastrand::u32(..1000));
-    repo.write("Dockerfile", &format!("FROM busybox:latest\nRUN {marker}\n"));
+    repo.write(
+        "Dockerfile",
+        &format!("FROM busybox:latest\nRUN {marker}\n"),
+    );
     repo.commit("slow");
     repo.push();
     p.wait_activity("slow", "took longer than 10 s", Duration::from_secs(60))
         .await;
     let running = || docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
-    wait_for("the build's container to go", Duration::from_secs(15), || {
-        let gone = !running().contains(&marker);
-        async move { gone }
-    })
+    wait_for(
+        "the build's container to go",
+        Duration::from_secs(15),
+        || {
+            let gone = !running().contains(&marker);
+            async move { gone }
+        },
+    )
     .await;
 }
 
@@ -600,38 +777,63 @@ async fn a_build_past_its_timeout_leaves_nothing_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_branch_gets_its_url_and_goes_away_with_the_branch() {
     let p = Platform::start().await;
-    p.create(json!({"name": "site", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "previews": {"branches": "feature/*", "idle_s": 0}, "health_check": {"interval_s": 1}}))
-        .await;
+    p.create(
+        json!({"name": "site", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "previews": {"branches": "feature/*", "idle_s": 0}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
     let repo = Repo::new(&p, None, "site");
     site_repo(&repo.dir, "main branch");
     repo.push();
-    p.wait_content("site", "main branch", Duration::from_secs(60)).await;
+    p.wait_content("site", "main branch", Duration::from_secs(60))
+        .await;
     git(&repo.dir, &["checkout", "-q", "-b", "feature/Login"]);
     site_repo(&repo.dir, "login preview");
     git(&repo.dir, &["push", "-q", "slipway", "feature/Login"]);
-    p.wait_content("feature-login--site", "login preview", Duration::from_secs(60))
-        .await;
+    p.wait_content(
+        "feature-login--site",
+        "login preview",
+        Duration::from_secs(60),
+    )
+    .await;
     let preview = p.service("feature-login--site").await;
     assert_eq!(preview["spec"]["preview_of"], "site", "{preview}");
     assert_eq!(preview["spec"]["scaling"]["min_size"], 0, "{preview}");
     assert_eq!(preview["spec"]["port"], 8000);
     // The parent still serves its own branch.
-    p.wait_content("site", "main branch", Duration::from_secs(5)).await;
-    assert!(p.activity("site").await.contains("preview feature-login--site created for branch feature/Login"));
+    p.wait_content("site", "main branch", Duration::from_secs(5))
+        .await;
+    assert!(p
+        .activity("site")
+        .await
+        .contains("preview feature-login--site created for branch feature/Login"));
 
     // Another branch with the same slug is refused, and the parent says why.
     git(&repo.dir, &["checkout", "-q", "-b", "feature/login"]);
     site_repo(&repo.dir, "same slug");
     git(&repo.dir, &["push", "-q", "slipway", "feature/login"]);
-    p.wait_activity("site", "branch feature/login gets no preview: its name feature-login--site is taken", Duration::from_secs(20))
-        .await;
+    p.wait_activity(
+        "site",
+        "branch feature/login gets no preview: its name feature-login--site is taken",
+        Duration::from_secs(20),
+    )
+    .await;
 
-    git(&repo.dir, &["push", "-q", "slipway", "--delete", "feature/Login"]);
+    git(
+        &repo.dir,
+        &["push", "-q", "slipway", "--delete", "feature/Login"],
+    );
     wait_for("the preview to go", Duration::from_secs(30), || async {
-        p.call("GET", "/v1/services/feature-login--site", None, None).await.0 == 404
+        p.call("GET", "/v1/services/feature-login--site", None, None)
+            .await
+            .0
+            == 404
     })
     .await;
-    assert!(matches!(p.get("feature-login--site", "/").await, Ok((404, _))));
-    p.wait_content("site", "main branch", Duration::from_secs(5)).await;
+    assert!(matches!(
+        p.get("feature-login--site", "/").await,
+        Ok((404, _))
+    ));
+    p.wait_content("site", "main branch", Duration::from_secs(5))
+        .await;
 }

@@ -896,8 +896,8 @@ impl Store {
     pub fn secret_values(&self, service: &str) -> Result<Vec<(String, String)>> {
         let sealed: Vec<(String, Vec<u8>)> = {
             let db = self.db();
-            let mut st = db
-                .prepare("SELECT name, sealed FROM secrets WHERE service = ?1 ORDER BY name")?;
+            let mut st =
+                db.prepare("SELECT name, sealed FROM secrets WHERE service = ?1 ORDER BY name")?;
             let rows = st
                 .query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1058,7 +1058,10 @@ mod tests {
             assert!(s.set_secret("web", "DB_PASSWORD", canary).unwrap());
             s.set_secret("web", "API_KEY", "k").unwrap();
             let listed = serde_json::to_string(&s.secrets("web").unwrap()).unwrap();
-            assert!(listed.contains("DB_PASSWORD") && !listed.contains(canary), "{listed}");
+            assert!(
+                listed.contains("DB_PASSWORD") && !listed.contains(canary),
+                "{listed}"
+            );
         }
         // The database's files (WAL included) never hold the value in plaintext.
         for f in std::fs::read_dir(&dir).unwrap() {
@@ -1075,7 +1078,10 @@ mod tests {
         );
         // Another key opens nothing, and says so.
         let other = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
-        assert!(matches!(other.secret_values("web"), Err(StoreError::Vault(_))));
+        assert!(matches!(
+            other.secret_values("web"),
+            Err(StoreError::Vault(_))
+        ));
         assert!(s.unset_secret("web", "API_KEY").unwrap());
         assert!(!s.unset_secret("web", "API_KEY").unwrap());
         s.delete_service("web").unwrap();

@@ -86,7 +86,9 @@ impl Vault {
             f.sync_all().map_err(io)?;
         }
         let raw = std::fs::read(path).map_err(io)?;
-        Ok(Vault::from_key(&parse_key(&raw).ok_or(VaultError::BadKey(shown))?))
+        Ok(Vault::from_key(
+            &parse_key(&raw).ok_or(VaultError::BadKey(shown))?,
+        ))
     }
 
     /// Seals `value` for `service`'s secret `name`: nonce followed by ciphertext.
@@ -161,7 +163,10 @@ mod tests {
         let v = Vault::ephemeral().unwrap();
         let sealed = v.seal("web", "DB_PASSWORD", b"canary-123").unwrap();
         assert!(!sealed.windows(10).any(|w| w == b"canary-123"));
-        assert_eq!(v.open_value("web", "DB_PASSWORD", &sealed).unwrap(), b"canary-123");
+        assert_eq!(
+            v.open_value("web", "DB_PASSWORD", &sealed).unwrap(),
+            b"canary-123"
+        );
         assert!(v.open_value("api", "DB_PASSWORD", &sealed).is_err());
         assert!(v.open_value("web", "OTHER", &sealed).is_err());
         assert!(Vault::ephemeral()
@@ -178,7 +183,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret.key");
         let _ = std::fs::remove_file(&path);
-        assert!(Vault::open(&path, false).is_err(), "a missing operator key is an error");
+        assert!(
+            Vault::open(&path, false).is_err(),
+            "a missing operator key is an error"
+        );
         let a = Vault::open(&path, true).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -186,7 +194,10 @@ mod tests {
         let b = Vault::open(&path, true).unwrap();
         assert_eq!(b.open_value("s", "K", &sealed).unwrap(), b"v");
         std::fs::write(&path, "short").unwrap();
-        assert!(matches!(Vault::open(&path, false), Err(VaultError::BadKey(_))));
+        assert!(matches!(
+            Vault::open(&path, false),
+            Err(VaultError::BadKey(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
