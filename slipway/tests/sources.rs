@@ -837,3 +837,27 @@ async fn a_preview_branch_gets_its_url_and_goes_away_with_the_branch() {
     p.wait_content("site", "main branch", Duration::from_secs(5))
         .await;
 }
+
+/// A Dockerfile's `FROM` that names an image this host has under another name builds
+/// through the operator's alias (no registry is reachable here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_aliases_resolve_from_lines() {
+    let p = Platform::start_with_env(&[(
+        "SLIPWAY_IMAGE_ALIASES",
+        "python:3.9-alpine=python:3.11-slim,node:20-alpine=busybox:latest",
+    )])
+    .await;
+    p.create(json!({"name": "aliased", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "aliased");
+    repo.write("index.html", "built on an alias");
+    repo.write(
+        "Dockerfile",
+        "FROM node:20-alpine\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n",
+    );
+    repo.commit("alias");
+    repo.push();
+    p.wait_content("aliased", "built on an alias", Duration::from_secs(60))
+        .await;
+}
