@@ -916,7 +916,7 @@ impl Builder {
     }
 
     /// Fetches a watched service's branch into its repository; returns the head.
-    async fn fetch_source(&self, spec: &ServiceSpec) -> Result<String, SourceError> {
+    async fn fetch_source(self: &Arc<Self>, spec: &ServiceSpec) -> Result<String, SourceError> {
         let Source::Git {
             branch,
             url: Some(url),
@@ -948,11 +948,21 @@ impl Builder {
             }
         };
         let repo = git::repo_dir(&self.repos, service);
-        let (url, branch) = (url.clone(), branch.clone());
-        let head = tokio::task::spawn_blocking(move || watch::fetch(&repo, &url, &branch, &creds))
-            .await
-            .map_err(|e| SourceError::Fetch(e.to_string()))?
-            .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        let before = match &spec.previews {
+            Some(_) => Some(git::branches(&repo).await?),
+            None => None,
+        };
+        let (url, branch, dir) = (url.clone(), branch.clone(), repo.clone());
+        let all = spec.previews.is_some();
+        let head =
+            tokio::task::spawn_blocking(move || watch::fetch(&dir, &url, &branch, &creds, all))
+                .await
+                .map_err(|e| SourceError::Fetch(e.to_string()))?
+                .map_err(|e| SourceError::Fetch(e.to_string()))?;
+        if let (Some(before), Some(previews)) = (before, &spec.previews) {
+            self.previews_after_push(spec, previews, &repo, before)
+                .await;
+        }
         Ok(head)
     }
 

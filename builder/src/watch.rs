@@ -46,6 +46,7 @@ pub fn fetch(
     url: &str,
     branch: &str,
     creds: &Credentials,
+    all_branches: bool,
 ) -> Result<String, FetchError> {
     let fail = |e: git2::Error| FetchError {
         url: url.to_string(),
@@ -91,7 +92,13 @@ pub fn fetch(
     opts.remote_callbacks(callbacks);
     opts.download_tags(git2::AutotagOption::None);
     let mut remote = r.remote_anonymous(url).map_err(fail)?;
-    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+    // With previews, every branch (and branches deleted upstream go here too).
+    let refspec = if all_branches {
+        opts.prune(git2::FetchPrune::On);
+        "+refs/heads/*:refs/heads/*".to_string()
+    } else {
+        format!("+refs/heads/{branch}:refs/heads/{branch}")
+    };
     remote
         .fetch(&[refspec.as_str()], Some(&mut opts), None)
         .map_err(fail)?;
@@ -134,14 +141,17 @@ mod tests {
         git(&src, &["commit", "-q", "--allow-empty", "-m", "one"]);
         let bare = dir.join("mirror.git");
         let url = format!("file://{}", src.display());
-        let one = fetch(&bare, &url, "main", &Credentials::None).unwrap();
+        let one = fetch(&bare, &url, "main", &Credentials::None, false).unwrap();
         git(&src, &["commit", "-q", "--allow-empty", "-m", "two"]);
-        let two = fetch(&bare, &url, "main", &Credentials::None).unwrap();
+        let two = fetch(&bare, &url, "main", &Credentials::None, false).unwrap();
         assert_ne!(one, two);
         // Force-pushed history is followed too.
         git(&src, &["reset", "-q", "--hard", &one]);
-        assert_eq!(fetch(&bare, &url, "main", &Credentials::None).unwrap(), one);
-        let e = fetch(&bare, &url, "nope", &Credentials::None).unwrap_err();
+        assert_eq!(
+            fetch(&bare, &url, "main", &Credentials::None, false).unwrap(),
+            one
+        );
+        let e = fetch(&bare, &url, "nope", &Credentials::None, false).unwrap_err();
         assert!(e.to_string().contains("fetching branch nope"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

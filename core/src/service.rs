@@ -583,8 +583,11 @@ impl ServiceSpec {
                     "a branch pattern of 1 to 200 characters, e.g. \"feature/*\"",
                 ));
             }
-            if !matches!(&self.source, Source::Git { url: None, .. }) {
-                return Err(err("previews", "previews are made from pushes to the hosted repository: a git source without url"));
+            if !matches!(&self.source, Source::Git { .. }) {
+                return Err(err(
+                    "previews",
+                    "previews are made from branches: a git source",
+                ));
             }
         }
         let dir = &self.build.dir;

@@ -847,9 +847,11 @@ async fn image_aliases_resolve_from_lines() {
         "python:3.9-alpine=python:3.11-slim,node:20-alpine=busybox:latest",
     )])
     .await;
-    p.create(json!({"name": "aliased", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "health_check": {"interval_s": 1}}))
-        .await;
+    p.create(
+        json!({"name": "aliased", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
     let repo = Repo::new(&p, None, "aliased");
     repo.write("index.html", "built on an alias");
     repo.write(
@@ -859,5 +861,39 @@ async fn image_aliases_resolve_from_lines() {
     repo.commit("alias");
     repo.push();
     p.wait_content("aliased", "built on an alias", Duration::from_secs(60))
+        .await;
+}
+
+/// Previews of a watched repository: a matching branch upstream gets its preview at the
+/// next poll, and loses it when the branch is deleted upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_repository_gets_previews_of_its_branches() {
+    let p = Platform::start_with_env(&[("SLIPWAY_ALLOW_FILE_URLS", "true")]).await;
+    let src = p.dir.join("upstream");
+    site_repo(&src, "watched main");
+    let url = format!("file://{}", src.display());
+    p.create(
+        json!({"name": "up", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2},
+        "previews": {"branches": "feature/*", "idle_s": 0},
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("up", "watched main", Duration::from_secs(60))
+        .await;
+    git(&src, &["checkout", "-q", "-b", "feature/cart"]);
+    site_repo(&src, "cart preview");
+    git(&src, &["checkout", "-q", "main"]);
+    p.wait_content("feature-cart--up", "cart preview", Duration::from_secs(60))
+        .await;
+    git(&src, &["branch", "-q", "-D", "feature/cart"]);
+    wait_for("the preview to go", Duration::from_secs(30), || async {
+        p.call("GET", "/v1/services/feature-cart--up", None, None)
+            .await
+            .0
+            == 404
+    })
+    .await;
+    p.wait_content("up", "watched main", Duration::from_secs(5))
         .await;
 }
