@@ -234,7 +234,7 @@ impl Builder {
                 body: format!("cannot create the repository: {e}\n").into_bytes(),
             };
         }
-        let is_push = req.method == "POST" && req.path == "/git-receive-pack";
+        let is_push = is_push_request(&req);
         let before = if is_push {
             // Unknown on error: the push is then built whatever it moved (never missed).
             git::branch_commit(&repo, branch).await.unwrap_or_else(|e| {
