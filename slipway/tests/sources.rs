@@ -897,3 +897,36 @@ async fn a_watched_repository_gets_previews_of_its_branches() {
     p.wait_content("up", "watched main", Duration::from_secs(5))
         .await;
 }
+
+/// A preview with no push for `previews.idle_s` is deleted, and the parent says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_preview_is_deleted() {
+    let p = Platform::start().await;
+    p.create(
+        json!({"name": "idle", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "previews": {"branches": "feature/*", "idle_s": 3}}),
+    )
+    .await;
+    let repo = Repo::new(&p, None, "idle");
+    site_repo(&repo.dir, "main");
+    repo.push();
+    git(&repo.dir, &["checkout", "-q", "-b", "feature/old"]);
+    site_repo(&repo.dir, "old preview");
+    git(&repo.dir, &["push", "-q", "slipway", "feature/old"]);
+    p.wait_activity(
+        "idle",
+        "preview feature-old--idle created",
+        Duration::from_secs(20),
+    )
+    .await;
+    p.wait_activity(
+        "idle",
+        "preview feature-old--idle deleted: no push for 3 s",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (s, _) = p
+        .call("GET", "/v1/services/feature-old--idle", None, None)
+        .await;
+    assert_eq!(s, 404);
+}
