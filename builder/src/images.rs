@@ -110,17 +110,15 @@ pub async fn manifest_digest(r: &RegistryRef, secret: Option<&str>) -> Result<St
     }
 }
 
-impl Builder {
-    /// The service's secret named `name`, if set.
-    fn secret(&self, service: &str, name: &str) -> Result<Option<String>, SourceError> {
-        Ok(self
-            .store
-            .secret_values(service)?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v))
-    }
+/// The engine's pull credentials from a registry secret: `user:password` only (a token
+/// is sent to the registry's API, not to the engine).
+pub fn basic_auth(secret: &str) -> Option<(String, String)> {
+    secret
+        .split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+}
 
+impl Builder {
     /// Deploys the service's image if it is not the image of its current revision.
     /// Returns the new revision.
     pub async fn deploy_image_if_moved(
@@ -180,7 +178,7 @@ impl Builder {
         };
         let service = spec.name.as_str();
         let secret = match credentials {
-            Some(n) => Some(self.secret(service, n)?.ok_or_else(|| {
+            Some(n) => Some(self.store.secret(service, n)?.ok_or_else(|| {
                 SourceError::WrongSource(format!(
                     "source.credentials names the secret {n}, which service {service} does not have"
                 ))
@@ -193,10 +191,7 @@ impl Builder {
         if seen.get(service) == Some(&digest) {
             return Ok(());
         }
-        let auth = secret.as_deref().and_then(|s| {
-            s.split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        });
+        let auth = secret.as_deref().and_then(basic_auth);
         self.runtime.pull(image, auth).await?;
         self.deploy_image_if_moved(spec, &format!("registry digest {digest}"))
             .await?;

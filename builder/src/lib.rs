@@ -701,13 +701,9 @@ impl Builder {
                     ..
                 } => self
                     .store
-                    .secret_values(service)?
-                    .into_iter()
-                    .find(|(k, _)| k == n)
-                    .and_then(|(_, v)| {
-                        v.split_once(':')
-                            .map(|(u, p)| (u.to_string(), p.to_string()))
-                    }),
+                    .secret(service, n)?
+                    .as_deref()
+                    .and_then(images::basic_auth),
                 _ => None,
             };
             self.runtime.pull(image, auth).await?;
@@ -934,12 +930,7 @@ impl Builder {
         let creds = match credentials {
             None => watch::Credentials::None,
             Some(name) => {
-                let values = self.store.secret_values(service)?;
-                let value = values
-                    .into_iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| {
+                let value = self.store.secret(service, name)?.ok_or_else(|| {
                         SourceError::WrongSource(format!(
                             "source.credentials names the secret {name}, which service {service} does not have: slipway secrets set {service} {name}"
                         ))

@@ -436,13 +436,7 @@ async fn webhook(
         return Err(unauthorized("webhook refused: bad or missing signature"));
     };
     let secret = match webhook_secret {
-        Some(n) => api
-            .platform
-            .store
-            .secret_values(row.spec.name.as_str())?
-            .into_iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v),
+        Some(n) => api.platform.store.secret(row.spec.name.as_str(), n)?,
         None => None,
     };
     let Some(secret) = secret else {

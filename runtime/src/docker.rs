@@ -494,11 +494,7 @@ impl Runtime for DockerRuntime {
             vec![format!("{}={}", labels::PLATFORM, self.platform)],
         );
         filters.insert("event", vec!["start".to_string(), "die".to_string()]);
-        // From now, even though the request goes out only when the stream is first read.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let since = since_now();
         let opts = bollard::query_parameters::EventsOptionsBuilder::default()
             .since(&since)
             .filters(&filters)
@@ -534,10 +530,7 @@ impl Runtime for DockerRuntime {
         let mut filters = HashMap::new();
         filters.insert("type", vec!["image".to_string()]);
         filters.insert("event", vec!["tag".to_string(), "pull".to_string()]);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let since = since_now();
         let opts = bollard::query_parameters::EventsOptionsBuilder::default()
             .since(&since)
             .filters(&filters)
@@ -584,4 +577,13 @@ impl Runtime for DockerRuntime {
     ) -> Result<(), crate::probe::ProbeError> {
         crate::probe::tcp_probe(addr, check).await
     }
+}
+
+/// `/events`' `since` for "from now", even though the request goes out only when the
+/// stream is first read.
+fn since_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }

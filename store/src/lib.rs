@@ -892,6 +892,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// One secret's value (credentials, a webhook's key), if it is set.
+    pub fn secret(&self, service: &str, name: &str) -> Result<Option<String>> {
+        let sealed: Option<Vec<u8>> = self
+            .db()
+            .query_row(
+                "SELECT sealed FROM secrets WHERE service = ?1 AND name = ?2",
+                params![service, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        sealed
+            .map(|s| {
+                let value = self.vault.open_value(service, name, &s)?;
+                Ok(String::from_utf8_lossy(&value).into_owned())
+            })
+            .transpose()
+    }
+
     /// A service's secrets with their values, for its instances' environment only.
     pub fn secret_values(&self, service: &str) -> Result<Vec<(String, String)>> {
         let sealed: Vec<(String, Vec<u8>)> = {
