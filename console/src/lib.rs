@@ -523,11 +523,10 @@ pub fn metrics_app(api: Api) -> Router {
 }
 
 fn metrics_text(api: &Api) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut text, &api.metrics) {
-        return ApiError::internal(format!("encoding metrics: {e}")).into_response();
+    match slipway_router::metrics::encode_text(&api.metrics) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::internal(format!("encoding metrics: {e}")).into_response(),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn git_http(

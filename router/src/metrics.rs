@@ -167,11 +167,70 @@ impl Collector for Router {
 pub(crate) fn render(router: &Arc<Router>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(router.clone()));
-    let mut out = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode_registry(&mut out, &registry) {
+    encode_text(&registry).unwrap_or_else(|e| {
         tracing::error!("encoding the router's metrics: {e}");
+        String::new()
+    })
+}
+
+/// A registry in the Prometheus text format (version 0.0.4), as the platform exposes it.
+///
+/// `prometheus-client` writes a histogram bucket's `le` before the family's labels
+/// (`_bucket{le="0.5",service="web"}`); Slipway has always written it last
+/// (`_bucket{service="web",le="0.5"}`), as the Go client does, and scrapers and tests read
+/// those exact lines. Order inside the braces carries no meaning to Prometheus, so this
+/// moves `le` to the end of each bucket line of a histogram family and changes nothing
+/// else.
+pub fn encode_text(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut raw = String::new();
+    prometheus_client::encoding::text::encode_registry(&mut raw, registry)?;
+    Ok(le_last(&raw))
+}
+
+fn le_last(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut histogram: Option<&str> = None;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            histogram = match rest.trim_end().split_once(' ') {
+                Some((name, "histogram")) => Some(name),
+                _ => None,
+            };
+            out.push_str(line);
+            continue;
+        }
+        match histogram.and_then(|name| move_le(line, name)) {
+            Some(moved) => out.push_str(&moved),
+            None => out.push_str(line),
+        }
     }
     out
+}
+
+/// `name_bucket{le="X",a="b"} n` as `name_bucket{a="b",le="X"} n`; `None` for any
+/// other line. An `le` value is a number or `+Inf`, so it holds no quote.
+fn move_le(line: &str, family: &str) -> Option<String> {
+    let rest = line.strip_prefix(family)?.strip_prefix("_bucket{le=\"")?;
+    let (le, rest) = rest.split_once("\",")?;
+    if le.contains(['"', '\\']) {
+        return None;
+    }
+    // The family labels run to the `}` that closes the set: the first `}` outside a
+    // quoted value (values may hold escaped quotes and braces).
+    let mut quoted = false;
+    let mut escaped = false;
+    let close = rest.char_indices().find_map(|(i, c)| {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => quoted = !quoted,
+            (false, _, '}') => return Some(i),
+            _ => {}
+        }
+        None
+    })?;
+    let (labels, tail) = rest.split_at(close);
+    Some(format!("{family}_bucket{{{labels},le=\"{le}\"{tail}"))
 }
 
 #[cfg(test)]
@@ -194,6 +253,40 @@ mod tests {
     }
 
     #[test]
+    fn le_goes_last_only_in_histogram_buckets() {
+        let text = "# TYPE h histogram\n\
+                    h_sum{s=\"a\"} 1.0\n\
+                    h_bucket{le=\"0.5\",s=\"x}\\\"y\"} 2\n\
+                    h_bucket{le=\"+Inf\"} 3\n\
+                    # TYPE c counter\n\
+                    c_bucket{le=\"1\",s=\"a\"} 4\n";
+        assert_eq!(
+            le_last(text),
+            "# TYPE h histogram\n\
+             h_sum{s=\"a\"} 1.0\n\
+             h_bucket{s=\"x}\\\"y\",le=\"0.5\"} 2\n\
+             h_bucket{le=\"+Inf\"} 3\n\
+             # TYPE c counter\n\
+             c_bucket{le=\"1\",s=\"a\"} 4\n"
+        );
+    }
+
+    proptest::proptest! {
+        /// Moving `le` keeps every line's label set and value: only the order changes.
+        #[test]
+        fn le_last_keeps_the_label_set(
+            le in "[0-9.]{1,6}|\\+Inf",
+            value in "[ -~]{0,12}",
+            n in 0u64..1000,
+        ) {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            let text = format!("# TYPE h histogram\nh_bucket{{le=\"{le}\",s=\"{escaped}\"}} {n}\n");
+            let want = format!("# TYPE h histogram\nh_bucket{{s=\"{escaped}\",le=\"{le}\"}} {n}\n");
+            proptest::prop_assert_eq!(le_last(&text), want);
+        }
+    }
+
+    #[test]
     fn renders_families() {
         let r = Router::new(RouterConfig::default());
         r.upsert_service(ServiceRoute::new(
@@ -205,11 +298,9 @@ mod tests {
         ));
         let t = r.metrics_text();
         assert!(t.contains("slipway_router_requests_total{service=\"web\",class=\"2xx\"} 0"));
-        // prometheus-client writes a histogram's `le` before its family's labels; the
-        // label set is the same, and order inside the braces carries no meaning.
         assert!(
             t.contains(
-                "slipway_router_request_duration_seconds_bucket{le=\"+Inf\",service=\"web\"} 0"
+                "slipway_router_request_duration_seconds_bucket{service=\"web\",le=\"+Inf\"} 0"
             ),
             "{t}"
         );
