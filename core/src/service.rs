@@ -116,6 +116,24 @@ impl Default for Source {
 }
 
 impl Source {
+    /// The secrets this source uses for the platform's own work (repository or registry
+    /// credentials, the webhook key). They are not given to the app's environment unless
+    /// a revision names them in its `secret_refs`.
+    pub fn platform_secrets(&self) -> Vec<&str> {
+        match self {
+            Source::Git {
+                credentials,
+                webhook_secret,
+                ..
+            } => credentials
+                .iter()
+                .chain(webhook_secret)
+                .map(String::as_str)
+                .collect(),
+            Source::Image { credentials, .. } => credentials.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// A git source of pushes to `branch` of the hosted repository.
     pub fn git(branch: &str) -> Source {
         Source::Git {

@@ -336,7 +336,15 @@ impl Worker {
                 }
             }
         }
-        env.extend(secrets);
+        // Every other secret of the service, except those the platform itself uses for
+        // the source (repository or registry credentials, the webhook key): the app
+        // gets those only by naming them.
+        let own = spec.source.platform_secrets();
+        env.extend(
+            secrets
+                .into_iter()
+                .filter(|(n, _)| !own.contains(&n.as_str())),
+        );
         env.push(("PORT".into(), spec.port.to_string()));
         env.push(("SLIPWAY_SERVICE".into(), spec.name.to_string()));
         env.push(("SLIPWAY_REVISION".into(), rev.number.to_string()));

@@ -603,3 +603,35 @@ async fn a_panicking_worker_is_restarted_and_readopts_its_instances() {
     rig.deployer.remove("panics").await;
     assert!(rig.rt.containers().is_empty(), "{:?}", rig.rt.containers());
 }
+
+#[tokio::test(start_paused = true)]
+async fn secrets_reach_the_app_but_the_sources_own_do_not() {
+    let rig = Rig::new();
+    let watched = serde_json::json!({
+        "source": {"type": "image", "image": "app:latest", "credentials": "REGISTRY"},
+        "env": {"PLAIN": "1", "API_KEY": "overridden"},
+    });
+    rig.create(&spec("env", watched));
+    for (name, value) in [("API_KEY", "k1"), ("REGISTRY", "user:pw")] {
+        rig.store.set_secret("env", name, value).unwrap();
+    }
+    rig.deployer.start().await.unwrap();
+    let (r1, d1) = rig.push("env", Script::healthy());
+    assert_eq!(rig.done(d1).await, DeploymentState::Succeeded);
+    let running = rig.rt.running_of(r1);
+    let env = &running[0].config.env;
+    let get = |k: &str| {
+        env.iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .last()
+    };
+    assert_eq!(get("PLAIN"), Some("1"));
+    assert_eq!(get("API_KEY"), Some("k1"), "a secret wins over a variable");
+    assert_eq!(
+        get("REGISTRY"),
+        None,
+        "registry credentials reached the app: {env:?}"
+    );
+    assert_eq!(get("PORT"), Some("8080"));
+}
