@@ -1,23 +1,17 @@
 //! Image-tag watching: a service whose source is an image deploys when its tag moves.
 //! On the local engine the engine's tag events say so; on an OCI registry the manifest
-//! digest is polled (`HEAD /v2/<name>/manifests/<tag>`, anonymously or with basic or
-//! bearer credentials), and a new digest is pulled and deployed. A tag that moved to the
+//! digest is polled ([`crate::registry`]: `HEAD /v2/<name>/manifests/<tag>` over HTTPS,
+//! anonymously or with basic or bearer credentials), and a new digest is pulled and deployed. A tag that moved to the
 //! image already deployed deploys nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
 use slipway_core::{EventKind, ServiceSpec, Source};
 
 use crate::{Builder, SourceError};
-
-/// The media types a manifest HEAD accepts: OCI index and manifest, Docker's manifest
-/// list and v2 manifest.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// An image reference split for the registry API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,51 +56,6 @@ pub fn with_tag(image: &str) -> String {
         image.to_string()
     } else {
         format!("{image}:latest")
-    }
-}
-
-/// Basic credentials for `user:password`, bearer for a token.
-fn authorization(secret: &str) -> String {
-    match secret.split_once(':') {
-        Some(_) => format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(secret)
-        ),
-        None => format!("Bearer {secret}"),
-    }
-}
-
-/// The manifest digest of `r` as the registry reports it (`Docker-Content-Digest`), over
-/// plain HTTP (a loopback or private registry).
-pub async fn manifest_digest(r: &RegistryRef, secret: Option<&str>) -> Result<String, String> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let uri = format!("http://{}/v2/{}/manifests/{}", r.host, r.name, r.tag);
-    let mut req = hyper::Request::head(&uri).header("accept", MANIFEST_ACCEPT);
-    if let Some(s) = secret {
-        req = req.header("authorization", authorization(s));
-    }
-    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| format!("{uri}: no answer within 10 s"))?
-        .map_err(|e| format!("{uri}: {e}"))?;
-    let status = resp.status();
-    let digest = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_string);
-    // Drain what little there is (a HEAD has no body).
-    let _ = resp.into_body().collect().await;
-    match (status.as_u16(), digest) {
-        (200, Some(d)) => Ok(d),
-        (200, None) => Err(format!("{uri}: no Docker-Content-Digest in the answer")),
-        (401, _) => Err(format!(
-            "{uri}: 401: set source.credentials to a secret the registry takes"
-        )),
-        (404, _) => Err(format!("{uri}: 404: no such image or tag")),
-        (s, _) => Err(format!("{uri}: answered {s}")),
     }
 }
 
@@ -185,9 +134,11 @@ impl Builder {
             })?),
             None => None,
         };
-        let digest = manifest_digest(&r, secret.as_deref())
+        let digest = self
+            .registry()
+            .manifest_digest(&r, secret.as_deref())
             .await
-            .map_err(SourceError::Fetch)?;
+            .map_err(|e| SourceError::Fetch(e.to_string()))?;
         if seen.get(service) == Some(&digest) {
             return Ok(());
         }
@@ -315,8 +266,8 @@ mod tests {
         assert_eq!(with_tag("busybox"), "busybox:latest");
         assert_eq!(with_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
         assert_eq!(with_tag("127.0.0.1:5000/app:v2"), "127.0.0.1:5000/app:v2");
-        assert!(authorization("u:p").starts_with("Basic "));
-        assert_eq!(authorization("tok"), "Bearer tok");
+        assert!(crate::registry::authorization("u:p").starts_with("Basic "));
+        assert_eq!(crate::registry::authorization("tok"), "Bearer tok");
     }
 
     proptest::proptest! {

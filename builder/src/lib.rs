@@ -14,6 +14,7 @@ pub mod context;
 pub mod dockerignore;
 pub mod git;
 pub mod images;
+pub mod registry;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -121,6 +122,8 @@ pub struct Builder {
     options: BuildOptions,
     /// What deletes a service (the platform's delete), for previews that go away.
     remove: std::sync::OnceLock<Remove>,
+    /// Reads registries' manifest digests (made at first use).
+    registry: std::sync::OnceLock<registry::RegistryClient>,
 }
 
 /// Deletes a service the way the API does (record, instances, routes).
@@ -138,6 +141,7 @@ impl Builder {
     ) -> Arc<Self> {
         Arc::new(Builder {
             options,
+            registry: std::sync::OnceLock::new(),
             remove: std::sync::OnceLock::new(),
             store,
             runtime,
@@ -156,6 +160,13 @@ impl Builder {
         tokio::time::timeout(deadline, self.tasks.wait())
             .await
             .is_ok()
+    }
+
+    /// The registry client, made at first use: it trusts the host's roots and the
+    /// operator's CA bundle.
+    fn registry(&self) -> &registry::RegistryClient {
+        self.registry
+            .get_or_init(|| registry::RegistryClient::new(self.options.ca.as_deref()))
     }
 
     /// The image repository for a service's images: unique per platform, so two

@@ -624,7 +624,7 @@ async fn secrets_reach_the_app_but_the_sources_own_do_not() {
         env.iter()
             .filter(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
-            .last()
+            .next_back()
     };
     assert_eq!(get("PLAIN"), Some("1"));
     assert_eq!(get("API_KEY"), Some("k1"), "a secret wins over a variable");

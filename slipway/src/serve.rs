@@ -60,7 +60,8 @@ pub struct ServeArgs {
     /// A CA bundle (PEM) that builds trust, for `pip install` and `npm install` behind a
     /// TLS-intercepting proxy: injected into every build stage that runs commands, on any
     /// base image, and removed from the final image (unless a service sets
-    /// `build.keep_ca`). Off unless set.
+    /// `build.keep_ca`). Off unless set. Registry digest polls trust it too, beside the
+    /// host's CA certificates.
     #[arg(long, env = "SLIPWAY_BUILD_CA_FILE")]
     build_ca_file: Option<PathBuf>,
     /// `NAME=IMAGE`: builds whose Dockerfile says `FROM NAME` use IMAGE (one this engine

@@ -636,26 +636,46 @@ async fn retagging_an_image_on_the_engine_deploys_it() {
 struct Registry {
     child: std::process::Child,
     pub host: String,
+    /// The CA that signed the registry's certificate (PEM).
+    pub ca: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Debian's `docker-registry` (distribution) on a loopback port.
-fn registry(p: &Platform) -> Registry {
+/// Debian's `docker-registry` (distribution) on a loopback port, serving HTTPS with a
+/// certificate for 127.0.0.1 from a CA made here (the engine, which treats loopback
+/// registries as insecure, pushes and pulls without it; Slipway's digest poll verifies
+/// it through the CA bundle it is given).
+fn tls_registry() -> Registry {
     let port = free_port();
-    let dir = p.dir.join("registry");
+    let dir = std::env::temp_dir().join(format!("slipway-registry-{port}-{}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
+    let sh = format!(
+        "set -e; cd {d}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=slipway-test-ca 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -keyout reg.key -out reg.csr -subj /CN=127.0.0.1 2>/dev/null; \
+         printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext; \
+         openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out reg.pem -days 2 -extfile ext 2>/dev/null",
+        d = dir.display()
+    );
+    let made = std::process::Command::new("bash")
+        .args(["-c", &sh])
+        .status()
+        .expect("openssl");
+    assert!(made.success(), "making the registry's certificate");
     let config = dir.join("config.yml");
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/reg.pem\n    key: {d}/reg.key\n",
+            d = dir.display()
         ),
     )
     .unwrap();
@@ -673,16 +693,22 @@ fn registry(p: &Platform) -> Registry {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Registry { child, host }
+    Registry {
+        child,
+        host,
+        ca: dir.join("ca.pem"),
+        dir,
+    }
 }
 
-/// A registry image is followed by its manifest digest: pointing the tag at a new image
-/// in the registry (not on the engine) is pulled and deployed; an unchanged digest
-/// deploys nothing.
+/// A registry image is followed by its manifest digest over HTTPS: pointing the tag at a
+/// new image in the registry (not on the engine) is pulled and deployed; an unchanged
+/// digest deploys nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushing_a_new_image_to_the_registry_deploys_it() {
-    let p = Platform::start().await;
-    let reg = registry(&p);
+    let reg = tls_registry();
+    let ca = reg.ca.to_str().unwrap().to_string();
+    let p = Platform::start_with_env(&[("SLIPWAY_BUILD_CA_FILE", &ca)]).await;
     let latest = format!("{}/site:latest", reg.host);
     let v2 = format!("{}/site:v2", reg.host);
     build_site_image(&p, &latest, "registry one");
@@ -695,6 +721,11 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
     // Polls that see the same digest deploy nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(revisions(&p, "reg").await, 1);
+    assert!(
+        !p.activity("reg").await.contains("registry poll:"),
+        "the digest poll failed: {}",
+        p.activity("reg").await
+    );
 
     // A new image pushed as :v2, then :latest moved to it inside the registry (its
     // manifest put again under the tag), so only the registry knows.
@@ -702,14 +733,16 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
     docker(&["push", &v2]);
     let accept = "application/vnd.docker.distribution.manifest.v2+json";
     let manifest = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Accept: {accept}")])
-        .arg(format!("http://{}/v2/site/manifests/v2", reg.host))
+        .args(["-sf", "--cacert", &ca, "-H", &format!("Accept: {accept}")])
+        .arg(format!("https://{}/v2/site/manifests/v2", reg.host))
         .output()
         .unwrap();
     assert!(manifest.status.success());
     let mut put = std::process::Command::new("curl")
         .args([
             "-sf",
+            "--cacert",
+            &ca,
             "-X",
             "PUT",
             "-H",
@@ -717,7 +750,7 @@ async fn pushing_a_new_image_to_the_registry_deploys_it() {
             "--data-binary",
             "@-",
         ])
-        .arg(format!("http://{}/v2/site/manifests/latest", reg.host))
+        .arg(format!("https://{}/v2/site/manifests/latest", reg.host))
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
