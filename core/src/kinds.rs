@@ -92,6 +92,20 @@ vocabulary! {
         Service => "service",
         /// A bug in the platform (a panic), with the part named.
         Internal => "internal",
+        /// Custom domains: claims, verification, certificates.
+        Domain => "domain",
+    }
+}
+
+vocabulary! {
+    /// Where a custom domain's verification is.
+    DomainState, "domain state" {
+        /// Claimed; its records are not (all) there yet.
+        Pending => "pending",
+        /// Verified: the router serves it.
+        Active => "active",
+        /// Was active and its records no longer verify: not served until they do.
+        Failed => "failed",
     }
 }
 

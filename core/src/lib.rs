@@ -6,6 +6,7 @@
 //! pure data, so it can be tested without a Docker engine.
 
 pub mod deployment;
+pub mod domain;
 pub mod fault;
 pub mod kinds;
 pub mod name;
@@ -13,7 +14,8 @@ pub mod service;
 pub mod size;
 
 pub use deployment::{DeploymentState, TransitionError};
-pub use kinds::{BuildState, DeploymentKind, EventKind, UnknownValue};
+pub use domain::{Domain, DomainError};
+pub use kinds::{BuildState, DeploymentKind, DomainState, EventKind, UnknownValue};
 pub use name::{preview_name, service_host, NameError, ServiceName};
 pub use service::{
     check_repo_url, secret_name, BuildConfig, BuildSettings, HealthCheck, HealthProtocol, IdleMode,

@@ -1,25 +1,594 @@
-//! Slipway's authoritative DNS server for the platform zone (`<service>.<zone>`), service
-//! discovery names and custom-domain verification, on hickory-server.
+//! Slipway's authoritative DNS server for the platform zone, on hickory-server.
 //!
-//! Not built yet: it belongs to the domains-and-TLS issue that follows the core loop. The
-//! crate exists so the workspace has the layout of docs/ARCHITECTURE.md and so that DNS
-//! stays a separate part that depends only on `slipway-core`. Until then, services answer
-//! at `http://<service>.slipway.localhost:<router port>` (most resolvers and curl map
-//! `*.localhost` to loopback) or with an explicit `Host` header.
+//! It answers from a [`Zone`]: a whole snapshot of what exists (services, active custom
+//! domains, the TXT records Slipway publishes), swapped in at once when the store
+//! changes, as the router's route table is. What it serves:
+//!
+//! - SOA and NS at the zone's apex, and `ns.<zone>`;
+//! - `<service>.<zone>` and `*.<service>.<zone>` (any depth) of existing services, and
+//!   `console.<zone>`, answered with the router's addresses (A and AAAA);
+//! - `_http._tcp.<service>.<zone>` and `_https._tcp.<service>.<zone>` SRV records giving
+//!   the router's port, with the addresses as additional records;
+//! - TXT records Slipway publishes (ACME DNS-01 answers), at names in the zone or at an
+//!   active custom domain;
+//! - active custom domains (and their subdomains, for wildcard domains) when their zone is
+//!   delegated here;
+//! - NXDOMAIN (with the SOA) for other names in the zone, REFUSED outside it.
+//!
+//! Malformed packets get FORMERR or nothing, and responses (QR=1) get nothing: that is
+//! hickory-server's own handling, in front of [`Handler`]. UDP answers fit 512 bytes
+//! without EDNS and otherwise the smaller of the client's size and 1232 (the DNS flag
+//! day's figure), with TC set beyond.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+/// The largest UDP answer sent to an EDNS client, whatever it advertises.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The TTL of every answer: short, since services come and go.
+pub const TTL: u32 = 30;
+
+/// The SOA minimum, which resolvers use to cache NXDOMAIN: a new service resolves within
+/// this through a caching resolver, and at once asked directly.
+pub const NEGATIVE_TTL: u32 = 5;
 
 /// The DNS name a service answers at in `zone`.
 pub fn service_fqdn(service: &slipway_core::ServiceName, zone: &str) -> String {
     slipway_core::service_host(service.as_str(), zone)
 }
 
+/// The name, in the platform zone, whose TXT record answers ACME DNS-01 for `domain`
+/// (`www.example.com` or `*.example.com`): the user points `_acme-challenge.<domain>`
+/// there by CNAME. `_acme` cannot be a service's name, so it never collides with one.
+pub fn acme_delegate(domain: &str, zone: &str) -> String {
+    let base = domain.trim_start_matches("*.").trim_end_matches('.');
+    format!(
+        "{}._acme.{}",
+        base.to_ascii_lowercase(),
+        zone.trim_end_matches('.')
+    )
+}
+
+/// Everything the server answers from, as one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Zone {
+    /// The platform zone, lower case, without the final dot (`slipway.example.com`).
+    pub origin: String,
+    /// Changes with every snapshot (the SOA serial).
+    pub serial: u32,
+    /// The router's addresses, answered for every service name.
+    pub addrs: Vec<IpAddr>,
+    /// The router's HTTP port (SRV `_http._tcp`).
+    pub http_port: u16,
+    /// The router's HTTPS port (SRV `_https._tcp`), when it serves HTTPS.
+    pub https_port: Option<u16>,
+    /// The services that exist.
+    pub services: BTreeSet<String>,
+    /// Active custom domains (lower case; `*.example.com` for a wildcard) and their
+    /// service: answered with the router's addresses when delegated here.
+    pub domains: BTreeMap<String, String>,
+    /// TXT records Slipway publishes, by lower-case name without the final dot.
+    pub txt: BTreeMap<String, Vec<String>>,
+}
+
+/// What the server answers for one question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The response code: NoError, NXDomain or Refused.
+    pub code: ResponseCode,
+    /// Authoritative (false only for REFUSED).
+    pub authoritative: bool,
+    /// The answer section.
+    pub answers: Vec<Record>,
+    /// The authority section (the SOA for NXDOMAIN and no-data answers).
+    pub authority: Vec<Record>,
+    /// The additional section (addresses of SRV targets).
+    pub additional: Vec<Record>,
+}
+
+impl Answer {
+    fn refused() -> Answer {
+        Answer {
+            code: ResponseCode::Refused,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+        }
+    }
+}
+
+/// A label Slipway can have made: letters, digits, `-`, `_` (service records), `*`.
+fn valid_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+}
+
+fn name(s: &str) -> Option<Name> {
+    Name::from_ascii(format!("{s}.")).ok()
+}
+
+impl Zone {
+    fn soa(&self) -> Option<Record> {
+        let apex = name(&self.origin)?;
+        let rdata = SOA::new(
+            name(&format!("ns.{}", self.origin))?,
+            name(&format!("hostmaster.{}", self.origin))?,
+            self.serial,
+            3600,
+            600,
+            86400,
+            NEGATIVE_TTL,
+        );
+        Some(Record::from_rdata(apex, NEGATIVE_TTL, RData::SOA(rdata)))
+    }
+
+    fn addresses(&self, owner: &Name, qtype: RecordType) -> Vec<Record> {
+        self.addrs
+            .iter()
+            .filter_map(|ip| match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(*v4))),
+                (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                    Some(RData::AAAA(AAAA(*v6)))
+                }
+                _ => None,
+            })
+            .map(|r| Record::from_rdata(owner.clone(), TTL, r))
+            .collect()
+    }
+
+    /// The zone this server answers `qname` in: the platform zone, or an active custom
+    /// domain (the longest match); None when it is neither.
+    fn authority_for(&self, qname: &str) -> Option<Authority<'_>> {
+        let under = |n: &str, z: &str| n == z || n.ends_with(&format!(".{z}"));
+        if under(qname, &self.origin) {
+            return Some(Authority::Platform);
+        }
+        self.domains
+            .iter()
+            .filter(|(d, _)| under(qname, d.trim_start_matches("*.")))
+            .max_by_key(|(d, _)| d.len())
+            .map(|(d, _)| Authority::Domain(d))
+    }
+
+    /// The answer to one question. `qname` may be in any case and have a final dot.
+    pub fn answer(&self, qname: &str, qtype: RecordType) -> Answer {
+        let q = qname.trim_end_matches('.').to_ascii_lowercase();
+        let Some(auth) = self.authority_for(&q) else {
+            return Answer::refused();
+        };
+        let Some(owner) = name(&q) else {
+            return self.nxdomain();
+        };
+        if !q.split('.').all(valid_label) {
+            return self.nxdomain();
+        }
+        let mut a = Answer {
+            code: ResponseCode::NoError,
+            authoritative: true,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+        };
+        let txt = self.txt.get(&q);
+        let exists = match auth {
+            Authority::Platform => self.platform(&q, &owner, qtype, &mut a),
+            Authority::Domain(d) => {
+                let wildcard = d.starts_with("*.");
+                let base = d.trim_start_matches("*.");
+                let served = q == d || (wildcard && q.len() > base.len() + 1);
+                if served && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
+                    a.answers.extend(self.addresses(&owner, qtype));
+                }
+                served || q == base
+            }
+        };
+        if let Some(values) = txt {
+            if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+                for v in values {
+                    a.answers.push(Record::from_rdata(
+                        owner.clone(),
+                        TTL,
+                        RData::TXT(TXT::new(vec![v.clone()])),
+                    ));
+                }
+            }
+        }
+        if !exists && txt.is_none() {
+            return self.nxdomain();
+        }
+        if a.answers.is_empty() {
+            a.authority.extend(self.soa());
+        }
+        a
+    }
+
+    /// Fills the answer for a name in the platform zone; false if the name does not
+    /// exist.
+    fn platform(&self, q: &str, owner: &Name, qtype: RecordType, a: &mut Answer) -> bool {
+        let rel = q
+            .strip_suffix(&self.origin)
+            .unwrap_or(q)
+            .trim_end_matches('.');
+        if rel.is_empty() {
+            let apex = owner.clone();
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                a.answers.extend(self.soa());
+            }
+            if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                if let Some(ns) = name(&format!("ns.{}", self.origin)) {
+                    a.answers
+                        .push(Record::from_rdata(apex, TTL, RData::NS(NS(ns.clone()))));
+                    a.additional.extend(self.addresses(&ns, RecordType::ANY));
+                }
+            }
+            return true;
+        }
+        if rel == "ns" || rel == "console" {
+            a.answers.extend(self.addresses(owner, qtype));
+            return true;
+        }
+        let labels: Vec<&str> = rel.split('.').collect();
+        let service = labels[labels.len() - 1];
+        if !self.services.contains(service) {
+            // `_acme` names exist when they hold TXT (the caller adds them).
+            return false;
+        }
+        let target = format!("{service}.{}", self.origin);
+        if labels.len() == 3 && labels[1] == "_tcp" && labels[0].starts_with('_') {
+            let port = match labels[0] {
+                "_http" => Some(self.http_port),
+                "_https" => self.https_port,
+                _ => return false,
+            };
+            let Some(port) = port else {
+                return false;
+            };
+            if matches!(qtype, RecordType::SRV | RecordType::ANY) {
+                if let Some(t) = name(&target) {
+                    a.answers.push(Record::from_rdata(
+                        owner.clone(),
+                        TTL,
+                        RData::SRV(SRV::new(0, 0, port, t.clone())),
+                    ));
+                    a.additional.extend(self.addresses(&t, RecordType::ANY));
+                }
+            }
+            return true;
+        }
+        if labels.iter().any(|l| l.starts_with('_')) {
+            // `_acme-challenge.<service>` and the like exist only with a TXT record.
+            return false;
+        }
+        a.answers.extend(self.addresses(owner, qtype));
+        true
+    }
+
+    fn nxdomain(&self) -> Answer {
+        Answer {
+            code: ResponseCode::NXDomain,
+            authoritative: true,
+            answers: Vec::new(),
+            authority: self.soa().into_iter().collect(),
+            additional: Vec::new(),
+        }
+    }
+}
+
+enum Authority<'a> {
+    Platform,
+    Domain(&'a str),
+}
+
+/// The request handler: answers each query from the current [`Zone`].
+#[derive(Clone, Default)]
+pub struct Handler {
+    zone: Arc<ArcSwap<Zone>>,
+}
+
+impl Handler {
+    /// A handler answering from an empty zone until [`Handler::publish`].
+    pub fn new() -> Handler {
+        Handler::default()
+    }
+
+    /// Replaces the zone at once.
+    pub fn publish(&self, zone: Zone) {
+        self.zone.store(Arc::new(zone));
+    }
+
+    /// The zone now served.
+    pub fn zone(&self) -> Arc<Zone> {
+        self.zone.load_full()
+    }
+}
+
+/// The UDP payload an answer may fill: 512 without EDNS, else the client's (at least
+/// 512) up to [`MAX_UDP_PAYLOAD`].
+pub fn udp_payload(client: Option<u16>) -> u16 {
+    match client {
+        None => 512,
+        Some(n) => n.clamp(512, MAX_UDP_PAYLOAD),
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let fail = |meta: Metadata| {
+            ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            })
+        };
+        // Our own EDNS in the answer, advertising (and so limiting the answer to) the size
+        // this server keeps to.
+        let edns = request.edns.as_ref().map(|e| {
+            let mut ours = Edns::new();
+            ours.set_max_payload(udp_payload(Some(e.max_payload())));
+            ours
+        });
+        if request.metadata.op_code != OpCode::Query {
+            meta.response_code = ResponseCode::NotImp;
+            let msg = builder.error_msg(&request.metadata, ResponseCode::NotImp);
+            return response
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| fail(meta));
+        }
+        let queries = request.queries.queries();
+        if queries.len() != 1 {
+            meta.response_code = ResponseCode::FormErr;
+            let msg = builder.error_msg(&request.metadata, ResponseCode::FormErr);
+            return response
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| fail(meta));
+        }
+        let q = &queries[0];
+        let name = Name::from(q.name().clone()).to_ascii();
+        let ans = self.zone.load().answer(&name, q.query_type());
+        meta.response_code = ans.code;
+        meta.authoritative = ans.authoritative;
+        let mut builder = builder;
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let msg = builder.build(
+            meta,
+            ans.answers.iter(),
+            ans.authority.iter(),
+            std::iter::empty(),
+            ans.additional.iter(),
+        );
+        match response.send_response(msg).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!("dns: sending an answer: {e}");
+                fail(meta)
+            }
+        }
+    }
+}
+
+/// A running server; [`Running::stop`] ends it.
+pub struct Running {
+    server: hickory_server::Server<Handler>,
+    /// The addresses it listens on (UDP and TCP alike).
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    /// Stops accepting and waits, at most `deadline`, for the server's tasks.
+    pub async fn stop(mut self, deadline: Duration) {
+        match tokio::time::timeout(deadline, self.server.shutdown_gracefully()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("dns: stopping: {e}"),
+            Err(_) => tracing::warn!("dns: not stopped within {deadline:?}"),
+        }
+    }
+}
+
+/// Serves `handler` on `addr`, over UDP and TCP (the same port).
+pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Running> {
+    let udp = tokio::net::UdpSocket::bind(addr).await?;
+    let addr = udp.local_addr()?;
+    let tcp = tokio::net::TcpListener::bind(addr).await?;
+    let mut server = hickory_server::Server::new(handler);
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5), 64);
+    Ok(Running { server, addr })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn zone() -> Zone {
+        Zone {
+            origin: "slipway.test".into(),
+            serial: 7,
+            addrs: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            http_port: 8080,
+            https_port: Some(8443),
+            services: ["web".to_string(), "feature-x--web".to_string()].into(),
+            domains: [
+                ("www.example.com".to_string(), "web".to_string()),
+                ("*.apps.example.org".to_string(), "web".to_string()),
+            ]
+            .into(),
+            txt: [(
+                "www.example.com._acme.slipway.test".to_string(),
+                vec!["token-1".to_string()],
+            )]
+            .into(),
+        }
+    }
+
+    fn rdata(a: &Answer) -> Vec<String> {
+        a.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
     #[test]
-    fn fqdn() {
-        let n = slipway_core::ServiceName::parse("web").unwrap();
-        assert_eq!(
-            super::service_fqdn(&n, "slipway.localhost."),
-            "web.slipway.localhost"
+    fn services_and_their_subdomains_resolve_to_the_router() {
+        let z = zone();
+        for n in [
+            "web.slipway.test",
+            "WEB.Slipway.Test.",
+            "a.b.web.slipway.test",
+            "feature-x--web.slipway.test",
+            "console.slipway.test",
+        ] {
+            let a = z.answer(n, RecordType::A);
+            assert_eq!(a.code, ResponseCode::NoError, "{n}");
+            assert_eq!(rdata(&a), ["127.0.0.1"], "{n}");
+            assert!(a.authoritative);
+            assert_eq!(rdata(&z.answer(n, RecordType::AAAA)), ["::1"], "{n}");
+        }
+        // An existing name without the type: no data, with the SOA.
+        let mx = z.answer("web.slipway.test", RecordType::MX);
+        assert_eq!(mx.code, ResponseCode::NoError);
+        assert!(mx.answers.is_empty());
+        assert_eq!(mx.authority[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn other_names_are_nxdomain_and_other_zones_refused() {
+        let z = zone();
+        for n in [
+            "gone.slipway.test",
+            "x.gone.slipway.test",
+            "_acme-challenge.web.slipway.test",
+            "bad!.slipway.test",
+        ] {
+            let a = z.answer(n, RecordType::A);
+            assert_eq!(a.code, ResponseCode::NXDomain, "{n}");
+            assert_eq!(a.authority[0].record_type(), RecordType::SOA);
+        }
+        for n in [
+            "example.net",
+            "slipway.test.evil",
+            "xslipway.test",
+            "example.com",
+        ] {
+            assert_eq!(
+                z.answer(n, RecordType::A).code,
+                ResponseCode::Refused,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn apex_soa_ns_and_service_records() {
+        let z = zone();
+        let soa = z.answer("slipway.test", RecordType::SOA);
+        assert_eq!(soa.answers.len(), 1);
+        assert!(
+            rdata(&soa)[0].contains("ns.slipway.test. hostmaster.slipway.test. 7"),
+            "{:?}",
+            rdata(&soa)
         );
+        let ns = z.answer("slipway.test", RecordType::NS);
+        assert_eq!(rdata(&ns), ["ns.slipway.test."]);
+        assert_eq!(ns.additional.len(), 2);
+        let srv = z.answer("_http._tcp.web.slipway.test", RecordType::SRV);
+        assert_eq!(rdata(&srv), ["0 0 8080 web.slipway.test."]);
+        assert_eq!(srv.additional.len(), 2);
+        let srv = z.answer("_https._tcp.web.slipway.test", RecordType::SRV);
+        assert_eq!(rdata(&srv), ["0 0 8443 web.slipway.test."]);
+        let mut no_tls = zone();
+        no_tls.https_port = None;
+        assert_eq!(
+            no_tls
+                .answer("_https._tcp.web.slipway.test", RecordType::SRV)
+                .code,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            z.answer("_smtp._tcp.web.slipway.test", RecordType::SRV)
+                .code,
+            ResponseCode::NXDomain
+        );
+    }
+
+    #[test]
+    fn published_txt_and_delegated_domains() {
+        let z = zone();
+        let txt = z.answer("www.example.com._acme.slipway.test", RecordType::TXT);
+        assert_eq!(rdata(&txt), ["token-1"]);
+        assert_eq!(
+            rdata(&z.answer("www.example.com", RecordType::A)),
+            ["127.0.0.1"]
+        );
+        assert_eq!(
+            rdata(&z.answer("a.apps.example.org", RecordType::A)),
+            ["127.0.0.1"]
+        );
+        // The wildcard's base exists (it holds the challenge) but has no address.
+        let base = z.answer("apps.example.org", RecordType::A);
+        assert_eq!(base.code, ResponseCode::NoError);
+        assert!(base.answers.is_empty());
+        assert_eq!(
+            z.answer("x.www.example.com", RecordType::A).code,
+            ResponseCode::NXDomain
+        );
+    }
+
+    #[test]
+    fn udp_payloads() {
+        assert_eq!(udp_payload(None), 512);
+        assert_eq!(udp_payload(Some(100)), 512);
+        assert_eq!(udp_payload(Some(1000)), 1000);
+        assert_eq!(udp_payload(Some(4096)), 1232);
+    }
+
+    #[test]
+    fn acme_delegates() {
+        assert_eq!(
+            acme_delegate("*.Example.com.", "slipway.test"),
+            "example.com._acme.slipway.test"
+        );
+        let z = zone();
+        assert!(!z.services.contains("_acme"));
+    }
+
+    proptest! {
+        /// Any name and type gets an answer without panicking, and only names in the
+        /// zone or an active domain are answered.
+        #[test]
+        fn any_question(name in "[a-zA-Z0-9_.*!-]{0,80}", t in 0u16..300) {
+            let z = zone();
+            let a = z.answer(&name, RecordType::from(t));
+            let n = name.trim_end_matches('.').to_ascii_lowercase();
+            let ours = n == "slipway.test" || n.ends_with(".slipway.test")
+                || n.ends_with("example.com") || n.ends_with("example.org");
+            if !ours {
+                prop_assert_eq!(a.code, ResponseCode::Refused);
+            }
+            for r in &a.answers {
+                prop_assert_eq!(r.name.to_ascii().trim_end_matches('.').to_ascii_lowercase(), n.clone());
+            }
+        }
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use slipway_core::{
-    now_unix_ms, BuildState, DeploymentKind, DeploymentState, EventKind, ServiceSpec,
-    TransitionError, UnknownValue,
+    now_unix_ms, BuildState, DeploymentKind, DeploymentState, Domain, DomainState, EventKind,
+    ServiceSpec, TransitionError, UnknownValue,
 };
 
 /// A store error. Only corruption or a full disk produce these; a missing row is `None`.
@@ -54,6 +54,14 @@ pub enum StoreError {
     /// A secret could not be sealed or opened.
     #[error("store: {0}")]
     Vault(#[from] VaultError),
+    /// A domain is claimed by another service.
+    #[error("{domain} is claimed by service {service}")]
+    Claimed {
+        /// The domain.
+        domain: String,
+        /// The service holding it.
+        service: String,
+    },
 }
 
 /// Reads column `idx` as one of a vocabulary's names; anything else is an error that
@@ -73,6 +81,27 @@ fn deployment_state(s: &str) -> std::result::Result<DeploymentState, UnknownValu
     DeploymentState::parse(s).ok_or_else(|| UnknownValue {
         what: "deployment state",
         value: s.to_string(),
+    })
+}
+
+const DOMAIN_COLUMNS: &str =
+    "domain, service, token, state, reason, created_ms, checked_ms, cert_status, cert_not_after";
+
+fn domain_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
+    let text: String = r.get(0)?;
+    let domain = Domain::parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(DomainRow {
+        domain,
+        service: r.get(1)?,
+        token: r.get(2)?,
+        state: vocab(r, 3, DomainState::parse)?,
+        reason: r.get(4)?,
+        created_ms: r.get(5)?,
+        checked_ms: r.get(6)?,
+        cert_status: r.get(7)?,
+        cert_not_after: r.get(8)?,
     })
 }
 
@@ -125,6 +154,29 @@ pub struct ServiceRow {
     pub active_revision: Option<i64>,
     /// Instances the scaler wants.
     pub desired_instances: i64,
+}
+
+/// A custom domain claimed by a service.
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainRow {
+    /// The domain (`www.example.com`, `*.example.com`).
+    pub domain: Domain,
+    /// The service that claimed it.
+    pub service: String,
+    /// The ownership token the TXT record must hold (fresh for each claim).
+    pub token: String,
+    /// Pending, active or failed.
+    pub state: DomainState,
+    /// What the last check found.
+    pub reason: String,
+    /// When it was claimed, ms since the epoch.
+    pub created_ms: i64,
+    /// When it was last checked (0: never).
+    pub checked_ms: i64,
+    /// The certificate's state in words ("none yet", "issued by ...", "failed: ...").
+    pub cert_status: String,
+    /// When its certificate expires, ms since the epoch.
+    pub cert_not_after: Option<i64>,
 }
 
 /// A revision: an image plus the commit it came from.
@@ -236,6 +288,7 @@ pub struct Snapshot {
     /// Increases with every published snapshot.
     pub generation: u64,
     services: std::collections::BTreeMap<String, ServiceRow>,
+    domains: std::collections::BTreeMap<String, DomainRow>,
 }
 
 impl Snapshot {
@@ -247,6 +300,11 @@ impl Snapshot {
     /// Every service, in name order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceRow> {
         self.services.values()
+    }
+
+    /// Every claimed domain, in name order.
+    pub fn domains(&self) -> impl Iterator<Item = &DomainRow> {
+        self.domains.values()
     }
 }
 
@@ -299,6 +357,17 @@ CREATE TABLE IF NOT EXISTS builds (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS builds_service ON builds (service, id);
+CREATE TABLE IF NOT EXISTS domains (
+    domain TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    token TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    checked_ms INTEGER NOT NULL DEFAULT 0,
+    cert_status TEXT NOT NULL DEFAULT '',
+    cert_not_after INTEGER
+);
 CREATE TABLE IF NOT EXISTS secrets (
     service TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -368,10 +437,16 @@ impl Store {
             .into_iter()
             .map(|r| (r.spec.name.to_string(), r))
             .collect();
+        let domains = self
+            .all_domains()?
+            .into_iter()
+            .map(|d| (d.domain.to_string(), d))
+            .collect();
         let generation = self.snapshot.load().generation + 1;
         self.snapshot.store(Arc::new(Snapshot {
             generation,
             services,
+            domains,
         }));
         self.stale
             .store(false, std::sync::atomic::Ordering::Release);
@@ -473,6 +548,121 @@ impl Store {
         }
     }
 
+    /// Claims `domain` for `service` with a fresh ownership `token`, pending. Claiming it
+    /// again for the same service keeps the claim as it is (and its token); another
+    /// service's claim is refused.
+    pub fn claim_domain(&self, service: &str, domain: &Domain, token: &str) -> Result<DomainRow> {
+        let r = self.claim_domain_row(service, domain, token);
+        self.published(r)
+    }
+
+    fn claim_domain_row(&self, service: &str, domain: &Domain, token: &str) -> Result<DomainRow> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT name FROM services WHERE name = ?1",
+                [service],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::NoService(service.to_string()));
+        }
+        let holder: Option<String> = tx
+            .query_row(
+                "SELECT service FROM domains WHERE domain = ?1",
+                [domain.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match holder {
+            Some(h) if h != service => {
+                return Err(StoreError::Claimed {
+                    domain: domain.to_string(),
+                    service: h,
+                })
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO domains (domain, service, token, state, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        domain.as_str(),
+                        service,
+                        token,
+                        DomainState::Pending.as_str(),
+                        "waiting for its DNS records",
+                        now_unix_ms()
+                    ],
+                )?;
+            }
+        }
+        let row = tx.query_row(
+            &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE domain = ?1"),
+            [domain.as_str()],
+            domain_from,
+        )?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// A service's domains, in name order.
+    pub fn domains(&self, service: &str) -> Result<Vec<DomainRow>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains WHERE service = ?1 ORDER BY domain"
+        ))?;
+        let rows = st.query_map([service], domain_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn all_domains(&self) -> Result<Vec<DomainRow>> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY domain"
+        ))?;
+        let rows = st.query_map([], domain_from)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a check's outcome. False if the domain is no longer claimed.
+    pub fn set_domain_state(
+        &self,
+        domain: &Domain,
+        state: DomainState,
+        reason: &str,
+    ) -> Result<bool> {
+        let r = self.db().execute(
+            "UPDATE domains SET state = ?2, reason = ?3, checked_ms = ?4 WHERE domain = ?1",
+            params![domain.as_str(), state.as_str(), reason, now_unix_ms()],
+        );
+        self.published(r.map(|n| n > 0).map_err(StoreError::from))
+    }
+
+    /// Records the domain's certificate state. False if the domain is no longer claimed.
+    pub fn set_domain_cert(
+        &self,
+        domain: &Domain,
+        status: &str,
+        not_after_ms: Option<i64>,
+    ) -> Result<bool> {
+        let r = self.db().execute(
+            "UPDATE domains SET cert_status = ?2, cert_not_after = ?3 WHERE domain = ?1",
+            params![domain.as_str(), status, not_after_ms],
+        );
+        self.published(r.map(|n| n > 0).map_err(StoreError::from))
+    }
+
+    /// Removes `service`'s claim on `domain`; false if it had none.
+    pub fn release_domain(&self, service: &str, domain: &Domain) -> Result<bool> {
+        let r = self.db().execute(
+            "DELETE FROM domains WHERE domain = ?1 AND service = ?2",
+            params![domain.as_str(), service],
+        );
+        self.published(r.map(|n| n > 0).map_err(StoreError::from))
+    }
+
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
@@ -571,7 +761,14 @@ impl Store {
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx.execute("DELETE FROM services WHERE name = ?1", [name])?;
-        for table in ["revisions", "deployments", "events", "builds", "secrets"] {
+        for table in [
+            "revisions",
+            "deployments",
+            "events",
+            "builds",
+            "secrets",
+            "domains",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
         }
         tx.commit()?;
@@ -1056,6 +1253,49 @@ mod tests {
 
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec::new(ServiceName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn domains_are_claimed_once_and_go_with_their_service() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        s.create_service(&spec("shop")).unwrap();
+        let d = Domain::parse("www.example.com").unwrap();
+        assert!(matches!(
+            s.claim_domain("nope", &d, "t0"),
+            Err(StoreError::NoService(_))
+        ));
+        let row = s.claim_domain("web", &d, "t1").unwrap();
+        assert_eq!(
+            (row.state, row.token.as_str()),
+            (DomainState::Pending, "t1")
+        );
+        // Again by the same service: the same claim, the same token.
+        assert_eq!(s.claim_domain("web", &d, "t2").unwrap().token, "t1");
+        match s.claim_domain("shop", &d, "t3") {
+            Err(StoreError::Claimed { service, .. }) => assert_eq!(service, "web"),
+            other => panic!("{other:?}"),
+        }
+        assert!(s
+            .set_domain_state(&d, DomainState::Active, "verified")
+            .unwrap());
+        let snap = s.snapshot();
+        let active: Vec<_> = snap
+            .domains()
+            .map(|d| (d.domain.to_string(), d.state))
+            .collect();
+        assert_eq!(
+            active,
+            [("www.example.com".to_string(), DomainState::Active)]
+        );
+        assert!(
+            !s.release_domain("shop", &d).unwrap(),
+            "not api's to release"
+        );
+        s.delete_service("web").unwrap();
+        assert_eq!(s.snapshot().domains().count(), 0);
+        // Free again: a new claim gets a new token.
+        assert_eq!(s.claim_domain("shop", &d, "t4").unwrap().token, "t4");
     }
 
     #[test]
