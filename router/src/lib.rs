@@ -189,6 +189,8 @@ pub struct InstanceStats {
 struct Registry {
     services: HashMap<String, Arc<ServiceState>>,
     instances: HashMap<String, Arc<InstanceState>>,
+    /// Active custom domains (`www.example.com`, `*.example.com`) and their services.
+    domains: BTreeMap<String, String>,
 }
 
 /// The router. Cheap to share: hand out the `Arc` from [`Router::new`].
@@ -314,6 +316,19 @@ impl Router {
         state.notify.notify_waiters();
     }
 
+    /// Replaces the custom domains served (active ones only): each host, or for
+    /// `*.example.com` each name one label under it, routes to its service. A service's
+    /// own `<name>.<zone>` always wins over a domain.
+    pub fn set_domains(&self, domains: BTreeMap<String, String>) {
+        let mut reg = self.registry();
+        if reg.domains == domains {
+            return;
+        }
+        reg.domains = domains;
+        let services = self.table.load().services.clone();
+        self.swap(&mut reg, services);
+    }
+
     /// Remove a service: its host stops routing (404) and its instances drain. Requests
     /// waiting for it get 503.
     pub fn remove_service(&self, name: &str) {
@@ -330,7 +345,7 @@ impl Router {
 
     /// Publish a new snapshot, then mark unlisted instances draining and forget idle ones.
     fn swap(&self, reg: &mut Registry, services: BTreeMap<String, Arc<ServiceEntry>>) {
-        let mut table = Table::build(services, &self.zone);
+        let mut table = Table::build(services, &self.zone, &reg.domains);
         // Swaps happen under the registry lock: generations never go backwards.
         table.generation = self.table.load().generation + 1;
         let listed: HashSet<&str> = table
@@ -422,8 +437,7 @@ impl Router {
         let host = host::normalize_host(host).ok()?;
         self.table
             .load()
-            .hosts
-            .get(host.as_ref())
+            .lookup(host.as_ref())
             .map(|e| e.route.name.clone())
     }
 

@@ -332,8 +332,7 @@ fn route(
     let host = normalize_host(raw).map_err(|_| ProxyError::BadHost("malformed"))?;
     let table = router.table.load();
     let entry = table
-        .hosts
-        .get(host.as_ref())
+        .lookup(host.as_ref())
         .cloned()
         .ok_or(ProxyError::UnknownHost)?;
     Ok((entry, value))

@@ -71,32 +71,56 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// Build the host index. `<name>.<zone>` always wins over a custom host another service
-    /// claims; between two custom claims, the service whose name sorts last wins.
-    pub fn build(services: BTreeMap<String, Arc<ServiceEntry>>, zone: &str) -> Table {
-        let mut hosts = HashMap::with_capacity(services.len() * 2);
+    /// The service for a normalised host: the host itself, else the wildcard one label
+    /// up (`a.example.com` by `*.example.com`).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<ServiceEntry>> {
+        if let Some(e) = self.hosts.get(host) {
+            return Some(e);
+        }
+        let (_, parent) = host.split_once('.')?;
+        if parent.is_empty() {
+            return None;
+        }
+        self.hosts.get(&format!("*.{parent}"))
+    }
+
+    /// Build the host index. `<name>.<zone>` and `*.<name>.<zone>` always win over a
+    /// custom domain; a domain whose service is gone routes nowhere.
+    pub fn build(
+        services: BTreeMap<String, Arc<ServiceEntry>>,
+        zone: &str,
+        domains: &BTreeMap<String, String>,
+    ) -> Table {
+        let mut hosts = HashMap::with_capacity(services.len() * 2 + domains.len());
+        let mut insert = |h: &str, entry: &Arc<ServiceEntry>| {
+            // A `*.` first label is kept as it is: it is the wildcard's key.
+            let (star, rest) = match h.strip_prefix("*.") {
+                Some(r) => ("*.", r),
+                None => ("", h),
+            };
+            match normalize_host(rest) {
+                Ok(n) => {
+                    hosts.insert(format!("{star}{n}"), Arc::clone(entry));
+                }
+                Err(e) => {
+                    tracing::warn!(service = %entry.route.name, host = %h, error = %e, "ignoring invalid host");
+                }
+            }
+        };
         for entry in services.values() {
             for h in &entry.route.hosts {
-                match normalize_host(h) {
-                    Ok(h) => {
-                        hosts.insert(h.into_owned(), Arc::clone(entry));
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %entry.route.name, host = %h, error = %e, "ignoring invalid custom host");
-                    }
-                }
+                insert(h, entry);
+            }
+        }
+        for (host, service) in domains {
+            if let Some(entry) = services.get(service) {
+                insert(host, entry);
             }
         }
         for (name, entry) in &services {
             let implied = slipway_core::service_host(name, zone);
-            match normalize_host(&implied) {
-                Ok(h) => {
-                    hosts.insert(h.into_owned(), Arc::clone(entry));
-                }
-                Err(e) => {
-                    tracing::warn!(service = %name, error = %e, "service name does not make a valid host");
-                }
-            }
+            insert(&implied, entry);
+            insert(&format!("*.{implied}"), entry);
         }
         Table {
             hosts,

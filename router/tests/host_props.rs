@@ -69,3 +69,41 @@ proptest! {
         prop_assert_eq!(router.route_for_host("not-there.slipway.localhost"), None);
     }
 }
+
+/// Active domains route to their service: exact names, and one label under a wildcard.
+/// A service's own names win, a domain of a service that is gone routes nowhere, and
+/// removing the domains stops them at once.
+#[test]
+fn custom_domains_and_wildcards_route() {
+    let router = Router::new(RouterConfig::default());
+    router.upsert_service(ServiceRoute::new("web", vec![]));
+    router.upsert_service(ServiceRoute::new("shop", vec![]));
+    assert_eq!(router.route_for_host("www.example.com"), None);
+    router.set_domains(
+        [
+            ("www.example.com".to_string(), "web".to_string()),
+            ("*.apps.example.org".to_string(), "shop".to_string()),
+            ("shop.slipway.localhost".to_string(), "web".to_string()),
+            ("old.example.com".to_string(), "gone".to_string()),
+        ]
+        .into(),
+    );
+    let at = |h: &str| router.route_for_host(h);
+    assert_eq!(at("WWW.example.com:443").as_deref(), Some("web"));
+    assert_eq!(at("a.apps.example.org").as_deref(), Some("shop"));
+    assert_eq!(at("apps.example.org"), None);
+    assert_eq!(at("a.b.apps.example.org"), None);
+    assert_eq!(
+        at("shop.slipway.localhost").as_deref(),
+        Some("shop"),
+        "the service's own name wins"
+    );
+    assert_eq!(
+        at("x.web.slipway.localhost").as_deref(),
+        Some("web"),
+        "*.<service>.<zone>"
+    );
+    assert_eq!(at("old.example.com"), None);
+    router.set_domains(Default::default());
+    assert_eq!(at("www.example.com"), None);
+}

@@ -139,7 +139,7 @@ pub(super) fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec
         return Prepared::HandOff;
     }
     let table = router.table.load();
-    let Some(entry) = table.hosts.get(name.as_ref()) else {
+    let Some(entry) = table.lookup(name.as_ref()) else {
         return Prepared::Unrouted {
             consumed,
             close,
