@@ -7,6 +7,7 @@
 //! user name, the token as password), because git clients speak HTTP auth natively.
 
 pub mod hooks;
+pub mod names;
 pub mod platform;
 
 use std::sync::Arc;
@@ -69,7 +70,7 @@ impl ApiError {
 impl From<PlatformError> for ApiError {
     fn from(e: PlatformError) -> Self {
         let status = match &e {
-            PlatformError::BadName(_) => StatusCode::BAD_REQUEST,
+            PlatformError::BadName(_) | PlatformError::BadDomain(_) => StatusCode::BAD_REQUEST,
             PlatformError::Invalid(_) | PlatformError::Unusable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -124,6 +125,14 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/builds", get(builds))
         .route("/v1/services/{name}/secrets", get(secrets))
+        .route(
+            "/v1/services/{name}/domains",
+            get(list_domains).post(add_domain),
+        )
+        .route(
+            "/v1/services/{name}/domains/{domain}",
+            axum::routing::delete(remove_domain),
+        )
         .route(
             "/v1/services/{name}/secrets/{key}",
             axum::routing::put(set_secret).delete(unset_secret),
@@ -502,6 +511,47 @@ async fn unset_secret(
 ) -> ApiResult<Json<serde_json::Value>> {
     let revision = api.platform.unset_secret(&name, &key).await?;
     Ok(Json(json!({ "name": key, "revision": revision })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainBody {
+    domain: String,
+}
+
+/// `POST /v1/services/{name}/domains` with `{"domain": "www.example.com"}`: 201 with the
+/// claim and the records to create (200 when the service already holds it).
+async fn add_domain(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<names::DomainView>)> {
+    let req: DomainBody = json_body(&headers, &body)?;
+    let before = api.platform.domains(&name)?.len();
+    let view = api.platform.add_domain(&name, &req.domain)?;
+    let after = api.platform.domains(&name)?.len();
+    let status = if after > before {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn list_domains(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<names::DomainView>>> {
+    Ok(Json(api.platform.domains(&name)?))
+}
+
+async fn remove_domain(
+    State(api): State<Api>,
+    Path((name, domain)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    api.platform.remove_domain(&name, &domain)?;
+    Ok(Json(json!({ "removed": domain })))
 }
 
 /// `/metrics` on the API address: behind the token like everything else there (scrapers

@@ -45,6 +45,9 @@ pub enum PlatformError {
     /// The engine failed.
     #[error(transparent)]
     Runtime(#[from] slipway_runtime::RuntimeError),
+    /// A domain name that cannot be claimed.
+    #[error("{0}")]
+    BadDomain(String),
     /// The service's git repository could not be made or read.
     #[error("the service's git repository: {0}")]
     Repository(#[source] std::io::Error),
@@ -108,6 +111,8 @@ pub struct Platform {
     pub builder: Arc<Builder>,
     /// The deployer.
     pub deployer: Arc<Deployer>,
+    /// Custom domains and what DNS and the router serve.
+    pub names: Arc<crate::names::Names>,
 }
 
 impl Platform {
@@ -161,6 +166,65 @@ impl Platform {
         self.store.delete_service(name)?;
         self.deployer.remove(name).await;
         self.builder.forget(name).await;
+        Ok(())
+    }
+
+    /// Claims `domain` for a service, pending until its records verify; returns the
+    /// records to create. Claiming it again returns the same claim (and token).
+    pub fn add_domain(&self, name: &str, domain: &str) -> Result<crate::names::DomainView> {
+        let row = self.service(name)?;
+        let service = row.spec.name.as_str();
+        let d = slipway_core::Domain::parse(domain).map_err(|e| PlatformError::BadDomain(e.0))?;
+        let zone = &self.names.config().zone;
+        if d.in_zone(zone) {
+            return Err(PlatformError::BadDomain(format!(
+                "{d} is in the platform zone {zone}: the service already answers at {}",
+                slipway_core::service_host(service, zone)
+            )));
+        }
+        let row = self
+            .store
+            .claim_domain(service, &d, &new_token())
+            .map_err(|e| match e {
+                StoreError::Claimed { domain, service } => PlatformError::Conflict(format!(
+                    "{domain} is claimed by service {service}: remove it there first"
+                )),
+                e => e.into(),
+            })?;
+        self.store.event(
+            service,
+            EventKind::Domain,
+            &format!("domain {d} claimed: pending until its records verify"),
+        )?;
+        self.names.check_now();
+        Ok(self.names.view(&row))
+    }
+
+    /// A service's domains.
+    pub fn domains(&self, name: &str) -> Result<Vec<crate::names::DomainView>> {
+        let row = self.service(name)?;
+        Ok(self
+            .store
+            .domains(row.spec.name.as_str())?
+            .iter()
+            .map(|d| self.names.view(d))
+            .collect())
+    }
+
+    /// Removes a service's domain: the router stops serving it at once, and its
+    /// certificate and key are deleted.
+    pub fn remove_domain(&self, name: &str, domain: &str) -> Result<()> {
+        let row = self.service(name)?;
+        let service = row.spec.name.as_str();
+        let d = slipway_core::Domain::parse(domain).map_err(|e| PlatformError::BadDomain(e.0))?;
+        if !self.store.release_domain(service, &d)? {
+            return Err(PlatformError::NotFound(format!(
+                "service {service} has no domain {d}"
+            )));
+        }
+        self.names.forget(&d);
+        self.store
+            .event(service, EventKind::Domain, &format!("domain {d} removed"))?;
         Ok(())
     }
 
@@ -311,6 +375,13 @@ pub fn rollback_target(
                 })
         }
     }
+}
+
+/// A fresh ownership token: 128 bits from the OS's CSPRNG, as hex.
+fn new_token() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS's random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -67,6 +67,19 @@ fn rig() -> Rig {
     let deployer_for_metrics = deployer.collector();
     let api = Api {
         platform: Platform {
+            names: slipway_console::names::Names::new(
+                slipway_console::names::NamesConfig {
+                    zone: "slipway.localhost".into(),
+                    public_ips: vec!["127.0.0.1".parse().unwrap()],
+                    http_port: 8080,
+                    https_port: None,
+                    upstreams: vec!["127.0.0.1:9".parse().unwrap()],
+                    check_every: std::time::Duration::from_secs(3600),
+                },
+                store.clone(),
+                slipway_dns::Handler::new(),
+                router.clone(),
+            ),
             store,
             builder,
             deployer,

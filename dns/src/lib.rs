@@ -15,8 +15,10 @@
 //!   delegated here;
 //! - NXDOMAIN (with the SOA) for other names in the zone, REFUSED outside it.
 //!
-//! Malformed packets get FORMERR or nothing, and responses (QR=1) get nothing: that is
-//! hickory-server's own handling, in front of [`Handler`]. UDP answers fit 512 bytes
+//! Packets shorter than a header and responses (QR=1, even malformed ones) get nothing;
+//! other malformed packets get FORMERR. hickory-server parses the requests and encodes
+//! the answers; the socket loops are Slipway's, so that no response is ever answered
+//! (hickory's own would answer a malformed one with FORMERR, a reflection). UDP answers fit 512 bytes
 //! without EDNS and otherwise the smaller of the client's size and 1232 (the DNS flag
 //! day's figure), with TC set beyond.
 
@@ -26,10 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_server::net::runtime::Time;
+use hickory_server::net::runtime::{Time, TokioTime};
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
+};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -390,33 +396,242 @@ impl RequestHandler for Handler {
     }
 }
 
+/// Sends one answer on the socket it came from, encoded within the size the protocol
+/// and the client allow (hickory's own encoder, with TC set when records are left out).
+#[derive(Clone)]
+struct Reply {
+    udp: Option<(Arc<tokio::net::UdpSocket>, SocketAddr)>,
+    tcp: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    max: u16,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Reply {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let meta = *response.metadata();
+        let mut bytes = Vec::with_capacity(512);
+        let info = {
+            let mut enc = BinEncoder::new(&mut bytes);
+            enc.set_max_size(self.max);
+            response.destructive_emit(&mut enc)
+        };
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("dns: encoding an answer: {e}");
+                bytes.clear();
+                let mut m = meta;
+                m.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata: m,
+                    counts: HeaderCounts::default(),
+                };
+                let mut enc = BinEncoder::new(&mut bytes);
+                header.emit(&mut enc)?;
+                ResponseInfo::from(header)
+            }
+        };
+        if let Some((sock, peer)) = &self.udp {
+            sock.send_to(&bytes, peer).await?;
+        }
+        if let Some(tx) = &self.tcp {
+            // The connection may be gone; nothing to do then.
+            let _ = tx.send(bytes).await;
+        }
+        Ok(info)
+    }
+}
+
+/// FORMERR for a packet whose header parsed but whose body did not.
+fn formerr(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut dec = BinDecoder::new(raw);
+    let header = Header::read(&mut dec).ok()?;
+    let mut m = Metadata::response_from_request(&header.metadata);
+    m.response_code = ResponseCode::FormErr;
+    let mut out = Vec::with_capacity(12);
+    let mut enc = BinEncoder::new(&mut out);
+    Header {
+        metadata: m,
+        counts: HeaderCounts::default(),
+    }
+    .emit(&mut enc)
+    .ok()?;
+    Some(out)
+}
+
+/// What to do with one packet: nothing (shorter than a header, or QR=1: a response is
+/// never answered, so the server cannot reflect one), FORMERR, or a parsed request.
+enum Incoming {
+    Drop,
+    Reply(Vec<u8>),
+    Ask(Box<Request>),
+}
+
+fn classify(raw: Vec<u8>, src: SocketAddr, protocol: Protocol) -> Incoming {
+    if raw.len() < 12 || raw[2] & 0x80 != 0 {
+        return Incoming::Drop;
+    }
+    match Request::from_bytes(raw.clone(), src, protocol) {
+        Ok(r) => Incoming::Ask(Box::new(r)),
+        Err(_) => match formerr(&raw) {
+            Some(f) => Incoming::Reply(f),
+            None => Incoming::Drop,
+        },
+    }
+}
+
 /// A running server; [`Running::stop`] ends it.
 pub struct Running {
-    server: hickory_server::Server<Handler>,
-    /// The addresses it listens on (UDP and TCP alike).
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+    /// The address it listens on (UDP and TCP alike).
     pub addr: SocketAddr,
 }
 
 impl Running {
     /// Stops accepting and waits, at most `deadline`, for the server's tasks.
-    pub async fn stop(mut self, deadline: Duration) {
-        match tokio::time::timeout(deadline, self.server.shutdown_gracefully()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("dns: stopping: {e}"),
-            Err(_) => tracing::warn!("dns: not stopped within {deadline:?}"),
+    pub async fn stop(self, deadline: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("dns: not stopped within {deadline:?}");
         }
     }
 }
 
+/// How long a TCP client may take to send its next query.
+const TCP_IDLE: Duration = Duration::from_secs(5);
+
 /// Serves `handler` on `addr`, over UDP and TCP (the same port).
 pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Running> {
-    let udp = tokio::net::UdpSocket::bind(addr).await?;
+    let udp = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
     let addr = udp.local_addr()?;
     let tcp = tokio::net::TcpListener::bind(addr).await?;
-    let mut server = hickory_server::Server::new(handler);
-    server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5), 64);
-    Ok(Running { server, addr })
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let (handler, stop, inner) = (handler.clone(), stop.clone(), tasks.clone());
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, peer) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = udp.recv_from(&mut buf) => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::debug!("dns: udp receive: {e}");
+                            continue;
+                        }
+                    },
+                };
+                match classify(buf[..n].to_vec(), peer, Protocol::Udp) {
+                    Incoming::Drop => {}
+                    Incoming::Reply(bytes) => {
+                        let _ = udp.send_to(&bytes, peer).await;
+                    }
+                    Incoming::Ask(req) => {
+                        let reply = Reply {
+                            udp: Some((udp.clone(), peer)),
+                            tcp: None,
+                            max: udp_payload(req.edns.as_ref().map(|e| e.max_payload())),
+                        };
+                        let handler = handler.clone();
+                        inner.spawn(async move {
+                            handler.handle_request::<_, TokioTime>(&req, reply).await;
+                        });
+                    }
+                }
+            }
+        });
+    }
+    {
+        let (stop, inner) = (stop.clone(), tasks.clone());
+        tasks.spawn(async move {
+            loop {
+                let (conn, peer) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = tcp.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::debug!("dns: tcp accept: {e}");
+                            continue;
+                        }
+                    },
+                };
+                let (handler, stop) = (handler.clone(), stop.clone());
+                inner.spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tcp_conn(handler, conn, peer) => {}
+                    }
+                });
+            }
+        });
+    }
+    Ok(Running { tasks, stop, addr })
+}
+
+/// One TCP connection: length-prefixed queries, answered in order.
+async fn tcp_conn(handler: Handler, conn: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = conn.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let writer = async move {
+        while let Some(bytes) = rx.recv().await {
+            let Ok(len) = u16::try_from(bytes.len()) else {
+                continue;
+            };
+            if wr.write_all(&len.to_be_bytes()).await.is_err()
+                || wr.write_all(&bytes).await.is_err()
+            {
+                return;
+            }
+        }
+    };
+    let reader = async move {
+        loop {
+            let mut len = [0u8; 2];
+            match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            let mut raw = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut raw)).await {
+                Ok(Ok(_)) => {}
+                _ => return,
+            }
+            match classify(raw, peer, Protocol::Tcp) {
+                Incoming::Drop => {}
+                Incoming::Reply(bytes) => {
+                    if tx.send(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Incoming::Ask(req) => {
+                    let reply = Reply {
+                        udp: None,
+                        tcp: Some(tx.clone()),
+                        max: u16::MAX,
+                    };
+                    handler.handle_request::<_, TokioTime>(&req, reply).await;
+                }
+            }
+        }
+    };
+    tokio::join!(reader, writer);
 }
 
 #[cfg(test)]

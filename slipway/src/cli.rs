@@ -68,6 +68,38 @@ pub enum ClientCmd {
     /// A service's secrets: sealed at rest, given to its instances as environment
     /// variables, never shown again once set.
     Secrets(SecretsArgs),
+    /// A service's custom domains: add one (and see the records to create), list them
+    /// with their verification state, remove one.
+    Domains(DomainsArgs),
+}
+
+/// `slipway domains`.
+#[derive(Args)]
+pub struct DomainsArgs {
+    #[command(subcommand)]
+    op: DomainsOp,
+}
+
+/// `slipway domains add|list|remove`.
+#[derive(Subcommand)]
+pub enum DomainsOp {
+    /// Claim a domain for a service and print the DNS records to create.
+    Add(DomainArgs),
+    /// A service's domains, their state and their records.
+    List(NameArg),
+    /// Stop serving a domain; its certificate and key are deleted.
+    Remove(DomainArgs),
+}
+
+/// A service and a domain.
+#[derive(Args)]
+pub struct DomainArgs {
+    /// The service.
+    name: String,
+    /// The domain (`www.example.com`, `example.com`, `*.example.com`).
+    domain: String,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// `slipway secrets`.
@@ -416,6 +448,7 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             Ok(())
         }
         ClientCmd::Secrets(a) => secrets(a.op).await,
+        ClientCmd::Domains(a) => domains(a.op).await,
         ClientCmd::Rollback(a) => {
             let api = Api::new(&a.conn)?;
             let body = a.revision.map(|r| json!({ "revision": r }));
@@ -747,6 +780,72 @@ fn read_secret_value(key: &str) -> Result<String> {
         }
     }
     Ok(v)
+}
+
+fn print_domain(d: &Value) {
+    println!(
+        "{}  {}{}",
+        d["domain"].as_str().unwrap_or_default(),
+        d["state"].as_str().unwrap_or_default(),
+        match d["reason"].as_str() {
+            Some(r) if !r.is_empty() => format!(" ({r})"),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "  certificate: {}",
+        d["certificate"].as_str().unwrap_or_default()
+    );
+    println!("  records:");
+    for r in d["records"].as_array().into_iter().flatten() {
+        println!(
+            "    {:<6} {:<44} {}",
+            r["type"].as_str().unwrap_or_default(),
+            r["name"].as_str().unwrap_or_default(),
+            r["value"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+async fn domains(op: DomainsOp) -> Result<()> {
+    match op {
+        DomainsOp::Add(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call(
+                    "POST",
+                    &format!("/v1/services/{}/domains", a.name),
+                    Some(json!({ "domain": a.domain })),
+                )
+                .await?;
+            println!("Create these records at your DNS provider; the domain goes active once they verify:");
+            print_domain(&v);
+        }
+        DomainsOp::List(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}/domains", a.name), None)
+                .await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("{} has no custom domains", a.name);
+            }
+            for d in &list {
+                print_domain(d);
+            }
+        }
+        DomainsOp::Remove(a) => {
+            let api = Api::new(&a.conn)?;
+            api.call(
+                "DELETE",
+                &format!("/v1/services/{}/domains/{}", a.name, a.domain),
+                None,
+            )
+            .await?;
+            println!("domain {} of {} removed", a.domain, a.name);
+        }
+    }
+    Ok(())
 }
 
 async fn secrets(op: SecretsOp) -> Result<()> {

@@ -87,6 +87,37 @@ pub struct ServeArgs {
     /// Scaler tick in milliseconds.
     #[arg(long, env = "SLIPWAY_SCALER_TICK_MS", default_value_t = 1000)]
     scaler_tick_ms: u64,
+    /// Where the authoritative DNS server for the zone listens (UDP and TCP), or `off`.
+    /// Delegate the zone to this address (port 53) to make service names public.
+    #[arg(long, env = "SLIPWAY_DNS_ADDR", default_value = "127.0.0.1:8053")]
+    dns_addr: String,
+    /// The router's public address(es): what service names resolve to and what an apex
+    /// domain's A/AAAA records must hold. Repeatable; the variable takes a comma list.
+    /// Default: the router's listening address (127.0.0.1 when it listens on all).
+    #[arg(long = "public-ip", env = "SLIPWAY_PUBLIC_IPS", value_delimiter = ',')]
+    public_ips: Vec<std::net::IpAddr>,
+    /// Resolvers (`IP` or `IP:PORT`) that custom domains are verified through. Repeatable;
+    /// the variable takes a comma list. Default: the host's (`/etc/resolv.conf`).
+    #[arg(
+        long = "dns-upstream",
+        env = "SLIPWAY_DNS_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    dns_upstreams: Vec<String>,
+    /// Seconds between checks of custom domains' records.
+    #[arg(long, env = "SLIPWAY_DOMAIN_CHECK_S", default_value_t = 60)]
+    domain_check_s: u64,
+}
+
+/// `IP` or `IP:PORT` (port 53 by default).
+fn upstream(s: &str) -> Result<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| anyhow::anyhow!("--dns-upstream {s:?}: write IP or IP:PORT"))
 }
 
 /// `n` hex digits from the operating system's CSPRNG (the API token and the platform id:
@@ -244,6 +275,47 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for the API", a.api_addr))?;
     let router_port = router_listener.local_addr()?.port();
+    let public_ips = if a.public_ips.is_empty() {
+        let ip = a.router_addr.ip();
+        vec![if ip.is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            ip
+        }]
+    } else {
+        a.public_ips.clone()
+    };
+    let dns = slipway_dns::Handler::new();
+    let names = slipway_console::names::Names::new(
+        slipway_console::names::NamesConfig {
+            zone: zone.clone(),
+            public_ips,
+            http_port: router_port,
+            https_port: None,
+            upstreams: a
+                .dns_upstreams
+                .iter()
+                .map(|u| upstream(u))
+                .collect::<Result<_>>()?,
+            check_every: Duration::from_secs(a.domain_check_s.max(1)),
+        },
+        store.clone(),
+        dns.clone(),
+        router.clone(),
+    );
+    let dns_server = if a.dns_addr.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let addr: SocketAddr = a
+            .dns_addr
+            .parse()
+            .with_context(|| format!("--dns-addr {:?}: write IP:PORT or off", a.dns_addr))?;
+        Some(
+            slipway_dns::serve(dns.clone(), addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for DNS"))?,
+        )
+    };
     let api_url = format!("http://{}", api_listener.local_addr()?);
 
     deployer
@@ -341,6 +413,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             store: store.clone(),
             builder: builder.clone(),
             deployer: deployer.clone(),
+            names: names.clone(),
         },
         router: router.clone(),
         token,
@@ -366,6 +439,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    let names_follow = tasks.spawn(names.clone().follow(shutdown.clone()));
+    let names_check = tasks.spawn(names.clone().check_loop(shutdown.clone()));
     let app = slipway_console::app(api);
     let router_task = tasks.spawn(router.clone().serve(router_listener, shutdown.clone()));
     let api_shutdown = shutdown.clone();
@@ -384,6 +459,14 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         "  router:      http://{}   (services at http://<service>.{zone}:{router_port})",
         a.router_addr
     );
+    if let Some(d) = &dns_server {
+        println!(
+            "  dns:         {} (udp and tcp; try: dig @{} -p {} <service>.{zone})",
+            d.addr,
+            d.addr.ip(),
+            d.addr.port()
+        );
+    }
     println!("  data:        {}", data.display());
 
     tokio::select! {
@@ -408,7 +491,15 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             None => true,
         }
     };
-    let (r, a, m, d, b, s, w) = tokio::join!(
+    let dns_done = async {
+        if let Some(d) = dns_server {
+            d.stop(LOOPS_SHUTDOWN_DEADLINE).await;
+        }
+        let f = within(LOOPS_SHUTDOWN_DEADLINE, names_follow).await;
+        let c = within(LOOPS_SHUTDOWN_DEADLINE, names_check).await;
+        f && c
+    };
+    let (r, a, m, d, b, s, w, n) = tokio::join!(
         within(ROUTER_SHUTDOWN_DEADLINE, router_task),
         within(API_SHUTDOWN_DEADLINE, api_task),
         metrics_done,
@@ -416,6 +507,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         builder.stopped(BUILDS_SHUTDOWN_DEADLINE),
         within(LOOPS_SHUTDOWN_DEADLINE, scaling),
         within(LOOPS_SHUTDOWN_DEADLINE, wakes),
+        dns_done,
     );
     part("the router's connections", ROUTER_SHUTDOWN_DEADLINE, r);
     part("the API", API_SHUTDOWN_DEADLINE, a);
@@ -424,6 +516,11 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     part("the builds", BUILDS_SHUTDOWN_DEADLINE, b);
     part("the scaler", LOOPS_SHUTDOWN_DEADLINE, s);
     part("the wake loop", LOOPS_SHUTDOWN_DEADLINE, w);
+    part(
+        "the DNS server and domain checks",
+        LOOPS_SHUTDOWN_DEADLINE,
+        n,
+    );
     Ok(())
 }
 

@@ -21,19 +21,6 @@ fn sha256_hex(s: &str) -> String {
         .to_string()
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A secret reaches the app's environment, a change is a new revision deployed
 /// blue/green, and its value appears nowhere else: not in the image's history or metadata,
 /// the build log, the activity log, any API answer, or the database's files.
@@ -583,18 +570,6 @@ async fn http_watch_with_credentials_and_signed_webhooks() {
         p.get_json("/v1/services/mirror").await
     );
     assert!(!everything.contains(&p.token), "credentials echoed");
-}
-
-fn build_site_image(p: &Platform, tag: &str, text: &str) {
-    let dir = p.dir.join(format!("img-{}", text.replace(' ', "-")));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), text).unwrap();
-    std::fs::write(
-        dir.join("Dockerfile"),
-        "FROM busybox:latest\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n",
-    )
-    .unwrap();
-    docker(&["build", "-q", "-t", tag, dir.to_str().unwrap()]);
 }
 
 async fn revisions(p: &Platform, service: &str) -> usize {

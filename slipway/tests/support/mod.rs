@@ -41,6 +41,8 @@ pub struct Platform {
     pub api: String,
     pub router_port: u16,
     pub api_port: u16,
+    /// The DNS server's port (UDP and TCP, on 127.0.0.1).
+    pub dns_port: u16,
     pub token: String,
     pub platform_id: String,
     child: Option<Child>,
@@ -67,6 +69,7 @@ impl Platform {
             api: String::new(),
             router_port: free_port(),
             api_port: free_port(),
+            dns_port: free_port(),
             token: String::new(),
             platform_id: String::new(),
             child: None,
@@ -99,6 +102,7 @@ impl Platform {
             .args(["--router-addr", &format!("127.0.0.1:{}", self.router_port)])
             .env("SLIPWAY_DATA_DIR", self.dir.join("data"))
             .env("SLIPWAY_SCALER_TICK_MS", "500")
+            .env("SLIPWAY_DNS_ADDR", format!("127.0.0.1:{}", self.dns_port))
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
@@ -400,8 +404,18 @@ pub async fn get_via(
     service: &str,
     path: &str,
 ) -> Result<(u16, String), String> {
+    get_host_via(http, port, &format!("{service}.slipway.localhost"), path).await
+}
+
+/// GET `path` from the router on `port` with `Host: host`.
+pub async fn get_host_via(
+    http: &HttpClient,
+    port: u16,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let req = hyper::Request::get(format!("http://127.0.0.1:{port}{path}"))
-        .header("host", format!("{service}.slipway.localhost"))
+        .header("host", host)
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(30), http.request(req))
@@ -501,4 +515,31 @@ impl Repo {
     pub fn push(&self) {
         git(&self.dir, &["push", "-q", "slipway", "HEAD:main"]);
     }
+}
+
+/// Runs `docker` and returns its stdout; panics with its stderr if it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds a busybox httpd image serving `text` as `tag`.
+pub fn build_site_image(p: &Platform, tag: &str, text: &str) {
+    let dir = p.dir.join(format!("img-{}", text.replace(' ', "-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), text).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM busybox:latest\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n",
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", tag, dir.to_str().unwrap()]);
 }

@@ -1,0 +1,492 @@
+//! Names: custom domains (their claims, the records a user creates, verification through
+//! upstream resolvers) and what the DNS server and the router serve, rebuilt as whole
+//! snapshots whenever the store changes.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+use serde::Serialize;
+use slipway_core::{Domain, DomainState, EventKind};
+use slipway_store::{DomainRow, Store};
+
+/// How names are served and checked.
+#[derive(Debug, Clone)]
+pub struct NamesConfig {
+    /// The platform zone (`slipway.example.com`).
+    pub zone: String,
+    /// The router's public addresses: what service names resolve to, and what an apex
+    /// domain's A/AAAA records must hold.
+    pub public_ips: Vec<IpAddr>,
+    /// The router's HTTP port.
+    pub http_port: u16,
+    /// The router's HTTPS port, when it serves HTTPS.
+    pub https_port: Option<u16>,
+    /// The resolvers custom domains are verified through (empty: the host's).
+    pub upstreams: Vec<SocketAddr>,
+    /// How often pending and active domains are checked.
+    pub check_every: Duration,
+}
+
+/// A record the user creates at their DNS provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequiredRecord {
+    /// `CNAME`, `A`, `AAAA` or `TXT`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The record's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// What it is for.
+    pub purpose: &'static str,
+}
+
+/// A domain as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainView {
+    /// The domain.
+    pub domain: String,
+    /// Its service.
+    pub service: String,
+    /// `pending`, `active` or `failed`.
+    pub state: DomainState,
+    /// What the last check found.
+    pub reason: String,
+    /// When it was last checked, ms since the epoch (0: not yet).
+    pub checked_ms: i64,
+    /// The certificate's state.
+    pub certificate: String,
+    /// The records to create.
+    pub records: Vec<RequiredRecord>,
+}
+
+/// What a check saw at the upstream resolvers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The domain's CNAME target (lower case, no final dot).
+    pub cname: Option<String>,
+    /// Its A and AAAA addresses.
+    pub addrs: Vec<IpAddr>,
+    /// The TXT strings at `_slipway-challenge.<base>`.
+    pub txt: Vec<String>,
+}
+
+/// The TXT value that proves a claim.
+pub fn token_value(token: &str) -> String {
+    format!("slipway-verify={token}")
+}
+
+/// The names, their checks and the snapshots they publish.
+pub struct Names {
+    config: NamesConfig,
+    store: Arc<Store>,
+    dns: slipway_dns::Handler,
+    router: Arc<slipway_router::Router>,
+    /// TXT records published for ACME DNS-01, by name.
+    acme_txt: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Wakes the check loop (a new claim is checked at once).
+    check: Arc<tokio::sync::Notify>,
+}
+
+impl Names {
+    /// Names over `store`, publishing to `dns` and `router`.
+    pub fn new(
+        config: NamesConfig,
+        store: Arc<Store>,
+        dns: slipway_dns::Handler,
+        router: Arc<slipway_router::Router>,
+    ) -> Arc<Names> {
+        let names = Arc::new(Names {
+            config,
+            store,
+            dns,
+            router,
+            acme_txt: Mutex::new(BTreeMap::new()),
+            check: Arc::new(tokio::sync::Notify::new()),
+        });
+        names.publish();
+        names
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NamesConfig {
+        &self.config
+    }
+
+    /// Asks the check loop to check every domain now.
+    pub fn check_now(&self) {
+        self.check.notify_one();
+    }
+
+    /// Forgets what was published for a removed domain (its certificate goes with the
+    /// TLS part).
+    pub fn forget(&self, d: &Domain) {
+        self.set_acme_txt(
+            &slipway_dns::acme_delegate(d.as_str(), &self.config.zone),
+            None,
+        );
+    }
+
+    /// The records `d` needs for `service`.
+    pub fn records(&self, d: &Domain, service: &str, token: &str) -> Vec<RequiredRecord> {
+        let target = slipway_core::service_host(service, &self.config.zone);
+        let mut out = Vec::new();
+        if d.is_apex() {
+            for ip in &self.config.public_ips {
+                out.push(RequiredRecord {
+                    kind: if ip.is_ipv4() { "A" } else { "AAAA" },
+                    name: d.to_string(),
+                    value: ip.to_string(),
+                    purpose: "points the apex at the router (an apex cannot be a CNAME)",
+                });
+            }
+        } else {
+            out.push(RequiredRecord {
+                kind: "CNAME",
+                name: d.to_string(),
+                value: target,
+                purpose: "points the domain at the service",
+            });
+        }
+        out.push(RequiredRecord {
+            kind: "TXT",
+            name: d.token_name(),
+            value: token_value(token),
+            purpose: "proves the domain is yours (keep it: it is checked again periodically)",
+        });
+        if d.is_wildcard() {
+            out.push(RequiredRecord {
+                kind: "CNAME",
+                name: format!("_acme-challenge.{}", d.base()),
+                value: slipway_dns::acme_delegate(d.as_str(), &self.config.zone),
+                purpose: "lets Slipway's DNS answer ACME DNS-01 for the wildcard certificate",
+            });
+        }
+        out
+    }
+
+    /// A domain row as the API shows it.
+    pub fn view(&self, row: &DomainRow) -> DomainView {
+        DomainView {
+            domain: row.domain.to_string(),
+            service: row.service.clone(),
+            state: row.state,
+            reason: row.reason.clone(),
+            checked_ms: row.checked_ms,
+            certificate: if row.cert_status.is_empty() {
+                "none yet".into()
+            } else {
+                row.cert_status.clone()
+            },
+            records: self.records(&row.domain, &row.service, &row.token),
+        }
+    }
+
+    /// Publishes a TXT value (ACME DNS-01) at `name`, or removes the name's values with
+    /// `None`.
+    pub fn set_acme_txt(&self, name: &str, values: Option<Vec<String>>) {
+        {
+            let mut m = self.acme_txt.lock().unwrap_or_else(|p| p.into_inner());
+            match values {
+                Some(v) => m.insert(name.trim_end_matches('.').to_ascii_lowercase(), v),
+                None => m.remove(&name.trim_end_matches('.').to_ascii_lowercase()),
+            };
+        }
+        self.publish();
+    }
+
+    /// Rebuilds what the DNS server and the router serve from the store's snapshot.
+    pub fn publish(&self) {
+        let snap = self.store.snapshot();
+        let active: BTreeMap<String, String> = snap
+            .domains()
+            .filter(|d| d.state == DomainState::Active)
+            .map(|d| (d.domain.to_string(), d.service.clone()))
+            .collect();
+        self.router.set_domains(active.clone());
+        let txt = self
+            .acme_txt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.dns.publish(slipway_dns::Zone {
+            origin: self.config.zone.trim_end_matches('.').to_ascii_lowercase(),
+            serial: snap.generation as u32,
+            addrs: self.config.public_ips.clone(),
+            http_port: self.config.http_port,
+            https_port: self.config.https_port,
+            services: snap.services().map(|s| s.spec.name.to_string()).collect(),
+            domains: active,
+            txt,
+        });
+    }
+
+    /// Follows the store until `shutdown`, republishing at each change.
+    pub async fn follow(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut changes = self.store.changes();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = changes.changed() => if r.is_err() { return },
+            }
+            self.publish();
+        }
+    }
+
+    fn resolver(&self) -> Result<TokioResolver, String> {
+        if self.config.upstreams.is_empty() {
+            return TokioResolver::builder_tokio()
+                .map_err(|e| format!("the host's resolver configuration: {e}"))?
+                .build()
+                .map_err(|e| e.to_string());
+        }
+        let servers = self
+            .config
+            .upstreams
+            .iter()
+            .map(|a| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = a.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = a.port();
+                NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let mut b = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        );
+        // Each round asks afresh: a record the user just made counts at once.
+        b.options_mut().cache_size = 0;
+        b.options_mut().timeout = Duration::from_secs(3);
+        b.options_mut().attempts = 1;
+        b.build().map_err(|e| e.to_string())
+    }
+
+    /// What the upstream resolvers say about `d`.
+    pub async fn observe(&self, resolver: &TokioResolver, d: &Domain) -> Observed {
+        let mut o = Observed::default();
+        if let Ok(l) = resolver
+            .lookup(format!("{}.", d.as_str()), RecordType::CNAME)
+            .await
+        {
+            o.cname = l.answers().iter().find_map(|r| match &r.data {
+                RData::CNAME(c) => Some(c.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            });
+        }
+        if o.cname.is_none() {
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Ok(l) = resolver.lookup(format!("{}.", d.as_str()), t).await {
+                    o.addrs
+                        .extend(l.answers().iter().filter_map(|r| match &r.data {
+                            RData::A(a) => Some(IpAddr::V4(a.0)),
+                            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                            _ => None,
+                        }));
+                }
+            }
+        }
+        if let Ok(l) = resolver
+            .lookup(format!("{}.", d.token_name()), RecordType::TXT)
+            .await
+        {
+            for r in l.answers() {
+                if let RData::TXT(t) = &r.data {
+                    let joined: Vec<u8> =
+                        t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    o.txt.push(String::from_utf8_lossy(&joined).into_owned());
+                }
+            }
+        }
+        o
+    }
+
+    /// Checks every claimed domain once, recording each new outcome.
+    pub async fn check_all(&self) {
+        let snap = self.store.snapshot();
+        let rows: Vec<DomainRow> = snap.domains().cloned().collect();
+        if rows.is_empty() {
+            return;
+        }
+        let resolver = match self.resolver() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("domains: no resolver: {e}");
+                return;
+            }
+        };
+        for row in rows {
+            let seen = self.observe(&resolver, &row.domain).await;
+            let verdict = verify(&self.config, &row, &seen);
+            let (state, reason) = match (&verdict, row.state) {
+                (Ok(()), _) => (DomainState::Active, "verified".to_string()),
+                (Err(why), DomainState::Pending) => (DomainState::Pending, why.clone()),
+                (Err(why), _) => (DomainState::Failed, why.clone()),
+            };
+            if let Err(e) = self.store.set_domain_state(&row.domain, state, &reason) {
+                tracing::warn!("domains: recording {}: {e}", row.domain);
+                continue;
+            }
+            if state != row.state || (state != DomainState::Active && reason != row.reason) {
+                let msg = match state {
+                    DomainState::Active => format!(
+                        "domain {} is active: its records verify, and the router serves it",
+                        row.domain
+                    ),
+                    DomainState::Pending => format!("domain {} is pending: {reason}", row.domain),
+                    DomainState::Failed => format!(
+                        "domain {} failed verification and is not served: {reason}",
+                        row.domain
+                    ),
+                };
+                if let Err(e) = self.store.event(&row.service, EventKind::Domain, &msg) {
+                    tracing::warn!("store: {e}");
+                }
+            }
+        }
+    }
+
+    /// Checks every `check_every` until `shutdown` (and at once after a new claim).
+    pub async fn check_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let now = self.check.clone();
+        loop {
+            self.check_all().await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.check_every) => {}
+                () = now.notified() => {}
+            }
+        }
+    }
+}
+
+/// Whether what was observed proves `row`'s claim: the token in the TXT record, and the
+/// domain pointed at the service (a CNAME to its name, or A/AAAA records that are all
+/// the router's). A CNAME without the token is not enough.
+pub fn verify(config: &NamesConfig, row: &DomainRow, seen: &Observed) -> Result<(), String> {
+    let want = token_value(&row.token);
+    if !seen.txt.iter().any(|t| t.trim() == want) {
+        return Err(if seen.txt.is_empty() {
+            format!(
+                "no TXT record at {}: create it with the value {want}",
+                row.domain.token_name()
+            )
+        } else {
+            format!(
+                "the TXT record at {} does not hold {want}",
+                row.domain.token_name()
+            )
+        });
+    }
+    let target = slipway_core::service_host(&row.service, &config.zone);
+    match (&seen.cname, seen.addrs.is_empty()) {
+        (Some(c), _) if *c == target => Ok(()),
+        (Some(c), _) => Err(format!("{} is a CNAME to {c}, not to {target}", row.domain)),
+        (None, false) if seen.addrs.iter().all(|a| config.public_ips.contains(a)) => Ok(()),
+        (None, false) => Err(format!(
+            "{} has addresses that are not the router's ({})",
+            row.domain,
+            config
+                .public_ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        (None, true) if row.domain.is_apex() => Err(format!(
+            "no A/AAAA record at {} pointing at the router",
+            row.domain
+        )),
+        (None, true) => Err(format!("no CNAME at {} to {target}", row.domain)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NamesConfig {
+        NamesConfig {
+            zone: "slipway.test".into(),
+            public_ips: vec!["127.0.0.1".parse().unwrap()],
+            http_port: 8080,
+            https_port: None,
+            upstreams: vec![],
+            check_every: Duration::from_secs(60),
+        }
+    }
+
+    fn row(domain: &str) -> DomainRow {
+        DomainRow {
+            domain: Domain::parse(domain).unwrap(),
+            service: "web".into(),
+            token: "abc".into(),
+            state: DomainState::Pending,
+            reason: String::new(),
+            created_ms: 0,
+            checked_ms: 0,
+            cert_status: String::new(),
+            cert_not_after: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_needs_the_token_and_the_pointer() {
+        let c = config();
+        let r = row("www.example.com");
+        let token = vec!["slipway-verify=abc".to_string()];
+        let cname = Some("web.slipway.test".to_string());
+        let ok = Observed {
+            cname: cname.clone(),
+            addrs: vec![],
+            txt: token.clone(),
+        };
+        assert_eq!(verify(&c, &r, &ok), Ok(()));
+        let only_cname = Observed {
+            cname,
+            addrs: vec![],
+            txt: vec![],
+        };
+        assert!(verify(&c, &r, &only_cname)
+            .unwrap_err()
+            .contains("no TXT record"));
+        let wrong = Observed {
+            cname: Some("shop.slipway.test".into()),
+            addrs: vec![],
+            txt: token.clone(),
+        };
+        assert!(verify(&c, &r, &wrong)
+            .unwrap_err()
+            .contains("not to web.slipway.test"));
+        let other_token = Observed {
+            cname: None,
+            addrs: vec![],
+            txt: vec!["slipway-verify=zzz".into()],
+        };
+        assert!(verify(&c, &r, &other_token)
+            .unwrap_err()
+            .contains("does not hold"));
+        let apex = row("example.com");
+        let at_router = Observed {
+            cname: None,
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+            txt: token.clone(),
+        };
+        assert_eq!(verify(&c, &apex, &at_router), Ok(()));
+        let elsewhere = Observed {
+            cname: None,
+            addrs: vec!["10.1.1.1".parse().unwrap()],
+            txt: token,
+        };
+        assert!(verify(&c, &apex, &elsewhere)
+            .unwrap_err()
+            .contains("not the router's"));
+    }
+}
