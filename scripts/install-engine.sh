@@ -34,7 +34,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # ---------------------------------------------------------------- packages
-PACKAGES=(docker.io busybox-static debootstrap git wrk nginx-light dnsutils curl iproute2 ca-certificates openssl libssl-dev pkg-config docker-registry)
+PACKAGES=(docker.io busybox-static debootstrap git wrk nginx-light dnsutils curl iproute2 ca-certificates openssl libssl-dev pkg-config docker-registry pebble)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -6,6 +6,7 @@
 //! fails. The hosted git remote lives here too, behind the same token (HTTP Basic, any
 //! user name, the token as password), because git clients speak HTTP auth natively.
 
+pub mod acme;
 pub mod hooks;
 pub mod names;
 pub mod platform;

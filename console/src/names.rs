@@ -31,6 +31,8 @@ pub struct NamesConfig {
     pub upstreams: Vec<SocketAddr>,
     /// How often pending and active domains are checked.
     pub check_every: Duration,
+    /// Where certificates and their keys are kept (0600 files).
+    pub certs_dir: std::path::PathBuf,
 }
 
 /// A record the user creates at their DNS provider.
@@ -75,6 +77,29 @@ pub struct Observed {
     pub addrs: Vec<IpAddr>,
     /// The TXT strings at `_slipway-challenge.<base>`.
     pub txt: Vec<String>,
+}
+
+/// Writes `bytes` to `path` readable by the owner only (0600), through a temporary file
+/// renamed into place, making the directory (0700) if needed.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The TXT value that proves a claim.
@@ -124,13 +149,77 @@ impl Names {
         self.check.notify_one();
     }
 
-    /// Forgets what was published for a removed domain (its certificate goes with the
-    /// TLS part).
+    /// Forgets a removed domain: its published TXT records, its certificate in the
+    /// router, and the certificate and key files.
     pub fn forget(&self, d: &Domain) {
-        self.set_acme_txt(
-            &slipway_dns::acme_delegate(d.as_str(), &self.config.zone),
-            None,
-        );
+        for n in self.acme_txt_names(d) {
+            self.set_acme_txt(&n, None);
+        }
+        self.router.certs().remove(d.as_str());
+        let (crt, key) = self.cert_paths(d);
+        for f in [crt, key] {
+            if let Err(e) = std::fs::remove_file(&f) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", f.display());
+                }
+            }
+        }
+    }
+
+    /// The router (for ACME HTTP-01 answers).
+    pub fn router(&self) -> &Arc<slipway_router::Router> {
+        &self.router
+    }
+
+    /// Where DNS-01 answers for `d` are published: the name in the platform zone its
+    /// `_acme-challenge` CNAME points at, and `_acme-challenge.<base>` itself for a domain
+    /// delegated to this server.
+    pub fn acme_txt_names(&self, d: &Domain) -> Vec<String> {
+        vec![
+            slipway_dns::acme_delegate(d.as_str(), &self.config.zone),
+            format!("_acme-challenge.{}", d.base()),
+        ]
+    }
+
+    fn cert_paths(&self, d: &Domain) -> (std::path::PathBuf, std::path::PathBuf) {
+        // `*.example.com` is kept as `_wildcard.example.com`.
+        let stem = d.as_str().replace('*', "_wildcard");
+        (
+            self.config.certs_dir.join(format!("{stem}.crt")),
+            self.config.certs_dir.join(format!("{stem}.key")),
+        )
+    }
+
+    /// The certificate chain and key kept for `d`, if any.
+    pub fn stored_cert(&self, d: &Domain) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (crt, key) = self.cert_paths(d);
+        Some((std::fs::read(crt).ok()?, std::fs::read(key).ok()?))
+    }
+
+    /// Keeps a certificate for `d` (0600 files) and serves it from now on.
+    pub fn install_cert(&self, d: &Domain, chain: &[u8], key: &[u8]) -> Result<(), String> {
+        self.router
+            .certs()
+            .certified(d.as_str(), chain, key)
+            .map_err(|e| e.to_string())?;
+        let (crt, key_path) = self.cert_paths(d);
+        write_private(&key_path, key).map_err(|e| format!("saving the key: {e}"))?;
+        write_private(&crt, chain).map_err(|e| format!("saving the certificate: {e}"))?;
+        self.router
+            .certs()
+            .set(d.as_str(), chain, key)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Serves the kept certificates of every claimed domain (at start).
+    pub fn load_certs(&self) {
+        for row in self.store.snapshot().domains() {
+            if let Some((chain, key)) = self.stored_cert(&row.domain) {
+                if let Err(e) = self.router.certs().set(row.domain.as_str(), &chain, &key) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// The records `d` needs for `service`.
@@ -420,6 +509,7 @@ mod tests {
             https_port: None,
             upstreams: vec![],
             check_every: Duration::from_secs(60),
+            certs_dir: std::env::temp_dir(),
         }
     }
 

@@ -75,6 +75,7 @@ fn rig() -> Rig {
                     https_port: None,
                     upstreams: vec!["127.0.0.1:9".parse().unwrap()],
                     check_every: std::time::Duration::from_secs(3600),
+                    certs_dir: repos.0.join("certs"),
                 },
                 store.clone(),
                 slipway_dns::Handler::new(),

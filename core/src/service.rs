@@ -347,6 +347,12 @@ pub struct Network {
     /// router drops them, as nginx does, since CGI and WSGI servers fold `_` and `-`
     /// together and a `Transfer_Encoding` would then frame the request).
     pub underscores_in_headers: bool,
+    /// Plain-HTTP requests get a 308 redirect to HTTPS when the router serves HTTPS
+    /// (default false).
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS answers, 0 to 63072000 (default 0:
+    /// none).
+    pub hsts_max_age_s: u32,
 }
 
 impl Default for Network {
@@ -360,6 +366,8 @@ impl Default for Network {
             cold_start_timeout_ms: 30_000,
             drain_timeout_s: 30,
             underscores_in_headers: false,
+            https_redirect: false,
+            hsts_max_age_s: 0,
         }
     }
 }
@@ -716,6 +724,7 @@ impl ServiceSpec {
             600_000,
         )?;
         range("network.drain_timeout_s", n.drain_timeout_s, 0, 3600)?;
+        range("network.hsts_max_age_s", n.hsts_max_age_s, 0, 63_072_000)?;
         range("build_timeout_s", self.build_timeout_s, 10, 7200)?;
         range("keep_revisions", self.keep_revisions, 1, 100)?;
         range("deploy_timeout_s", self.deploy_timeout_s, 5, 3600)?;

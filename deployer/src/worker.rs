@@ -102,6 +102,8 @@ pub fn route_for(spec: &ServiceSpec, instances: Vec<(String, SocketAddr)>) -> Se
         cold_start_timeout: Duration::from_millis(n.cold_start_timeout_ms as u64),
         http2: n.http2,
         underscores_in_headers: n.underscores_in_headers,
+        https_redirect: n.https_redirect,
+        hsts_max_age_s: n.hsts_max_age_s,
     }
 }
 

@@ -27,6 +27,7 @@ mod pool;
 mod proxy;
 mod state;
 mod table;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -124,6 +125,10 @@ pub struct ServiceRoute {
     /// (nginx's `underscores_in_headers off`), since CGI/WSGI servers read
     /// `Transfer_Encoding` as `Transfer-Encoding`.
     pub underscores_in_headers: bool,
+    /// Plain-HTTP requests get a 308 to HTTPS (when the router serves HTTPS).
+    pub https_redirect: bool,
+    /// HTTPS answers carry `Strict-Transport-Security: max-age=N` (0: none).
+    pub hsts_max_age_s: u32,
 }
 
 impl ServiceRoute {
@@ -143,9 +148,14 @@ impl ServiceRoute {
             cold_start_timeout: Duration::from_secs(30),
             http2: false,
             underscores_in_headers: false,
+            https_redirect: false,
+            hsts_max_age_s: 0,
         }
     }
 }
+
+/// Where ACME HTTP-01 answers live.
+pub(crate) const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// One ready instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +220,12 @@ pub struct Router {
     wake: Mutex<Option<mpsc::Sender<String>>>,
     /// Answers with no service: [0] = 400, [1] = 404.
     unrouted: [AtomicU64; 2],
+    /// The certificates HTTPS serves.
+    certs: Arc<tls::Certs>,
+    /// The public HTTPS port plain-HTTP requests are redirected to (0: no HTTPS).
+    https_port: std::sync::atomic::AtomicU16,
+    /// ACME HTTP-01 answers: token -> key authorization.
+    acme: ArcSwap<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -232,12 +248,50 @@ impl Router {
             background: state::Background::default(),
             tunnels: TaskTracker::new(),
             streams: state::Tracked::default(),
-            zone,
+            zone: zone.clone(),
             table: ArcSwap::from_pointee(Table::default()),
             registry: Mutex::new(Registry::default()),
             wake: Mutex::new(None),
             unrouted: Default::default(),
+            certs: Arc::new(tls::Certs::new(&zone)),
+            https_port: Default::default(),
+            acme: ArcSwap::from_pointee(HashMap::new()),
         })
+    }
+
+    /// The certificates HTTPS serves (chosen by SNI).
+    pub fn certs(&self) -> &Arc<tls::Certs> {
+        &self.certs
+    }
+
+    /// The public HTTPS port, for redirects of services that ask for them (`None`: no
+    /// HTTPS, no redirects).
+    pub fn set_https_port(&self, port: Option<u16>) {
+        self.https_port.store(port.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn https_port(&self) -> Option<u16> {
+        match self.https_port.load(Ordering::Relaxed) {
+            0 => None,
+            p => Some(p),
+        }
+    }
+
+    /// Answers `GET /.well-known/acme-challenge/<token>` on plain HTTP, for any host, with
+    /// `key_authorization` (ACME HTTP-01); `None` stops answering it.
+    pub fn set_acme_challenge(&self, token: &str, key_authorization: Option<&str>) {
+        let mut m = (**self.acme.load()).clone();
+        match key_authorization {
+            Some(k) => m.insert(token.to_string(), k.to_string()),
+            None => m.remove(token),
+        };
+        self.acme.store(Arc::new(m));
+    }
+
+    /// The key authorization for an HTTP-01 token, if one is being answered.
+    pub(crate) fn acme_answer(&self, path: &str) -> Option<String> {
+        let token = path.strip_prefix(ACME_PREFIX)?;
+        self.acme.load().get(token).cloned()
     }
 
     /// The configuration it was built with.
@@ -475,17 +529,7 @@ impl Router {
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .writev(false)
             .keep_alive(true);
-        let mut auto = auto::Builder::new(self.streams.clone());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
-            .max_buf_size(self.config.max_header_bytes.max(8192))
-            .keep_alive(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Duration::from_secs(30));
-        let builders = Arc::new((h1, auto));
+        let builders = Arc::new((h1, self.auto_builder()));
         let conns = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -533,6 +577,86 @@ impl Router {
         Ok(())
     }
 
+    /// hyper-util's sniffing builder, as every path that is not the HTTP/1.1 fast path
+    /// uses it.
+    fn auto_builder(&self) -> auto::Builder<state::Tracked> {
+        let mut auto = auto::Builder::new(self.streams.clone());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192))
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30));
+        auto
+    }
+
+    /// Accepts HTTPS connections until `shutdown`, then gives open ones the same drain
+    /// deadline as [`Router::serve`]. Each gets its certificate by SNI from
+    /// [`Router::certs`] (self-signed until one is issued) and speaks h2 or http/1.1 as
+    /// ALPN chose; requests are routed as on plain HTTP, with `X-Forwarded-Proto: https`.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.certs.server_config());
+        let auto = Arc::new(self.auto_builder());
+        let conns = TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed (https)");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+            let (router, acceptor, auto, stop) = (
+                Arc::clone(&self),
+                acceptor.clone(),
+                Arc::clone(&auto),
+                shutdown.clone(),
+            );
+            conns.spawn(async move {
+                let handshake = tokio::time::timeout(
+                    router.config.header_read_timeout,
+                    acceptor.accept(stream),
+                );
+                let tls = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = handshake => match r {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                };
+                let peer_ip = proxy::peer_ip_value(peer);
+                router.serve_sniffed(tls, peer_ip, &auto, stop, true).await;
+            });
+        }
+        drop(listener);
+        conns.close();
+        if tokio::time::timeout(SHUTDOWN_DRAIN_DEADLINE, conns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("https connections still open after the shutdown drain deadline");
+        }
+        Ok(())
+    }
+
     /// Serve one accepted connection to its end (or to a graceful close at shutdown).
     async fn connection(
         self: Arc<Self>,
@@ -573,6 +697,7 @@ impl Router {
                     req,
                     peer_ip.clone(),
                     Some(clock.begin()),
+                    false,
                 )
             });
             let conn = builders
@@ -603,7 +728,26 @@ impl Router {
             }
             return;
         }
-        // h2c, or too few bytes to tell: hyper-util sniffs. hyper's header_read_timeout
+        // h2c, or too few bytes to tell: hyper-util sniffs.
+        self.serve_sniffed(stream, peer_ip, &builders.1, shutdown, false)
+            .await;
+    }
+
+    /// Serves a connection through hyper-util's sniffing builder: h2c, a client whose
+    /// first bytes left the protocol open, and every HTTPS connection (after the
+    /// handshake; ALPN or the preface picks h2).
+    async fn serve_sniffed<I>(
+        self: Arc<Self>,
+        io: I,
+        peer_ip: http::HeaderValue,
+        auto: &auto::Builder<state::Tracked>,
+        shutdown: CancellationToken,
+        https: bool,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let head_timeout = self.config.header_read_timeout;
+        // hyper-util sniffs h1 or h2. hyper's header_read_timeout
         // starts only once the protocol is known; the select below covers the sniffing
         // before it (half an h2 preface, then nothing).
         let first_request = Arc::new(Notify::new());
@@ -615,11 +759,9 @@ impl Router {
                 told.store(true, Ordering::Relaxed);
                 seen.notify_one();
             }
-            proxy::handle(Arc::clone(&router), req, peer_ip.clone(), None)
+            proxy::handle(Arc::clone(&router), req, peer_ip.clone(), None, https)
         });
-        let conn = builders
-            .1
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = auto.serve_connection_with_upgrades(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut shut = false;
         tokio::select! {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -104,8 +104,12 @@ impl Finish {
 
 impl RouterBody {
     fn local(text: &'static str) -> Self {
+        RouterBody::bytes(Bytes::from_static(text.as_bytes()))
+    }
+
+    fn bytes(b: Bytes) -> Self {
         RouterBody {
-            kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
+            kind: Kind::Local(Some(b)),
             _active: None,
         }
     }
@@ -215,8 +219,20 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer_ip: HeaderValue,
     active: Option<Active>,
+    https: bool,
 ) -> Result<Response<RouterBody>, Infallible> {
     let start = Instant::now();
+    if !https && req.method() == Method::GET {
+        if let Some(answer) = router.acme_answer(req.uri().path()) {
+            let mut resp = Response::new(RouterBody::bytes(Bytes::from(answer)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            resp.body_mut()._active = active;
+            return Ok(resp);
+        }
+    }
     let (entry, fwd_host) = match check_head(&router, &req).and_then(|()| route(&router, &req)) {
         Ok(found) => found,
         Err(e) => {
@@ -229,10 +245,18 @@ pub(crate) async fn handle(
             return Ok(resp);
         }
     };
+    if !https && entry.route.https_redirect {
+        if let Some(port) = router.https_port() {
+            let mut resp = https_redirect(&fwd_host, req.uri(), port);
+            resp.body_mut()._active = active;
+            return Ok(resp);
+        }
+    }
+    let hsts = (https && entry.route.hsts_max_age_s > 0).then(|| entry.route.hsts_max_age_s);
     entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
     let state = Arc::clone(&entry.state);
     let clock = active.as_ref().map(Active::clock);
-    let mut resp = match proxy(&router, entry, req, peer_ip, fwd_host, start, clock).await {
+    let mut resp = match proxy(&router, entry, req, peer_ip, fwd_host, start, clock, https).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
@@ -241,8 +265,36 @@ pub(crate) async fn handle(
         }
     };
     state.record_status(resp.status());
+    if let Some(age) = hsts {
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
     resp.body_mut()._active = active;
     Ok(resp)
+}
+
+/// A 308 to the same host and target over HTTPS (`:port` unless 443).
+fn https_redirect(host: &HeaderValue, uri: &http::Uri, port: u16) -> Response<RouterBody> {
+    let host = host.to_str().unwrap_or_default();
+    // The host without its port (an IPv6 literal keeps its brackets).
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let mut resp = Response::new(RouterBody::local(""));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 /// What the router refuses before it routes, the same on both request paths (the fast
@@ -346,6 +398,7 @@ async fn proxy(
     fwd_host: HeaderValue,
     start: Instant,
     clock: Option<&ConnClock>,
+    https: bool,
 ) -> Result<Response<RouterBody>, ProxyError> {
     let (entry, guard) = admit(router, entry).await?;
     let http2 = entry.route.http2;
@@ -379,7 +432,7 @@ async fn proxy(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
     }
-    set_forwarded(req.headers_mut(), peer_ip, &fwd_host);
+    set_forwarded(req.headers_mut(), peer_ip, &fwd_host, https);
 
     let instance = Arc::clone(&guard.instance);
     let timeout = entry.route.request_timeout;
@@ -590,10 +643,13 @@ pub(crate) fn peer_ip_value(peer: SocketAddr) -> HeaderValue {
 }
 
 /// Replace whatever the client claimed with what the router knows.
-fn set_forwarded(headers: &mut HeaderMap, peer_ip: HeaderValue, host: &HeaderValue) {
+fn set_forwarded(headers: &mut HeaderMap, peer_ip: HeaderValue, host: &HeaderValue, https: bool) {
     headers.remove(FORWARDED);
     headers.insert(X_FORWARDED_FOR, peer_ip);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
     headers.insert(X_FORWARDED_HOST, host.clone());
 }
 
@@ -646,6 +702,7 @@ mod tests {
             &mut h,
             peer_ip_value("10.0.0.1:5".parse().unwrap()),
             &HeaderValue::from_static("a.b"),
+            false,
         );
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1");

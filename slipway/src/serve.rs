@@ -107,6 +107,32 @@ pub struct ServeArgs {
     /// Seconds between checks of custom domains' records.
     #[arg(long, env = "SLIPWAY_DOMAIN_CHECK_S", default_value_t = 60)]
     domain_check_s: u64,
+    /// Where the router serves HTTPS (certificates by SNI), or `off`. To serve on 443,
+    /// give `0.0.0.0:443` (root or CAP_NET_BIND_SERVICE).
+    #[arg(long, env = "SLIPWAY_HTTPS_ADDR", default_value = "127.0.0.1:8443")]
+    https_addr: String,
+    /// The HTTPS port in redirects and SRV records, when it differs from the listening
+    /// port (behind a port forward, say).
+    #[arg(long, env = "SLIPWAY_PUBLIC_HTTPS_PORT")]
+    public_https_port: Option<u16>,
+    /// An ACME CA's directory URL: active custom domains get certificates from it
+    /// (e.g. `https://acme-v02.api.letsencrypt.org/directory`). Off unless set: domains
+    /// are then served with self-signed certificates.
+    #[arg(long, env = "SLIPWAY_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// A contact address for the ACME account.
+    #[arg(long, env = "SLIPWAY_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// A CA certificate (PEM) that the ACME directory's HTTPS is checked against instead
+    /// of the host's roots (a test CA such as pebble's).
+    #[arg(long, env = "SLIPWAY_ACME_CA_FILE")]
+    acme_ca_file: Option<PathBuf>,
+    /// Seconds between looks at certificates (renewal when a third of the life is left).
+    #[arg(long, env = "SLIPWAY_ACME_CHECK_S", default_value_t = 3600)]
+    acme_check_s: u64,
+    /// Seconds before the first retry of a failed issuance (doubling, up to an hour).
+    #[arg(long, env = "SLIPWAY_ACME_RETRY_S", default_value_t = 60)]
+    acme_retry_s: u64,
 }
 
 /// `IP` or `IP:PORT` (port 53 by default).
@@ -285,19 +311,38 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     } else {
         a.public_ips.clone()
     };
+    let https_listener = if a.https_addr.eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let addr: SocketAddr = a
+            .https_addr
+            .parse()
+            .with_context(|| format!("--https-addr {:?}: write IP:PORT or off", a.https_addr))?;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for HTTPS"))?,
+        )
+    };
+    let https_port = match &https_listener {
+        Some(l) => Some(a.public_https_port.unwrap_or(l.local_addr()?.port())),
+        None => None,
+    };
+    router.set_https_port(https_port);
     let dns = slipway_dns::Handler::new();
     let names = slipway_console::names::Names::new(
         slipway_console::names::NamesConfig {
             zone: zone.clone(),
             public_ips,
             http_port: router_port,
-            https_port: None,
+            https_port,
             upstreams: a
                 .dns_upstreams
                 .iter()
                 .map(|u| upstream(u))
                 .collect::<Result<_>>()?,
             check_every: Duration::from_secs(a.domain_check_s.max(1)),
+            certs_dir: data.join("certs"),
         },
         store.clone(),
         dns.clone(),
@@ -439,6 +484,24 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    names.load_certs();
+    let acme_task = a.acme_directory.as_ref().map(|dir| {
+        let acme = slipway_console::acme::Acme::new(
+            slipway_console::acme::AcmeConfig {
+                directory: dir.clone(),
+                email: a.acme_email.clone(),
+                ca_file: a.acme_ca_file.clone(),
+                account_file: data.join("acme").join("account.json"),
+                check_every: Duration::from_secs(a.acme_check_s.max(1)),
+                retry_after: Duration::from_secs(a.acme_retry_s.max(1)),
+            },
+            store.clone(),
+            names.clone(),
+        );
+        tasks.spawn(acme.run(shutdown.clone()))
+    });
+    let https_task =
+        https_listener.map(|l| tasks.spawn(router.clone().serve_tls(l, shutdown.clone())));
     let names_follow = tasks.spawn(names.clone().follow(shutdown.clone()));
     let names_check = tasks.spawn(names.clone().check_loop(shutdown.clone()));
     let app = slipway_console::app(api);
@@ -459,6 +522,9 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         "  router:      http://{}   (services at http://<service>.{zone}:{router_port})",
         a.router_addr
     );
+    if let Some(p) = https_port {
+        println!("  https:       port {p} (certificates by SNI; self-signed until issued)");
+    }
     if let Some(d) = &dns_server {
         println!(
             "  dns:         {} (udp and tcp; try: dig @{} -p {} <service>.{zone})",
@@ -497,10 +563,21 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         }
         let f = within(LOOPS_SHUTDOWN_DEADLINE, names_follow).await;
         let c = within(LOOPS_SHUTDOWN_DEADLINE, names_check).await;
-        f && c
+        let acme = match acme_task {
+            Some(t) => within(LOOPS_SHUTDOWN_DEADLINE, t).await,
+            None => true,
+        };
+        f && c && acme
     };
-    let (r, a, m, d, b, s, w, n) = tokio::join!(
+    let https_done = async {
+        match https_task {
+            Some(t) => within(ROUTER_SHUTDOWN_DEADLINE, t).await,
+            None => true,
+        }
+    };
+    let (r, h, a, m, d, b, s, w, n) = tokio::join!(
         within(ROUTER_SHUTDOWN_DEADLINE, router_task),
+        https_done,
         within(API_SHUTDOWN_DEADLINE, api_task),
         metrics_done,
         deployer.stopped(WORKERS_SHUTDOWN_DEADLINE),
@@ -510,6 +587,11 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         dns_done,
     );
     part("the router's connections", ROUTER_SHUTDOWN_DEADLINE, r);
+    part(
+        "the router's HTTPS connections",
+        ROUTER_SHUTDOWN_DEADLINE,
+        h,
+    );
     part("the API", API_SHUTDOWN_DEADLINE, a);
     part("the metrics listener", API_SHUTDOWN_DEADLINE, m);
     part("the service workers", WORKERS_SHUTDOWN_DEADLINE, d);

@@ -59,7 +59,11 @@ pub(super) fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Prepared::HandOff;
     };
-    if !path.starts_with('/') || !plain_target(path) || method == "CONNECT" {
+    if !path.starts_with('/')
+        || !plain_target(path)
+        || method == "CONNECT"
+        || path.starts_with(crate::ACME_PREFIX)
+    {
         return Prepared::HandOff;
     }
     // One pass over the fields: they are checked and the instance's head is written at
@@ -146,7 +150,10 @@ pub(super) fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec
             head: method == "HEAD",
         };
     };
-    if entry.route.http2 || (underscored && entry.route.underscores_in_headers) {
+    if entry.route.http2
+        || (underscored && entry.route.underscores_in_headers)
+        || entry.route.https_redirect
+    {
         return Prepared::HandOff;
     }
     let entry = Arc::clone(entry);

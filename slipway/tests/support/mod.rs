@@ -43,6 +43,8 @@ pub struct Platform {
     pub api_port: u16,
     /// The DNS server's port (UDP and TCP, on 127.0.0.1).
     pub dns_port: u16,
+    /// The router's HTTPS port.
+    pub https_port: u16,
     pub token: String,
     pub platform_id: String,
     child: Option<Child>,
@@ -70,6 +72,7 @@ impl Platform {
             router_port: free_port(),
             api_port: free_port(),
             dns_port: free_port(),
+            https_port: free_port(),
             token: String::new(),
             platform_id: String::new(),
             child: None,
@@ -103,6 +106,10 @@ impl Platform {
             .env("SLIPWAY_DATA_DIR", self.dir.join("data"))
             .env("SLIPWAY_SCALER_TICK_MS", "500")
             .env("SLIPWAY_DNS_ADDR", format!("127.0.0.1:{}", self.dns_port))
+            .env(
+                "SLIPWAY_HTTPS_ADDR",
+                format!("127.0.0.1:{}", self.https_port),
+            )
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
