@@ -256,7 +256,12 @@ pub(crate) async fn handle(
     entry.state.requests_total.fetch_add(1, Ordering::Relaxed);
     let state = Arc::clone(&entry.state);
     let clock = active.as_ref().map(Active::clock);
-    let mut resp = match proxy(&router, entry, req, peer_ip, fwd_host, start, clock, https).await {
+    let client = Client {
+        peer_ip,
+        host: fwd_host,
+        https,
+    };
+    let mut resp = match proxy(&router, entry, req, client, start, clock).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(service = %state.name, error = %e, fault = ?e.fault(), "answered by the router");
@@ -390,16 +395,27 @@ fn route(
     Ok((entry, value))
 }
 
+/// What the router tells the instance about the client: its address, the host it asked
+/// for, and whether it came over HTTPS.
+struct Client {
+    peer_ip: HeaderValue,
+    host: HeaderValue,
+    https: bool,
+}
+
 async fn proxy(
     router: &Router,
     entry: Arc<ServiceEntry>,
     mut req: Request<Incoming>,
-    peer_ip: HeaderValue,
-    fwd_host: HeaderValue,
+    client: Client,
     start: Instant,
     clock: Option<&ConnClock>,
-    https: bool,
 ) -> Result<Response<RouterBody>, ProxyError> {
+    let Client {
+        peer_ip,
+        host: fwd_host,
+        https,
+    } = client;
     let (entry, guard) = admit(router, entry).await?;
     let http2 = entry.route.http2;
     // One pass over the names; most requests carry no hop-by-hop header at all, and then

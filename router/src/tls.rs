@@ -175,6 +175,19 @@ pub fn self_signed_pem(name: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Any server name a client sends gets a certificate or none, never a panic, and
+        /// the self-signed cache stays bounded.
+        #[test]
+        fn any_sni_name(name in "\\PC{0,80}") {
+            let certs = Certs::new("slipway.test");
+            let _ = certs.for_name(Some(&name));
+            prop_assert!(certs.self_signed.lock().unwrap().len() <= SELF_SIGNED_CACHE);
+        }
+    }
 
     #[test]
     fn names_pick_issued_then_wildcard_then_self_signed() {

@@ -67,6 +67,10 @@ async fn dig_sees_every_record_the_zone_serves() {
         short(&p, &format!("_http._tcp.web.{ZONE}"), "SRV"),
         [format!("0 0 {} web.{ZONE}.", p.router_port)]
     );
+    assert_eq!(
+        short(&p, &format!("_https._tcp.web.{ZONE}"), "SRV"),
+        [format!("0 0 {} web.{ZONE}.", p.https_port)]
+    );
     let gone = dig(&p, &[&format!("nothing.{ZONE}"), "A"]);
     assert_eq!(status(&gone), "NXDOMAIN", "{gone}");
     assert!(gone.contains("SOA"), "the SOA comes with NXDOMAIN: {gone}");
@@ -386,6 +390,405 @@ async fn a_custom_domain_goes_active_once_its_records_verify() {
     assert_eq!(host("www.example.test").await.unwrap().0, 404);
     let (state, _) = domain_state(&p, "web", "www.example.test").await;
     assert_eq!(state, "absent");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
+}
+
+/// Debian's `pebble` on loopback: its API on HTTPS with a certificate from a test CA
+/// made here, HTTP-01 validated against the router's HTTP port, names resolved through
+/// Slipway's own DNS server, short-lived certificates, and nonce rejection on.
+struct Pebble {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    mgmt: u16,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pebble {
+    /// Its root, which issued certificates chain to (fetched from the management API).
+    fn root(&self) -> std::path::PathBuf {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(self.dir.join("ca.pem"))
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pebble's root");
+        let path = self.dir.join("pebble-root.pem");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+}
+
+fn pebble_dir() -> (std::path::PathBuf, u16) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("slipway-pebble-{port}-{}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_test_ca(&dir, "pebble", "DNS:localhost,IP:127.0.0.1");
+    (dir, port)
+}
+
+fn pebble(
+    dir: std::path::PathBuf,
+    port: u16,
+    http_port: u16,
+    dns_port: u16,
+    validity_s: u64,
+) -> Pebble {
+    let mgmt = free_port();
+    let config = dir.join("pebble.json");
+    std::fs::write(
+        &config,
+        json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": dir.join("pebble.pem"),
+            "privateKey": dir.join("pebble.key"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity_s,
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("pebble.log")).unwrap();
+    let child = std::process::Command::new("pebble")
+        .arg("-config")
+        .arg(&config)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        // Nonce rejection on: a tenth of good nonces are refused as bad.
+        .env("PEBBLE_WFE_NONCEREJECT", "10")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("pebble (Debian's pebble package)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Pebble { child, dir, mgmt }
+}
+
+/// `curl` over HTTPS to the router with `--resolve`, trusting only `root`; returns the
+/// HTTP version and body.
+fn curl_https(p: &Platform, host: &str, root: &std::path::Path, version: &str) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", version, "--cacert"])
+        .arg(root)
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", p.https_port)])
+        .args(["-w", "\n%{http_version}"])
+        .arg(format!("https://{host}:{}/", p.https_port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {host}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, v) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (v.to_string(), body.to_string())
+}
+
+async fn certificate(p: &Platform, domain: &str) -> String {
+    let list = p.get_json("/v1/services/web/domains").await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domain"] == domain)
+        .map(|d| d["certificate"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+async fn wait_activity_count(p: &Platform, needle: &str, n: usize, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if p.activity("web").await.matches(needle).count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "never {n} x {needle:?}; activity: {}\nlog: {}",
+        p.activity("web").await,
+        tail(&p.log(), 30)
+    );
+}
+
+/// Certificates from pebble: HTTP-01 through the router for `www.example.test`, DNS-01
+/// through Slipway's own DNS for `*.apps.example.test`; served by SNI over HTTP/2 and
+/// HTTP/1.1, self-signed before; renewed as they near expiry; removed with the domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_come_from_an_acme_ca_and_renew() {
+    let (up, addr, _server) = upstream().await;
+    let (dir, acme_port) = pebble_dir();
+    let ca = dir.join("ca.pem");
+    let p = Platform::start_with_env(&[
+        ("SLIPWAY_DNS_UPSTREAMS", &addr.to_string()),
+        ("SLIPWAY_DOMAIN_CHECK_S", "1"),
+        (
+            "SLIPWAY_ACME_DIRECTORY",
+            &format!("https://127.0.0.1:{acme_port}/dir"),
+        ),
+        ("SLIPWAY_ACME_CA_FILE", ca.to_str().unwrap()),
+        ("SLIPWAY_ACME_CHECK_S", "2"),
+        ("SLIPWAY_ACME_RETRY_S", "2"),
+    ])
+    .await;
+    let peb = pebble(dir, acme_port, p.router_port, p.dns_port, 30);
+    let tag = format!("slipway-test-acme:{}", p.platform_id);
+    build_site_image(&p, &tag, "served over https");
+    p.create(
+        json!({"name": "web", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1},
+        "network": {"hsts_max_age_s": 300}}),
+    )
+    .await;
+    p.wait_content("web", "served over https", Duration::from_secs(60))
+        .await;
+
+    // HTTPS answers at once with a self-signed certificate, which pebble's root does
+    // not vouch for.
+    let selfsigned = std::process::Command::new("curl")
+        .args([
+            "-skS",
+            "--resolve",
+            &format!("web.{ZONE}:{}:127.0.0.1", p.https_port),
+        ])
+        .arg(format!("https://web.{ZONE}:{}/", p.https_port))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&selfsigned.stdout).contains("served over https"));
+
+    for (domain, token_at, pointer) in [
+        (
+            "www.example.test",
+            "_slipway-challenge.www.example.test",
+            "www.example.test",
+        ),
+        (
+            "*.apps.example.test",
+            "_slipway-challenge.apps.example.test",
+            "*.apps.example.test",
+        ),
+    ] {
+        let (s, v) = p
+            .call(
+                "POST",
+                "/v1/services/web/domains",
+                Some(&json!({"domain": domain}).to_string()),
+                None,
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let token = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "TXT")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if domain.starts_with('*') {
+            let acme = v["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "_acme-challenge.apps.example.test");
+            assert_eq!(
+                acme.map(|r| r["value"].clone()),
+                Some(json!(format!("apps.example.test._acme.{ZONE}"))),
+                "{v}"
+            );
+        }
+        up.set(
+            pointer,
+            RecordType::CNAME,
+            Some(RData::CNAME(CNAME(
+                Name::from_ascii(format!("web.{ZONE}.")).unwrap(),
+            ))),
+        );
+        up.set(
+            token_at,
+            RecordType::TXT,
+            Some(RData::TXT(TXT::new(vec![token]))),
+        );
+    }
+
+    // DNS-01's answer is a TXT record Slipway's own server publishes while the order is
+    // open: watch for it with dig meanwhile (bounded).
+    let dns_port = p.dns_port;
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..1200 {
+            let out = std::process::Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &dns_port.to_string(),
+                    "+short",
+                    "+time=1",
+                    "+tries=1",
+                ])
+                .args([&format!("apps.example.test._acme.{ZONE}"), "TXT"])
+                .output()
+                .unwrap();
+            let txt = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !txt.is_empty() {
+                return Some(txt);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    });
+
+    wait_activity_count(
+        &p,
+        "certificate for www.example.test issued",
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_activity_count(
+        &p,
+        "certificate for *.apps.example.test issued",
+        1,
+        Duration::from_secs(90),
+    )
+    .await;
+    let txt = watcher.join().unwrap();
+    assert!(
+        txt.is_some_and(|t| t.len() > 20),
+        "the DNS-01 TXT record was never served"
+    );
+
+    let root = peb.root();
+    for version in ["--http2", "--http1.1"] {
+        let (v, body) = curl_https(&p, "www.example.test", &root, version);
+        assert!(body.contains("served over https"), "{body}");
+        assert_eq!(v, if version == "--http2" { "2" } else { "1.1" });
+        let (_, body) = curl_https(&p, "x.apps.example.test", &root, version);
+        assert!(body.contains("served over https"), "{body}");
+    }
+    assert!(certificate(&p, "www.example.test")
+        .await
+        .starts_with("issued by ACME; expires"));
+    // HSTS on HTTPS answers.
+    let head = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(&root)
+        .args([
+            "--resolve",
+            &format!("www.example.test:{}:127.0.0.1", p.https_port),
+        ])
+        .arg(format!("https://www.example.test:{}/", p.https_port))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("strict-transport-security: max-age=300"),
+        "{head}"
+    );
+
+    // 30 s certificates are renewed with a third of their life left.
+    wait_activity_count(
+        &p,
+        "certificate for www.example.test renewed",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let files = p.dir.join("data/certs");
+    for f in std::fs::read_dir(&files).unwrap() {
+        let meta = f.unwrap().metadata().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    // The key is in no API answer or log.
+    let key = std::fs::read_to_string(files.join("www.example.test.key")).unwrap();
+    let line = key.lines().nth(1).unwrap().to_string();
+    let listed = p.get_json("/v1/services/web/domains").await.to_string();
+    assert!(
+        !listed.contains(&line)
+            && !p.log().contains(&line)
+            && !p.activity("web").await.contains(&line)
+    );
+
+    // Removal deletes the certificate and key and stops serving the name.
+    let out = p.cli(&["domains", "remove", "web", "www.example.test"]);
+    assert!(out.status.success());
+    assert!(!files.join("www.example.test.key").exists());
+    assert!(!files.join("www.example.test.crt").exists());
+    let (s, _) = get_host_via(&p.http, p.router_port, "www.example.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(s, 404);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
+}
+
+/// A service that asks for it sends plain-HTTP requests to HTTPS with a 308 (the path and
+/// query kept); others are served on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_redirects_when_the_service_asks() {
+    let p = Platform::start().await;
+    let tag = format!("slipway-test-redirect:{}", p.platform_id);
+    build_site_image(&p, &tag, "redirect test");
+    p.create(
+        json!({"name": "web", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1},
+        "network": {"https_redirect": true}}),
+    )
+    .await;
+    p.create(
+        json!({"name": "plain", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("plain", "redirect test", Duration::from_secs(60))
+        .await;
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+        ])
+        .arg(format!("Host: web.{ZONE}:{}", p.router_port))
+        .arg(format!("http://127.0.0.1:{}/a/b?c=d", p.router_port))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://web.{ZONE}:{}/a/b?c=d", p.https_port)
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--resolve",
+            &format!("web.{ZONE}:{}:127.0.0.1", p.https_port),
+        ])
+        .arg(format!("https://web.{ZONE}:{}/", p.https_port))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(body.contains("redirect test"), "{body}");
     let _ = std::process::Command::new("docker")
         .args(["rmi", &tag])
         .output();

@@ -632,19 +632,7 @@ fn tls_registry() -> Registry {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("slipway-registry-{port}-{}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
-    let sh = format!(
-        "set -e; cd {d}; \
-         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=slipway-test-ca 2>/dev/null; \
-         openssl req -newkey rsa:2048 -nodes -keyout reg.key -out reg.csr -subj /CN=127.0.0.1 2>/dev/null; \
-         printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext; \
-         openssl x509 -req -in reg.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out reg.pem -days 2 -extfile ext 2>/dev/null",
-        d = dir.display()
-    );
-    let made = std::process::Command::new("bash")
-        .args(["-c", &sh])
-        .status()
-        .expect("openssl");
-    assert!(made.success(), "making the registry's certificate");
+    make_test_ca(&dir, "reg", "IP:127.0.0.1");
     let config = dir.join("config.yml");
     std::fs::write(
         &config,

@@ -550,3 +550,21 @@ pub fn build_site_image(p: &Platform, tag: &str, text: &str) {
     .unwrap();
     docker(&["build", "-q", "-t", tag, dir.to_str().unwrap()]);
 }
+
+/// A test CA in `dir` (`ca.pem`, `ca.key`) and a certificate it signed for `san`
+/// (`IP:127.0.0.1`, `DNS:localhost,IP:127.0.0.1`): `<stem>.pem` and `<stem>.key`.
+pub fn make_test_ca(dir: &Path, stem: &str, san: &str) {
+    let sh = format!(
+        "set -e; cd {d}; \
+         [ -f ca.pem ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=slipway-test-ca 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -keyout {stem}.key -out {stem}.csr -subj /CN={stem} 2>/dev/null; \
+         printf 'subjectAltName={san}\\nbasicConstraints=CA:FALSE\\n' > {stem}.ext; \
+         openssl x509 -req -in {stem}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {stem}.pem -days 2 -extfile {stem}.ext 2>/dev/null",
+        d = dir.display()
+    );
+    let made = Command::new("bash")
+        .args(["-c", &sh])
+        .status()
+        .expect("openssl");
+    assert!(made.success(), "making a test certificate for {san}");
+}
