@@ -1,7 +1,8 @@
 //! Slipway's HTTP API: what the `slipway` CLI (and, later, the web console) talks to.
 //!
-//! JSON in and out. Every error is a JSON body `{"error": "..."}` with a 4xx status that
-//! says what the caller must change (400 malformed, 401 token, 404 no such service,
+//! JSON in and out. Every error is a JSON body
+//! `{"error": {"code": "...", "message": "...", "field": "..." | null}}` with a 4xx status
+//! that says what the caller must change (400 malformed, 401 token, 404 no such service,
 //! 409 conflict, 413 too large, 422 invalid value); 5xx only when the store or the engine
 //! fails. The hosted git remote lives here too, behind the same token (HTTP Basic, any
 //! user name, the token as password), because git clients speak HTTP auth natively.
@@ -54,17 +55,36 @@ pub struct Api {
     pub platform_id: String,
 }
 
-/// An API error: a status and a message.
+/// An API error: a status, what it says, and the field of the request at fault.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<String>);
 
 impl ApiError {
     fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        ApiError(status, msg.into())
+        ApiError(status, msg.into(), None)
     }
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("internal: {e}");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+    }
+
+    /// The machine-readable code of a status.
+    pub fn code(status: StatusCode) -> &'static str {
+        match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            409 => "conflict",
+            413 => "too_large",
+            415 => "unsupported_media_type",
+            422 => "invalid",
+            429 => "too_many_requests",
+            503 => "unavailable",
+            s if s >= 500 => "internal",
+            _ => "error",
+        }
     }
 }
 
@@ -81,7 +101,13 @@ impl From<PlatformError> for ApiError {
                 return ApiError::internal(e)
             }
         };
-        ApiError(status, e.to_string())
+        let field = match &e {
+            PlatformError::Invalid(s) => Some(s.field.clone()),
+            PlatformError::BadName(_) => Some("name".to_string()),
+            PlatformError::BadDomain(_) => Some("domain".to_string()),
+            _ => None,
+        };
+        ApiError(status, e.to_string(), field)
     }
 }
 
@@ -93,7 +119,12 @@ impl From<slipway_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        let body = json!({ "error": {
+            "code": ApiError::code(self.0),
+            "message": self.1,
+            "field": self.2,
+        }});
+        let mut r = (self.0, Json(body)).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

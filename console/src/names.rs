@@ -77,6 +77,9 @@ pub struct Observed {
     pub addrs: Vec<IpAddr>,
     /// The TXT strings at `_slipway-challenge.<base>`.
     pub txt: Vec<String>,
+    /// The name servers the domain (its base, for a wildcard) is delegated to, lower
+    /// case, no final dot.
+    pub ns: Vec<String>,
 }
 
 /// Writes `bytes` to `path` readable by the owner only (0600), through a temporary file
@@ -249,6 +252,12 @@ impl Names {
             value: token_value(token),
             purpose: "proves the domain is yours (keep it: it is checked again periodically)",
         });
+        out.push(RequiredRecord {
+            kind: "NS",
+            name: d.base().to_string(),
+            value: format!("ns.{}", self.config.zone),
+            purpose: "instead of the records above: delegate the domain to Slipway's DNS server, which then answers it (and its DNS-01 challenges) itself",
+        });
         if d.is_wildcard() {
             out.push(RequiredRecord {
                 kind: "CNAME",
@@ -382,6 +391,16 @@ impl Names {
                 }
             }
         }
+        if let Ok(l) = resolver.lookup(format!("{}.", d.base()), RecordType::NS).await {
+            o.ns = l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::NS(n) => Some(n.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect();
+        }
         if let Ok(l) = resolver
             .lookup(format!("{}.", d.token_name()), RecordType::TXT)
             .await
@@ -460,6 +479,12 @@ impl Names {
 /// domain pointed at the service (a CNAME to its name, or A/AAAA records that are all
 /// the router's). A CNAME without the token is not enough.
 pub fn verify(config: &NamesConfig, row: &DomainRow, seen: &Observed) -> Result<(), String> {
+    // Delegated to this server: only the domain's owner can make its NS records point
+    // here, so that is the proof (and nobody else could serve the token for it).
+    let ns = format!("ns.{}", config.zone.trim_end_matches('.'));
+    if seen.ns.iter().any(|n| *n == ns) {
+        return Ok(());
+    }
     let want = token_value(&row.token);
     if !seen.txt.iter().any(|t| t.trim() == want) {
         return Err(if seen.txt.is_empty() {
@@ -537,12 +562,14 @@ mod tests {
             cname: cname.clone(),
             addrs: vec![],
             txt: token.clone(),
+            ns: vec![],
         };
         assert_eq!(verify(&c, &r, &ok), Ok(()));
         let only_cname = Observed {
             cname,
             addrs: vec![],
             txt: vec![],
+            ns: vec![],
         };
         assert!(verify(&c, &r, &only_cname)
             .unwrap_err()
@@ -551,6 +578,7 @@ mod tests {
             cname: Some("shop.slipway.test".into()),
             addrs: vec![],
             txt: token.clone(),
+            ns: vec![],
         };
         assert!(verify(&c, &r, &wrong)
             .unwrap_err()
@@ -559,6 +587,7 @@ mod tests {
             cname: None,
             addrs: vec![],
             txt: vec!["slipway-verify=zzz".into()],
+            ns: vec![],
         };
         assert!(verify(&c, &r, &other_token)
             .unwrap_err()
@@ -568,15 +597,27 @@ mod tests {
             cname: None,
             addrs: vec!["127.0.0.1".parse().unwrap()],
             txt: token.clone(),
+            ns: vec![],
         };
         assert_eq!(verify(&c, &apex, &at_router), Ok(()));
         let elsewhere = Observed {
             cname: None,
             addrs: vec!["10.1.1.1".parse().unwrap()],
             txt: token,
+            ns: vec![],
         };
         assert!(verify(&c, &apex, &elsewhere)
             .unwrap_err()
             .contains("not the router's"));
+        let delegated = Observed {
+            ns: vec!["ns.slipway.test".into()],
+            ..Observed::default()
+        };
+        assert_eq!(verify(&c, &apex, &delegated), Ok(()));
+        let elsewhere_ns = Observed {
+            ns: vec!["ns.other.test".into()],
+            ..Observed::default()
+        };
+        assert!(verify(&c, &apex, &elsewhere_ns).is_err());
     }
 }

@@ -182,7 +182,7 @@ async fn one_auth_layer_guards_everything_but_healthz() {
         let (s, body, _) = rig.call(Method::GET, path, None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
         assert!(
-            body["error"].as_str().unwrap().contains("token"),
+            body["error"]["message"].as_str().unwrap().contains("token"),
             "{path}: {body}"
         );
         let wrong = format!("Bearer {}", "f".repeat(64));
@@ -245,7 +245,8 @@ async fn create_show_and_delete_an_image_service() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = rig.api(Method::GET, "/v1/services/web", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    assert_eq!(v["error"], "no service named web");
+    assert_eq!(v["error"]["message"], "no service named web");
+    assert_eq!(v["error"]["code"], "not_found");
 }
 
 #[tokio::test]
@@ -253,7 +254,7 @@ async fn a_create_that_fails_leaves_nothing_behind() {
     let rig = rig();
     let (s, v) = rig.create_image_service("web", "missing:1").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("missing:1"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("missing:1"), "{v}");
     let (s, _) = rig.api(Method::GET, "/v1/services/web", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the half-made service was undone");
     // The name is free again.
@@ -303,7 +304,12 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
             .api(Method::POST, "/v1/services", Some(body.clone()))
             .await;
         assert_eq!(s, status, "{body}: {v}");
-        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{body}: {v}");
+        let code = if status == StatusCode::BAD_REQUEST { "bad_request" } else { "invalid" };
+        assert_eq!(v["error"]["code"], code, "{v}");
+        if says.contains('.') {
+            assert_eq!(v["error"]["field"], says, "the field at fault: {v}");
+        }
     }
     let (s, v) = rig.api(Method::GET, "/v1/services/NOT_A_NAME", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -352,7 +358,7 @@ async fn rollback_picks_the_previous_revision_or_says_why_not() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(
-        v["error"]
+        v["error"]["message"]
             .as_str()
             .unwrap()
             .contains("kept revisions: 2, 1"),
@@ -383,7 +389,7 @@ async fn git_services_deploy_their_branch_head_or_ask_for_a_push() {
     assert_eq!(v["status"], "waiting for a push");
     let (s, v) = rig.api(Method::POST, "/v1/services/app/deploy", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("push first"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("push first"), "{v}");
 }
 
 #[tokio::test]

@@ -323,11 +323,12 @@ impl Api {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()))
         };
         if !status.is_success() {
-            let msg = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
+            let e = &v["error"];
+            let msg = match (e["message"].as_str(), e["field"].as_str()) {
+                (Some(m), Some(f)) if !m.contains(f) => format!("{m} (field {f})"),
+                (Some(m), _) => m.to_string(),
+                _ => v.to_string(),
+            };
             bail!("{} {}", status.as_u16(), msg);
         }
         Ok(v)

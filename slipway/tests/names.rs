@@ -381,6 +381,30 @@ async fn a_custom_domain_goes_active_once_its_records_verify() {
     wait_state(&p, "web", "www.example.test", "active").await;
     assert_eq!(host("www.example.test").await.unwrap().0, 200);
 
+    // An apex delegated to Slipway's DNS server: the NS records are the proof, and once
+    // active the server answers the domain itself.
+    let (s, v) = p
+        .call(
+            "POST",
+            "/v1/services/web/domains",
+            Some(&json!({"domain": "delegated.test"}).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v["records"].to_string().contains(&format!("ns.{ZONE}")), "{v}");
+    assert_eq!(status(&dig(&p, &["delegated.test", "A"])), "REFUSED", "not served before");
+    up.set(
+        "delegated.test",
+        RecordType::NS,
+        Some(RData::NS(hickory_server::proto::rr::rdata::NS(
+            Name::from_ascii(format!("ns.{ZONE}.")).unwrap(),
+        ))),
+    );
+    wait_state(&p, "web", "delegated.test", "active").await;
+    assert_eq!(short(&p, "delegated.test", "A"), ["127.0.0.1"]);
+    assert_eq!(host("delegated.test").await.unwrap().0, 200);
+
     let out = p.cli(&["domains", "remove", "web", "www.example.test"]);
     assert!(
         out.status.success(),
@@ -792,4 +816,68 @@ async fn https_redirects_when_the_service_asks() {
     let _ = std::process::Command::new("docker")
         .args(["rmi", &tag])
         .output();
+}
+
+/// An issuance that fails (here: no CA answers) is shown on the domain and retried with
+/// a doubling delay, while a self-signed certificate serves the domain over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_issuance_is_retried_with_backoff_and_shown() {
+    let (up, addr, _server) = upstream().await;
+    let closed = free_port();
+    let p = Platform::start_with_env(&[
+        ("SLIPWAY_DNS_UPSTREAMS", &addr.to_string()),
+        ("SLIPWAY_DOMAIN_CHECK_S", "1"),
+        ("SLIPWAY_ACME_DIRECTORY", &format!("https://127.0.0.1:{closed}/dir")),
+        ("SLIPWAY_ACME_CHECK_S", "1"),
+        ("SLIPWAY_ACME_RETRY_S", "1"),
+    ])
+    .await;
+    let tag = format!("slipway-test-acme-fail:{}", p.platform_id);
+    build_site_image(&p, &tag, "self-signed meanwhile");
+    p.create(json!({"name": "web", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}))
+        .await;
+    let (s, v) = p
+        .call(
+            "POST",
+            "/v1/services/web/domains",
+            Some(&json!({"domain": "www.example.test"}).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "TXT")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    up.set(
+        "www.example.test",
+        RecordType::CNAME,
+        Some(RData::CNAME(CNAME(Name::from_ascii(format!("web.{ZONE}.")).unwrap()))),
+    );
+    up.set(
+        "_slipway-challenge.www.example.test",
+        RecordType::TXT,
+        Some(RData::TXT(TXT::new(vec![token]))),
+    );
+    wait_state(&p, "web", "www.example.test", "active").await;
+    wait_activity_count(&p, "retrying in 1 s", 1, Duration::from_secs(30)).await;
+    wait_activity_count(&p, "retrying in 2 s", 1, Duration::from_secs(30)).await;
+    let cert = certificate(&p, "www.example.test").await;
+    assert!(cert.starts_with("failed: ") && cert.contains("retrying in"), "{cert}");
+    p.wait_content("web", "self-signed meanwhile", Duration::from_secs(60))
+        .await;
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--resolve", &format!("www.example.test:{}:127.0.0.1", p.https_port)])
+        .arg(format!("https://www.example.test:{}/", p.https_port))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(body.contains("self-signed meanwhile"), "{body}");
+    let _ = std::process::Command::new("docker").args(["rmi", &tag]).output();
 }

@@ -263,7 +263,7 @@ async fn bad_input_gets_clear_4xx() {
     for (method, path, body, want, msg) in cases {
         let (status, v) = p.call(method, path, *body, None).await;
         assert_eq!(status, *want, "{method} {path} {body:?}: {v}");
-        let err = v["error"].as_str().unwrap_or_default();
+        let err = v["error"]["message"].as_str().unwrap_or_default();
         assert!(
             err.contains(msg),
             "{method} {path} {body:?}: {err:?} lacks {msg:?}"
@@ -277,7 +277,7 @@ async fn bad_input_gets_clear_4xx() {
         .call("POST", "/v1/services", Some(r#"{"name":"dup"}"#), None)
         .await;
     assert_eq!(
-        (s, v["error"].as_str().unwrap().contains("already exists")),
+        (s, v["error"]["message"].as_str().unwrap().contains("already exists")),
         (409, true)
     );
     let (s, v) = p

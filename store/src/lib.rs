@@ -154,6 +154,8 @@ pub struct ServiceRow {
     pub active_revision: Option<i64>,
     /// Instances the scaler wants.
     pub desired_instances: i64,
+    /// Paused by its user: no instances, requests get 503 until resumed.
+    pub paused: bool,
 }
 
 /// A custom domain claimed by a service.
@@ -262,7 +264,7 @@ pub struct BuildRow {
 }
 
 /// A services row before its spec is parsed: spec, created, target, active, desired.
-type RawService = (String, i64, Option<i64>, Option<i64>, i64);
+type RawService = (String, i64, Option<i64>, Option<i64>, i64, bool);
 
 /// The store.
 pub struct Store {
@@ -316,7 +318,8 @@ CREATE TABLE IF NOT EXISTS services (
     created_ms INTEGER NOT NULL,
     target_revision INTEGER,
     active_revision INTEGER,
-    desired_instances INTEGER NOT NULL DEFAULT 1
+    desired_instances INTEGER NOT NULL DEFAULT 1,
+    paused INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS revisions (
     service TEXT NOT NULL,
@@ -377,6 +380,17 @@ CREATE TABLE IF NOT EXISTS secrets (
 );
 "#;
 
+/// Columns added after a table was first made, for stores written before them.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('services') WHERE name = 'paused'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE services ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 /// The schema's version, kept in SQLite's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -398,6 +412,7 @@ impl Store {
             return Err(StoreError::Newer(version));
         }
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         // Later schema changes go here as `if version < N { ALTER ...; }` steps.
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Store::with(conn, vault)
@@ -489,6 +504,20 @@ impl Store {
     /// Points the target back at the active revision (after a failed deployment).
     pub fn reset_target(&self, service: &str, failed_revision: i64) -> Result<()> {
         let r = self.reset_target_row(service, failed_revision);
+        self.published(r)
+    }
+
+    /// Pauses or resumes a service; false if it does not exist. Resuming asks for at
+    /// least one instance at once (the scaler adjusts from there).
+    pub fn set_paused(&self, service: &str, paused: bool) -> Result<bool> {
+        let r = self
+            .db()
+            .execute(
+                "UPDATE services SET paused = ?2, desired_instances = CASE WHEN ?2 THEN desired_instances ELSE MAX(desired_instances, 1) END WHERE name = ?1",
+                params![service, paused],
+            )
+            .map(|n| n > 0)
+            .map_err(StoreError::from);
         self.published(r)
     }
 
@@ -710,7 +739,7 @@ impl Store {
     }
 
     fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawService> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
     }
 
     fn service_from(t: RawService) -> Result<ServiceRow> {
@@ -720,6 +749,7 @@ impl Store {
             target_revision: t.2,
             active_revision: t.3,
             desired_instances: t.4,
+            paused: t.5,
         })
     }
 
@@ -728,7 +758,7 @@ impl Store {
         let t = self
             .db()
             .query_row(
-                "SELECT spec, created_ms, target_revision, active_revision, desired_instances FROM services WHERE name = ?1",
+                "SELECT spec, created_ms, target_revision, active_revision, desired_instances, paused FROM services WHERE name = ?1",
                 [name],
                 Self::row_to_service,
             )
@@ -740,7 +770,7 @@ impl Store {
     pub fn services(&self) -> Result<Vec<ServiceRow>> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT spec, created_ms, target_revision, active_revision, desired_instances FROM services ORDER BY name",
+            "SELECT spec, created_ms, target_revision, active_revision, desired_instances, paused FROM services ORDER BY name",
         )?;
         let rows = st
             .query_map([], Self::row_to_service)?
