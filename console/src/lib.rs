@@ -152,6 +152,8 @@ pub fn app(api: Api) -> Router {
         )
         .route("/v1/services/{name}/deploy", post(deploy))
         .route("/v1/services/{name}/rollback", post(rollback))
+        .route("/v1/services/{name}/pause", post(pause))
+        .route("/v1/services/{name}/resume", post(resume))
         .route("/v1/services/{name}/revisions", get(revisions))
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/services/{name}/events", get(events))
@@ -266,6 +268,7 @@ struct ServiceView {
     active_revision: Option<i64>,
     target_revision: Option<i64>,
     desired_instances: i64,
+    paused: bool,
     instances: slipway_deployer::InstanceCounts,
     latest_deployment: Option<slipway_store::DeploymentRow>,
     spec: ServiceSpec,
@@ -284,6 +287,7 @@ fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
         active_revision: row.active_revision,
         target_revision: row.target_revision,
         desired_instances: row.desired_instances,
+        paused: row.paused,
         instances: counts,
         latest_deployment: latest,
         spec: row.spec,
@@ -543,6 +547,24 @@ async fn unset_secret(
 ) -> ApiResult<Json<serde_json::Value>> {
     let revision = api.platform.unset_secret(&name, &key).await?;
     Ok(Json(json!({ "name": key, "revision": revision })))
+}
+
+/// `POST /v1/services/{name}/pause`: `{"paused": true, "changed": bool}`.
+async fn pause(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let changed = api.platform.pause(&name)?;
+    Ok(Json(json!({ "paused": true, "changed": changed })))
+}
+
+/// `POST /v1/services/{name}/resume`: `{"paused": false, "changed": bool}`.
+async fn resume(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let changed = api.platform.resume(&name)?;
+    Ok(Json(json!({ "paused": false, "changed": changed })))
 }
 
 #[derive(Deserialize)]

@@ -391,7 +391,10 @@ impl Names {
                 }
             }
         }
-        if let Ok(l) = resolver.lookup(format!("{}.", d.base()), RecordType::NS).await {
+        if let Ok(l) = resolver
+            .lookup(format!("{}.", d.base()), RecordType::NS)
+            .await
+        {
             o.ns = l
                 .answers()
                 .iter()

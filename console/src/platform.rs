@@ -169,6 +169,42 @@ impl Platform {
         Ok(())
     }
 
+    /// Pauses a service: its instances drain and go, and requests get a 503 page saying
+    /// it is paused until it is resumed. Pausing a paused service changes nothing.
+    pub fn pause(&self, name: &str) -> Result<bool> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        if row.paused {
+            return Ok(false);
+        }
+        self.store.set_paused(name, true)?;
+        self.note(
+            name,
+            EventKind::Service,
+            "paused: its instances drain and stop; requests get 503 until it is resumed",
+        );
+        self.deployer.wake(name);
+        Ok(true)
+    }
+
+    /// Resumes a paused service: its active revision starts again (and a deployment that
+    /// arrived meanwhile runs).
+    pub fn resume(&self, name: &str) -> Result<bool> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        if !row.paused {
+            return Ok(false);
+        }
+        self.store.set_paused(name, false)?;
+        let what = match row.active_revision {
+            Some(r) => format!("resumed: revision {r} starts again"),
+            None => "resumed".to_string(),
+        };
+        self.note(name, EventKind::Service, &what);
+        self.deployer.wake(name);
+        Ok(true)
+    }
+
     /// Claims `domain` for a service, pending until its records verify; returns the
     /// records to create. Claiming it again returns the same claim (and token).
     pub fn add_domain(&self, name: &str, domain: &str) -> Result<crate::names::DomainView> {
@@ -315,13 +351,15 @@ impl Platform {
         let latest = self.store.deployments(name, 1)?.into_iter().next();
         let counts = self.deployer.counts().remove(name).unwrap_or_default();
         let status = match (&latest, row.active_revision) {
+            _ if row.paused => "paused".into(),
             (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
             (_, None) => match &row.spec.source {
                 Source::Git { .. } => "waiting for a push".into(),
                 Source::Image { .. } => "no revision yet".into(),
             },
             (_, Some(_)) if counts.ready > 0 => "running".into(),
-            (_, Some(_)) if counts.paused > 0 => "idle (paused)".into(),
+            // Scale to zero's warm idle state (`idle_mode: pause`), not a paused service.
+            (_, Some(_)) if counts.paused > 0 => "idle (warm)".into(),
             (_, Some(_)) => "scaled to zero".into(),
         };
         Ok((status, counts, latest))

@@ -254,7 +254,13 @@ async fn a_create_that_fails_leaves_nothing_behind() {
     let rig = rig();
     let (s, v) = rig.create_image_service("web", "missing:1").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("missing:1"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing:1"),
+        "{v}"
+    );
     let (s, _) = rig.api(Method::GET, "/v1/services/web", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the half-made service was undone");
     // The name is free again.
@@ -304,8 +310,15 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
             .api(Method::POST, "/v1/services", Some(body.clone()))
             .await;
         assert_eq!(s, status, "{body}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{body}: {v}");
-        let code = if status == StatusCode::BAD_REQUEST { "bad_request" } else { "invalid" };
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {v}"
+        );
+        let code = if status == StatusCode::BAD_REQUEST {
+            "bad_request"
+        } else {
+            "invalid"
+        };
         assert_eq!(v["error"]["code"], code, "{v}");
         if says.contains('.') {
             assert_eq!(v["error"]["field"], says, "the field at fault: {v}");
@@ -389,7 +402,13 @@ async fn git_services_deploy_their_branch_head_or_ask_for_a_push() {
     assert_eq!(v["status"], "waiting for a push");
     let (s, v) = rig.api(Method::POST, "/v1/services/app/deploy", None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("push first"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("push first"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

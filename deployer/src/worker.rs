@@ -79,6 +79,8 @@ pub(crate) struct Worker {
     next_start: Instant,
     /// When the run loop must look again: a start that waits out its backoff.
     retry_at: Option<Instant>,
+    /// The service is paused by its user: no instances, the router answers 503.
+    service_paused: bool,
     /// Instances out of the route that finish their in-flight requests, then stop. Owned
     /// by the worker: a deleted service's are cut short (the delete sweeps by label).
     draining: tokio::task::JoinSet<()>,
@@ -104,6 +106,7 @@ pub fn route_for(spec: &ServiceSpec, instances: Vec<(String, SocketAddr)>) -> Se
         underscores_in_headers: n.underscores_in_headers,
         https_redirect: n.https_redirect,
         hsts_max_age_s: n.hsts_max_age_s,
+        paused: false,
     }
 }
 
@@ -153,6 +156,7 @@ impl Worker {
             backoff: Duration::from_secs(1),
             next_start: Instant::now(),
             retry_at: None,
+            service_paused: false,
             draining: tokio::task::JoinSet::new(),
         }
     }
@@ -176,9 +180,36 @@ impl Worker {
                 break; // deleted
             };
             let spec = row.spec;
-            if !published && row.active_revision.is_some() {
+            if row.paused != self.service_paused {
+                self.service_paused = row.paused;
+                published = false;
+            }
+            if !published && (row.active_revision.is_some() || row.paused) {
                 self.publish(&spec);
                 published = true;
+            }
+            if row.paused {
+                // Paused: every instance leaves the route (the router answers 503 with a
+                // page saying so), drains and goes; deployments wait for the resume.
+                if !self.instances.is_empty() {
+                    let all: Vec<_> = self.instances.drain(..).collect();
+                    self.publish(&spec);
+                    let drain = Duration::from_secs(spec.network.drain_timeout_s as u64);
+                    let n = all.len();
+                    for inst in all {
+                        self.retire(inst, drain);
+                    }
+                    self.event(
+                        EventKind::Service,
+                        &format!("paused: removing {n} instance(s) after they drain"),
+                    );
+                }
+                self.publish_counts();
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = self.cancel.cancelled() => {}
+                }
+                continue;
             }
             match self.ctx.store.open_deployment(&self.name) {
                 Ok(Some(dep)) => {
@@ -242,7 +273,9 @@ impl Worker {
             .filter(|i| !i.paused)
             .map(|i| (i.id.clone(), i.addr))
             .collect();
-        self.ctx.router.upsert_service(route_for(spec, ready));
+        let mut route = route_for(spec, ready);
+        route.paused = self.service_paused;
+        self.ctx.router.upsert_service(route);
         self.publish_counts();
     }
 

@@ -635,3 +635,36 @@ async fn secrets_reach_the_app_but_the_sources_own_do_not() {
     );
     assert_eq!(get("PORT"), Some("8080"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_service_has_no_instances_and_resumes_its_revision() {
+    let rig = Rig::new();
+    rig.create(&spec("held", serde_json::json!({})));
+    rig.deployer.start().await.unwrap();
+    let (r1, d1) = rig.push("held", Script::healthy());
+    assert_eq!(rig.done(d1).await, DeploymentState::Succeeded);
+    assert_eq!(rig.instance_ids(r1).len(), 1);
+    rig.store.set_paused("held", true).unwrap();
+    rig.deployer.wake("held");
+    rig.until("no instances", || rig.instance_ids(r1).is_empty())
+        .await;
+    assert!(rig.routed("held").is_empty());
+    assert_eq!(
+        rig.router
+            .route_for_host("held.slipway.localhost")
+            .as_deref(),
+        Some("held"),
+        "still routed, so the router can answer that it is paused"
+    );
+    // A push while paused waits for the resume.
+    let (r2, d2) = rig.push("held", Script::healthy());
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(rig.rt.running_of(r2).is_empty(), "started while paused");
+    rig.store.set_paused("held", false).unwrap();
+    rig.deployer.wake("held");
+    assert_eq!(rig.done(d2).await, DeploymentState::Succeeded);
+    assert_eq!(rig.routed("held"), rig.instance_ids(r2));
+}

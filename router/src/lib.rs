@@ -129,6 +129,8 @@ pub struct ServiceRoute {
     pub https_redirect: bool,
     /// HTTPS answers carry `Strict-Transport-Security: max-age=N` (0: none).
     pub hsts_max_age_s: u32,
+    /// Paused by its user: every request gets a 503 page saying so, and none wakes it.
+    pub paused: bool,
 }
 
 impl ServiceRoute {
@@ -150,6 +152,7 @@ impl ServiceRoute {
             underscores_in_headers: false,
             https_redirect: false,
             hsts_max_age_s: 0,
+            paused: false,
         }
     }
 }

@@ -245,6 +245,12 @@ pub(crate) async fn handle(
             return Ok(resp);
         }
     };
+    if entry.route.paused {
+        let mut resp = paused_page(&entry.route.name);
+        entry.state.record_status(resp.status());
+        resp.body_mut()._active = active;
+        return Ok(resp);
+    }
     if !https && entry.route.https_redirect {
         if let Some(port) = router.https_port() {
             let mut resp = https_redirect(&fwd_host, req.uri(), port);
@@ -278,6 +284,32 @@ pub(crate) async fn handle(
     }
     resp.body_mut()._active = active;
     Ok(resp)
+}
+
+/// The page a paused service answers with: 503, saying so, without waking anything.
+fn paused_page(service: &str) -> Response<RouterBody> {
+    let name: String = service
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} is paused</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em\">\
+         <h1>{name} is paused</h1><p>This service has been paused by its owner and is not \
+         serving requests. It answers again once it is resumed.</p></body></html>\n"
+    );
+    let mut resp = Response::new(RouterBody::bytes(Bytes::from(html)));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-slipway-paused"),
+        HeaderValue::from_static("1"),
+    );
+    resp
 }
 
 /// A 308 to the same host and target over HTTPS (`:port` unless 443).

@@ -59,6 +59,11 @@ pub enum ClientCmd {
     Deploy(NameArg),
     /// Roll back to an earlier revision (default: the one before the active one).
     Rollback(RollbackArgs),
+    /// Pause a service: its instances stop, and requests get a 503 page saying it is
+    /// paused, until `slipway resume`.
+    Pause(NameArg),
+    /// Resume a paused service: its active revision starts again.
+    Resume(NameArg),
     /// A service's revisions.
     Revisions(NameArg),
     /// A service's deployments.
@@ -450,6 +455,33 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         }
         ClientCmd::Secrets(a) => secrets(a.op).await,
         ClientCmd::Domains(a) => domains(a.op).await,
+        ClientCmd::Pause(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("POST", &format!("/v1/services/{}/pause", a.name), None)
+                .await?;
+            if v["changed"] == json!(true) {
+                println!(
+                    "{} paused: its instances stop; requests get 503 until `slipway resume {}`",
+                    a.name, a.name
+                );
+            } else {
+                println!("{} was already paused", a.name);
+            }
+            Ok(())
+        }
+        ClientCmd::Resume(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("POST", &format!("/v1/services/{}/resume", a.name), None)
+                .await?;
+            if v["changed"] == json!(true) {
+                println!("{} resumed: its revision starts again", a.name);
+            } else {
+                println!("{} was not paused", a.name);
+            }
+            Ok(())
+        }
         ClientCmd::Rollback(a) => {
             let api = Api::new(&a.conn)?;
             let body = a.revision.map(|r| json!({ "revision": r }));

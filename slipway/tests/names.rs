@@ -392,8 +392,15 @@ async fn a_custom_domain_goes_active_once_its_records_verify() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    assert!(v["records"].to_string().contains(&format!("ns.{ZONE}")), "{v}");
-    assert_eq!(status(&dig(&p, &["delegated.test", "A"])), "REFUSED", "not served before");
+    assert!(
+        v["records"].to_string().contains(&format!("ns.{ZONE}")),
+        "{v}"
+    );
+    assert_eq!(
+        status(&dig(&p, &["delegated.test", "A"])),
+        "REFUSED",
+        "not served before"
+    );
     up.set(
         "delegated.test",
         RecordType::NS,
@@ -827,16 +834,21 @@ async fn a_failed_issuance_is_retried_with_backoff_and_shown() {
     let p = Platform::start_with_env(&[
         ("SLIPWAY_DNS_UPSTREAMS", &addr.to_string()),
         ("SLIPWAY_DOMAIN_CHECK_S", "1"),
-        ("SLIPWAY_ACME_DIRECTORY", &format!("https://127.0.0.1:{closed}/dir")),
+        (
+            "SLIPWAY_ACME_DIRECTORY",
+            &format!("https://127.0.0.1:{closed}/dir"),
+        ),
         ("SLIPWAY_ACME_CHECK_S", "1"),
         ("SLIPWAY_ACME_RETRY_S", "1"),
     ])
     .await;
     let tag = format!("slipway-test-acme-fail:{}", p.platform_id);
     build_site_image(&p, &tag, "self-signed meanwhile");
-    p.create(json!({"name": "web", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
-        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}))
-        .await;
+    p.create(
+        json!({"name": "web", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
     let (s, v) = p
         .call(
             "POST",
@@ -858,7 +870,9 @@ async fn a_failed_issuance_is_retried_with_backoff_and_shown() {
     up.set(
         "www.example.test",
         RecordType::CNAME,
-        Some(RData::CNAME(CNAME(Name::from_ascii(format!("web.{ZONE}.")).unwrap()))),
+        Some(RData::CNAME(CNAME(
+            Name::from_ascii(format!("web.{ZONE}.")).unwrap(),
+        ))),
     );
     up.set(
         "_slipway-challenge.www.example.test",
@@ -869,15 +883,24 @@ async fn a_failed_issuance_is_retried_with_backoff_and_shown() {
     wait_activity_count(&p, "retrying in 1 s", 1, Duration::from_secs(30)).await;
     wait_activity_count(&p, "retrying in 2 s", 1, Duration::from_secs(30)).await;
     let cert = certificate(&p, "www.example.test").await;
-    assert!(cert.starts_with("failed: ") && cert.contains("retrying in"), "{cert}");
+    assert!(
+        cert.starts_with("failed: ") && cert.contains("retrying in"),
+        "{cert}"
+    );
     p.wait_content("web", "self-signed meanwhile", Duration::from_secs(60))
         .await;
     let out = std::process::Command::new("curl")
-        .args(["-sk", "--resolve", &format!("www.example.test:{}:127.0.0.1", p.https_port)])
+        .args([
+            "-sk",
+            "--resolve",
+            &format!("www.example.test:{}:127.0.0.1", p.https_port),
+        ])
         .arg(format!("https://www.example.test:{}/", p.https_port))
         .output()
         .unwrap();
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(body.contains("self-signed meanwhile"), "{body}");
-    let _ = std::process::Command::new("docker").args(["rmi", &tag]).output();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
 }

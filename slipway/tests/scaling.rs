@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::json;
 use support::load::Load;
-use support::{Platform, Repo};
+use support::{wait_for, Platform, Repo};
 
 const SLOW: &str =
     "#!/bin/sh\nsleep 1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow done\\n'\n";
@@ -304,6 +304,11 @@ async fn pause_mode_wakes_the_same_container() {
         "paused when idle",
     )
     .await;
+    assert_eq!(
+        p.service("warm").await["status"],
+        "idle (warm)",
+        "scale to zero's warm idle is not called paused"
+    );
     let state = std::process::Command::new("docker")
         .args(["inspect", "-f", "{{.State.Paused}}", &before[0]])
         .output()
@@ -320,4 +325,63 @@ async fn pause_mode_wakes_the_same_container() {
         "woken by unpause, not a new container"
     );
     assert!(p.activity("warm").await.contains("unpaused 1 instance"));
+}
+
+/// Pausing removes every instance and answers 503 with a page saying so (the cold-start
+/// gate does not wake it); resuming brings the active revision back within seconds.
+/// Both are in the activity log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume() {
+    let p = Platform::start().await;
+    deploy(&p, "held", json!({"min_size": 1})).await;
+    let before = p.containers();
+    assert_eq!(before.len(), 1);
+    let out = p.cli(&["pause", "held"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held paused"));
+    wait_for(
+        "the router to answer 503",
+        Duration::from_secs(10),
+        || async { matches!(p.get("held", "/").await, Ok((503, _))) },
+    )
+    .await;
+    let (s, body) = p.get("held", "/").await.unwrap();
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("held is paused"), "{body}");
+    wait_for("the instance to go", Duration::from_secs(30), || async {
+        p.containers().is_empty()
+    })
+    .await;
+    assert_eq!(p.service("held").await["status"], "paused");
+    // Requests do not wake it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(p.containers().is_empty());
+    assert_eq!(p.get("held", "/").await.unwrap().0, 503);
+
+    let out = p.cli(&["resume", "held"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the service to answer again",
+        Duration::from_secs(20),
+        || async { matches!(p.get("held", "/").await, Ok((200, _))) },
+    )
+    .await;
+    assert_ne!(p.service("held").await["status"], "paused");
+    let log = p.activity("held").await;
+    assert!(
+        log.contains("paused: its instances drain and stop"),
+        "{log}"
+    );
+    assert!(log.contains("resumed: revision 1 starts again"), "{log}");
+    // Resuming a running service is not an error, and changes nothing.
+    let (s, v) = p.call("POST", "/v1/services/held/resume", None, None).await;
+    assert_eq!((s, v["changed"].clone()), (200, json!(false)));
 }

@@ -277,7 +277,13 @@ async fn bad_input_gets_clear_4xx() {
         .call("POST", "/v1/services", Some(r#"{"name":"dup"}"#), None)
         .await;
     assert_eq!(
-        (s, v["error"]["message"].as_str().unwrap().contains("already exists")),
+        (
+            s,
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("already exists")
+        ),
         (409, true)
     );
     let (s, v) = p

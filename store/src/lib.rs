@@ -739,7 +739,14 @@ impl Store {
     }
 
     fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawService> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
     }
 
     fn service_from(t: RawService) -> Result<ServiceRow> {

@@ -153,6 +153,7 @@ pub(super) fn prepare(router: &Router, buf: &[u8], peer_ip: &[u8], out: &mut Vec
     if entry.route.http2
         || (underscored && entry.route.underscores_in_headers)
         || entry.route.https_redirect
+        || entry.route.paused
     {
         return Prepared::HandOff;
     }
