@@ -485,7 +485,7 @@ pub fn verify(config: &NamesConfig, row: &DomainRow, seen: &Observed) -> Result<
     // Delegated to this server: only the domain's owner can make its NS records point
     // here, so that is the proof (and nobody else could serve the token for it).
     let ns = format!("ns.{}", config.zone.trim_end_matches('.'));
-    if seen.ns.iter().any(|n| *n == ns) {
+    if seen.ns.contains(&ns) {
         return Ok(());
     }
     let want = token_value(&row.token);
