@@ -1070,6 +1070,17 @@ impl Builder {
     /// push. None when the service has no revision yet (its first deploy picks the change
     /// up).
     pub async fn redeploy(&self, service: &str, why: &str) -> Result<Option<i64>, SourceError> {
+        self.redeploy_config(service, why, true).await
+    }
+
+    /// [`Builder::redeploy`]; with `keep_port` false the service's own port replaces what
+    /// the build decided (the user changed it).
+    pub async fn redeploy_config(
+        &self,
+        service: &str,
+        why: &str,
+        keep_port: bool,
+    ) -> Result<Option<i64>, SourceError> {
         let Some(row) = self.store.service(service)? else {
             return Ok(None);
         };
@@ -1084,7 +1095,9 @@ impl Builder {
         let built = rev.spec.clone();
         let keep = |spec: &mut ServiceSpec| {
             if let Some(b) = &built {
-                spec.port = b.port;
+                if keep_port {
+                    spec.port = b.port;
+                }
                 spec.secret_refs = b.secret_refs.clone();
             }
         };

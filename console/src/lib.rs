@@ -148,7 +148,9 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{name}",
-            get(show_service).delete(delete_service),
+            get(show_service)
+                .patch(update_service)
+                .delete(delete_service),
         )
         .route("/v1/services/{name}/deploy", post(deploy))
         .route("/v1/services/{name}/rollback", post(rollback))
@@ -360,6 +362,20 @@ async fn show_service(
 ) -> ApiResult<Json<ServiceView>> {
     let row = load(&api, &name)?;
     Ok(Json(view(&api, row)?))
+}
+
+/// `PATCH /v1/services/{name}` with a JSON merge patch of the spec: the service as it is
+/// now, and `revision` when the change deploys a new one (env, port, CPU, memory).
+async fn update_service(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let patch: serde_json::Value = json_body(&headers, &body)?;
+    let (row, revision) = api.platform.update_service(&name, &patch).await?;
+    let view = serde_json::to_value(view(&api, row)?).map_err(ApiError::internal)?;
+    Ok(Json(json!({ "service": view, "revision": revision })))
 }
 
 async fn delete_service(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<StatusCode> {

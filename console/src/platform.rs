@@ -169,6 +169,98 @@ impl Platform {
         Ok(())
     }
 
+    /// Changes a service's settings with a JSON merge patch (RFC 7386: a key set to
+    /// `null` is removed, objects merge, anything else replaces). Everything but the name
+    /// may change; the result is validated as a whole. A change of what an instance runs
+    /// with (env, port, CPU, memory) is a new revision of the current image, deployed
+    /// blue/green; the rest (scaling, network, health checks, source settings) applies to
+    /// the running service. Returns the service and the new revision, if one was made.
+    pub async fn update_service(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(ServiceRow, Option<i64>)> {
+        let row = self.service(name)?;
+        let name = row.spec.name.to_string();
+        let serde_json::Value::Object(fields) = patch else {
+            return Err(SpecError {
+                field: "body".into(),
+                message: "a JSON object of the settings to change".into(),
+            }
+            .into());
+        };
+        if let Some(n) = fields.get("name") {
+            if n.as_str() != Some(name.as_str()) {
+                return Err(SpecError {
+                    field: "name".into(),
+                    message: "a service's name cannot change (create another service)".into(),
+                }
+                .into());
+            }
+        }
+        let mut value = serde_json::to_value(&row.spec)
+            .map_err(|e| PlatformError::Store(StoreError::Spec(e)))?;
+        merge_patch(&mut value, patch);
+        let spec: ServiceSpec = serde_json::from_value(value).map_err(|e| SpecError {
+            field: spec_field(&e.to_string()),
+            message: e.to_string(),
+        })?;
+        spec.validate()?;
+        if spec == row.spec {
+            return Ok((row, None));
+        }
+        let old = &row.spec;
+        let mut changed: Vec<&str> = Vec::new();
+        let runs = [
+            ("env", old.env != spec.env),
+            ("port", old.port != spec.port),
+            ("cpu", old.cpu != spec.cpu),
+            ("memory", old.memory != spec.memory),
+        ];
+        for (f, c) in runs {
+            if c {
+                changed.push(f);
+            }
+        }
+        let revision_needed = !changed.is_empty();
+        let live = [
+            ("scaling", old.scaling != spec.scaling),
+            ("network", old.network != spec.network),
+            ("health_check", old.health_check != spec.health_check),
+            ("source", old.source != spec.source),
+        ];
+        for (f, c) in live {
+            if c {
+                changed.push(f);
+            }
+        }
+        if changed.is_empty() {
+            changed.push("settings");
+        }
+        self.store.update_spec(&spec)?;
+        let what = changed.join(", ");
+        self.note(
+            &name,
+            EventKind::Service,
+            &format!("settings changed: {what}"),
+        );
+        let revision = if revision_needed {
+            self.builder
+                .redeploy_config(
+                    &name,
+                    &format!("settings changed ({what})"),
+                    old.port == spec.port,
+                )
+                .await
+                .map_err(PlatformError::from)?
+        } else {
+            self.deployer.wake(&name);
+            None
+        };
+        let row = self.service(&name)?;
+        Ok((row, revision))
+    }
+
     /// Pauses a service: its instances drain and go, and requests get a 503 page saying
     /// it is paused until it is resumed. Pausing a paused service changes nothing.
     pub fn pause(&self, name: &str) -> Result<bool> {
@@ -413,6 +505,37 @@ pub fn rollback_target(
                 })
         }
     }
+}
+
+/// RFC 7386 JSON merge patch of `target` by `patch`.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("made an object above");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The field a serde error names (`unknown field `colour``), or `body`.
+fn spec_field(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or("body")
+        .to_string()
 }
 
 /// A fresh ownership token: 128 bits from the OS's CSPRNG, as hex.

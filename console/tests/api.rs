@@ -425,3 +425,84 @@ async fn metrics_keep_their_content_type() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn updates_merge_into_the_spec_and_env_changes_make_a_revision() {
+    let rig = rig();
+    rig.rt.add_image("app:latest", Script::healthy());
+    let (s, _) = rig.create_image_service("web", "app:latest").await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Scaling applies to the running service: no new revision.
+    let (s, v) = rig
+        .api(
+            Method::PATCH,
+            "/v1/services/web",
+            Some(json!({"scaling": {"max_size": 7}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revision"], Value::Null);
+    assert_eq!(v["service"]["spec"]["scaling"]["max_size"], 7);
+    assert_eq!(
+        v["service"]["spec"]["scaling"]["min_size"], 1,
+        "the rest of scaling kept"
+    );
+    // env: a new revision of the same image, with the variable in its configuration.
+    let (s, v) = rig
+        .api(
+            Method::PATCH,
+            "/v1/services/web",
+            Some(json!({"env": {"GREETING": "hi", "MODE": "x"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revision"], 2, "{v}");
+    let (_, revs) = rig
+        .api(Method::GET, "/v1/services/web/revisions", None)
+        .await;
+    let newest = revs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["number"] == 2)
+        .unwrap()
+        .clone();
+    assert_eq!(newest["spec"]["env"]["GREETING"], "hi", "{newest}");
+    // A null removes a key (merge patch); the same settings again change nothing.
+    let (_, v) = rig
+        .api(
+            Method::PATCH,
+            "/v1/services/web",
+            Some(json!({"env": {"MODE": null}})),
+        )
+        .await;
+    assert_eq!(v["revision"], 3);
+    assert_eq!(v["service"]["spec"]["env"], json!({"GREETING": "hi"}));
+    let (_, v) = rig
+        .api(
+            Method::PATCH,
+            "/v1/services/web",
+            Some(json!({"env": {"GREETING": "hi"}})),
+        )
+        .await;
+    assert_eq!(v["revision"], Value::Null, "nothing changed: {v}");
+    // Bad input: the field at fault, 4xx, and nothing changed.
+    for (patch, field) in [
+        (json!({"scaling": {"max_size": 0}}), "scaling.max_size"),
+        (json!({"name": "other"}), "name"),
+        (json!({"colour": "blue"}), "colour"),
+        (json!([1, 2]), "body"),
+    ] {
+        let (s, v) = rig
+            .api(Method::PATCH, "/v1/services/web", Some(patch.clone()))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {v}");
+        assert_eq!(v["error"]["field"], field, "{patch}: {v}");
+    }
+    let (_, v) = rig.api(Method::GET, "/v1/services/web", None).await;
+    assert_eq!(v["spec"]["scaling"]["max_size"], 7);
+    let (s, _) = rig
+        .api(Method::PATCH, "/v1/services/nope", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

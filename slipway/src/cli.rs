@@ -59,6 +59,13 @@ pub enum ClientCmd {
     Deploy(NameArg),
     /// Roll back to an earlier revision (default: the one before the active one).
     Rollback(RollbackArgs),
+    /// Change a service's settings with a JSON merge patch, e.g.
+    /// `slipway update web '{"scaling": {"max_size": 5}}'`. env, port, CPU and memory
+    /// changes deploy a new revision.
+    Update(UpdateArgs),
+    /// A service's environment variables: set or unset them (each change is a new
+    /// revision, deployed blue/green), or list them.
+    Env(EnvArgs),
     /// Pause a service: its instances stop, and requests get a 503 page saying it is
     /// paused, until `slipway resume`.
     Pause(NameArg),
@@ -76,6 +83,47 @@ pub enum ClientCmd {
     /// A service's custom domains: add one (and see the records to create), list them
     /// with their verification state, remove one.
     Domains(DomainsArgs),
+}
+
+/// `slipway update`.
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The service.
+    name: String,
+    /// The settings to change, as JSON (a key set to null goes back to its default).
+    patch: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `slipway env`.
+#[derive(Args)]
+pub struct EnvArgs {
+    #[command(subcommand)]
+    op: EnvOp,
+}
+
+/// `slipway env set|unset|list`.
+#[derive(Subcommand)]
+pub enum EnvOp {
+    /// Set variables: `slipway env set web GREETING=hi MODE=prod`.
+    Set(EnvSetArgs),
+    /// Remove variables: `slipway env unset web GREETING`.
+    Unset(EnvSetArgs),
+    /// The service's variables (secrets are listed by `slipway secrets list`).
+    List(NameArg),
+}
+
+/// A service and `K=V` pairs (or names, to unset).
+#[derive(Args)]
+pub struct EnvSetArgs {
+    /// The service.
+    name: String,
+    /// `KEY=VALUE` to set, or `KEY` to unset.
+    #[arg(required = true)]
+    vars: Vec<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// `slipway domains`.
@@ -455,6 +503,17 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         }
         ClientCmd::Secrets(a) => secrets(a.op).await,
         ClientCmd::Domains(a) => domains(a.op).await,
+        ClientCmd::Update(a) => {
+            let patch: Value = serde_json::from_str(&a.patch)
+                .map_err(|e| anyhow::anyhow!("the settings are not JSON: {e}"))?;
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("PATCH", &format!("/v1/services/{}", a.name), Some(patch))
+                .await?;
+            updated(&a.name, &v);
+            Ok(())
+        }
+        ClientCmd::Env(a) => env(a.op).await,
         ClientCmd::Pause(a) => {
             let api = Api::new(&a.conn)?;
             let v = api
@@ -813,6 +872,61 @@ fn read_secret_value(key: &str) -> Result<String> {
         }
     }
     Ok(v)
+}
+
+fn updated(name: &str, v: &Value) {
+    match v["revision"].as_i64() {
+        Some(r) => println!(
+            "{name} updated; revision {r} deploys it (`slipway deployments {name}` shows it)"
+        ),
+        None => println!("{name} updated"),
+    }
+}
+
+async fn env(op: EnvOp) -> Result<()> {
+    match op {
+        EnvOp::Set(a) => {
+            let mut vars = serde_json::Map::new();
+            for kv in &a.vars {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("{kv:?}: write KEY=VALUE"))?;
+                vars.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call(
+                    "PATCH",
+                    &format!("/v1/services/{}", a.name),
+                    Some(json!({ "env": vars })),
+                )
+                .await?;
+            updated(&a.name, &v);
+        }
+        EnvOp::Unset(a) => {
+            let vars: serde_json::Map<String, Value> =
+                a.vars.iter().map(|k| (k.clone(), Value::Null)).collect();
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call(
+                    "PATCH",
+                    &format!("/v1/services/{}", a.name),
+                    Some(json!({ "env": vars })),
+                )
+                .await?;
+            updated(&a.name, &v);
+        }
+        EnvOp::List(a) => {
+            let api = Api::new(&a.conn)?;
+            let v = api
+                .call("GET", &format!("/v1/services/{}", a.name), None)
+                .await?;
+            for (k, val) in v["spec"]["env"].as_object().into_iter().flatten() {
+                println!("{k}={}", val.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_domain(d: &Value) {

@@ -385,3 +385,62 @@ async fn pause_and_resume() {
     let (s, v) = p.call("POST", "/v1/services/held/resume", None, None).await;
     assert_eq!((s, v["changed"].clone()), (200, json!(false)));
 }
+
+const ENV_CGI: &str =
+    "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nGREETING=%s\\n' \"$GREETING\"\n";
+
+/// `slipway env set|unset` change the environment as a new revision, deployed
+/// blue/green: the app sees the variable, then not; `env list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_changes_are_new_revisions() {
+    let p = Platform::start().await;
+    p.create(json!({"name": "envy", "health_check": {"interval_s": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "envy");
+    repo.write(
+        "Dockerfile",
+        "FROM busybox:latest\nCOPY www /www\nCMD httpd -f -p $PORT -h /www\n",
+    );
+    repo.write("www/index.html", "envy\n");
+    repo.write("www/cgi-bin/env", ENV_CGI);
+    repo.commit("app");
+    repo.push();
+    let says = |want: &'static str| {
+        let p = &p;
+        async move {
+            wait_for(want, Duration::from_secs(60), || async {
+                matches!(p.get("envy", "/cgi-bin/env").await, Ok((200, b)) if b.contains(want))
+            })
+            .await
+        }
+    };
+    says("GREETING=\n").await;
+    let out = p.cli(&["env", "set", "envy", "GREETING=bonjour", "MODE=test"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("revision 2 deploys it"), "{text}");
+    says("GREETING=bonjour").await;
+    let list = p.cli(&["env", "list", "envy"]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        listed.contains("GREETING=bonjour") && listed.contains("MODE=test"),
+        "{listed}"
+    );
+    let out = p.cli(&["env", "unset", "envy", "GREETING"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    says("GREETING=\n").await;
+    let revs = p.get_json("/v1/services/envy/revisions").await;
+    assert_eq!(revs.as_array().unwrap().len(), 3, "{revs}");
+    let bad = p.cli(&["env", "set", "envy", "1BAD=x"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(err.contains("422") && err.contains("env"), "{err}");
+}
