@@ -160,6 +160,8 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/builds", get(builds))
+        .route("/v1/services/{name}/logs", get(app_logs))
+        .route("/v1/services/{name}/logs/stream", get(app_logs_stream))
         .route("/v1/services/{name}/secrets", get(secrets))
         .route(
             "/v1/services/{name}/domains",
@@ -461,6 +463,121 @@ async fn events(
         q.after,
         q.limit.clamp(1, 1000),
     )?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    /// Lines after this id.
+    after: Option<i64>,
+    /// From this time (ms since the epoch).
+    since: Option<i64>,
+    /// To this time (ms since the epoch).
+    until: Option<i64>,
+    /// Lines holding this text.
+    q: Option<String>,
+    /// One instance's lines.
+    instance: Option<String>,
+    /// At most this many, the newest (1 to 10000, default 1000).
+    limit: Option<u32>,
+}
+
+impl LogsQuery {
+    fn store(self) -> slipway_store::AppLogQuery {
+        slipway_store::AppLogQuery {
+            after: self.after,
+            since_ms: self.since,
+            until_ms: self.until,
+            text: self.q.filter(|t| !t.is_empty()),
+            instance: self.instance,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `GET /v1/services/{name}/logs`: the app's own output (every instance's stdout and
+/// stderr), oldest first, searchable by time and text.
+async fn app_logs(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<slipway_store::AppLogRow>>> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let row = load(&api, &name)?;
+    Ok(Json(
+        api.platform
+            .store
+            .app_logs(row.spec.name.as_str(), &q.store())?,
+    ))
+}
+
+/// `GET /v1/services/{name}/logs/stream`: the same lines as server-sent events (`data:`
+/// one JSON line each, `id:` its cursor), then every new one as it is kept; a client
+/// that reconnects with `Last-Event-ID` (or `?after=`) goes on from there.
+async fn app_logs_stream(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let row = load(&api, &name)?;
+    let service = row.spec.name.to_string();
+    let mut query = q.store();
+    if let Some(id) = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        query.after = Some(id);
+    }
+    struct Follow {
+        store: Arc<slipway_store::Store>,
+        service: String,
+        query: slipway_store::AppLogQuery,
+        ready: std::collections::VecDeque<slipway_store::AppLogRow>,
+        polled: bool,
+    }
+    let start = Follow {
+        store: api.platform.store.clone(),
+        service,
+        query,
+        ready: Default::default(),
+        polled: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut st| async move {
+        loop {
+            if let Some(r) = st.ready.pop_front() {
+                let data = serde_json::to_string(&r).unwrap_or_default();
+                let ev = Event::default().id(r.id.to_string()).data(data);
+                return Some((Ok::<_, std::convert::Infallible>(ev), st));
+            }
+            if st.polled {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                // After the first page, every new line (up to the most a page holds).
+                st.query.limit = Some(10_000);
+            }
+            st.polled = true;
+            // Deleted: the stream ends.
+            st.store.snapshot().service(&st.service)?;
+            match st.store.app_logs(&st.service, &st.query) {
+                Ok(rows) => {
+                    if let Some(last) = rows.last() {
+                        st.query.after = Some(last.id);
+                    }
+                    st.ready.extend(rows);
+                }
+                Err(e) => {
+                    tracing::warn!("store: following logs: {e}");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn builds(

@@ -50,6 +50,10 @@ pub enum Source {
     },
 }
 
+fn default_logs_max_bytes() -> u32 {
+    10 << 20
+}
+
 fn default_branch() -> String {
     "main".into()
 }
@@ -406,6 +410,10 @@ pub struct ServiceSpec {
     /// Seconds a build may take, 10 to 7200 (default 1800).
     #[serde(default = "default_build_timeout")]
     pub build_timeout_s: u32,
+    /// Bytes of application logs kept, oldest out first, 64 KiB to 1 GiB (default
+    /// 10 MiB).
+    #[serde(default = "default_logs_max_bytes")]
+    pub logs_max_bytes: u32,
     /// Images of this many latest revisions are kept for rollback, 1 to 100 (default 5).
     #[serde(default = "default_keep")]
     pub keep_revisions: u32,
@@ -521,6 +529,7 @@ impl ServiceSpec {
             scaling: Scaling::default(),
             network: Network::default(),
             build_timeout_s: default_build_timeout(),
+            logs_max_bytes: default_logs_max_bytes(),
             keep_revisions: default_keep(),
             deploy_timeout_s: default_deploy_timeout(),
             build: BuildSettings::default(),
@@ -726,6 +735,7 @@ impl ServiceSpec {
         range("network.drain_timeout_s", n.drain_timeout_s, 0, 3600)?;
         range("network.hsts_max_age_s", n.hsts_max_age_s, 0, 63_072_000)?;
         range("build_timeout_s", self.build_timeout_s, 10, 7200)?;
+        range("logs_max_bytes", self.logs_max_bytes, 64 << 10, 1 << 30)?;
         range("keep_revisions", self.keep_revisions, 1, 100)?;
         range("deploy_timeout_s", self.deploy_timeout_s, 5, 3600)?;
         Ok(())

@@ -11,6 +11,7 @@
 //! ones that belong to a service's active revision; every other container (a deployment
 //! interrupted by a crash, a deleted service) is removed in that one pass.
 
+mod logs;
 mod worker;
 
 use std::collections::HashMap;
@@ -91,6 +92,8 @@ pub(crate) struct Ctx {
     pub router: Arc<Router>,
     pub counts: Mutex<HashMap<String, InstanceCounts>>,
     pub shutdown: CancellationToken,
+    /// The instances' log followers.
+    pub logs: logs::Followers,
 }
 
 /// The deployer.
@@ -116,6 +119,7 @@ impl Deployer {
                 router,
                 counts: Mutex::new(HashMap::new()),
                 shutdown,
+                logs: Default::default(),
             }),
             workers: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -127,9 +131,12 @@ impl Deployer {
     /// when they did.
     pub async fn stopped(&self, deadline: Duration) -> bool {
         self.tasks.close();
-        tokio::time::timeout(deadline, self.tasks.wait())
-            .await
-            .is_ok()
+        self.ctx.logs.tasks.close();
+        let both = async {
+            self.tasks.wait().await;
+            self.ctx.logs.tasks.wait().await;
+        };
+        tokio::time::timeout(deadline, both).await.is_ok()
     }
 
     /// Reconciles what the engine runs with the store (one pass), then starts a worker

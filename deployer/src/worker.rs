@@ -133,7 +133,7 @@ impl Worker {
         cancel: CancellationToken,
         adopted: Vec<Observed>,
     ) -> Self {
-        let instances = adopted
+        let instances: Vec<Instance> = adopted
             .into_iter()
             .filter_map(|o| {
                 Some(Instance {
@@ -147,6 +147,9 @@ impl Worker {
                 })
             })
             .collect();
+        for i in &instances {
+            ctx.follow_logs(&name, i.revision, &i.id, &i.container);
+        }
         Worker {
             ctx,
             name,
@@ -406,6 +409,16 @@ impl Worker {
                 // printed, then remove it.
                 let info = rt.inspect(&container).await.unwrap_or_default();
                 let logs = rt.logs_tail(&container, LOG_LINES).await;
+                // Its output stays readable in the app logs after the container goes.
+                self.ctx
+                    .keep_logs_of_stopped(
+                        &self.name,
+                        rev.number,
+                        &id,
+                        &container,
+                        Duration::from_secs(3),
+                    )
+                    .await;
                 if let Err(e) = rt.remove(&container).await {
                     tracing::warn!(container, "removing a container that exited at once: {e}");
                 }
@@ -421,6 +434,8 @@ impl Worker {
                 return Err(cannot(e));
             }
         };
+        self.ctx
+            .follow_logs(&self.name, rev.number, &id, &container);
         Ok(Instance {
             id,
             container,

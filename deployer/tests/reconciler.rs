@@ -668,3 +668,36 @@ async fn a_paused_service_has_no_instances_and_resumes_its_revision() {
     assert_eq!(rig.done(d2).await, DeploymentState::Succeeded);
     assert_eq!(rig.routed("held"), rig.instance_ids(r2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn app_output_is_kept_even_from_a_container_that_died_at_once() {
+    let rig = Rig::new();
+    rig.create(&spec("talk", serde_json::json!({})));
+    rig.deployer.start().await.unwrap();
+    let mut talks = Script::healthy();
+    talks.logs = "listening on 8080\nready".into();
+    let (r1, d1) = rig.push("talk", talks);
+    assert_eq!(rig.done(d1).await, DeploymentState::Succeeded);
+    let lines = |rig: &Rig| -> Vec<(i64, String)> {
+        rig.store
+            .app_logs("talk", &Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.revision, l.line))
+            .collect()
+    };
+    rig.until("the running app's lines", || lines(&rig).len() == 2)
+        .await;
+    assert_eq!(lines(&rig)[0], (r1, "listening on 8080".to_string()));
+    let (r2, d2) = rig.push("talk", Script::crashes(3, "Traceback\nKeyError: 'PORT'"));
+    assert_eq!(rig.done(d2).await, DeploymentState::RolledBack);
+    assert!(
+        rig.rt.running_of(r2).is_empty(),
+        "the crashed container is gone"
+    );
+    let kept = lines(&rig);
+    assert!(
+        kept.contains(&(r2, "KeyError: 'PORT'".to_string())),
+        "the crash's last words stay readable: {kept:?}"
+    );
+}

@@ -455,6 +455,74 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    async fn follow_logs(
+        &self,
+        container_id: &str,
+        since_ms: i64,
+    ) -> Result<crate::LogStream, RuntimeError> {
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .timestamps(true)
+            .since(i32::try_from(since_ms.max(0) / 1000).unwrap_or(i32::MAX))
+            .build();
+        let frames = self.docker.logs(container_id, Some(opts));
+        struct State {
+            frames: futures_util::stream::BoxStream<
+                'static,
+                Result<bollard::container::LogOutput, bollard::errors::Error>,
+            >,
+            out: Vec<u8>,
+            err: Vec<u8>,
+            ready: std::collections::VecDeque<crate::LogLine>,
+            since_ms: i64,
+        }
+        let state = State {
+            frames: Box::pin(frames),
+            out: Vec::new(),
+            err: Vec::new(),
+            ready: Default::default(),
+            since_ms,
+        };
+        let stream = futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(l) = st.ready.pop_front() {
+                    return Some((Ok(l), st));
+                }
+                let frame = match st.frames.next().await? {
+                    Ok(f) => f,
+                    Err(e) => return Some((Err(RuntimeError::Client(e)), st)),
+                };
+                let (stderr, bytes) = match frame {
+                    bollard::container::LogOutput::StdErr { message } => (true, message),
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => (false, message),
+                    bollard::container::LogOutput::StdIn { .. } => continue,
+                };
+                let carry = if stderr { &mut st.err } else { &mut st.out };
+                let since = st.since_ms;
+                let ready = &mut st.ready;
+                output::split_lines(carry, &bytes, |text| {
+                    let (at_ms, line) = match output::docker_timestamp(&text) {
+                        Some((at, rest)) => (at, rest.to_string()),
+                        None => (slipway_core::now_unix_ms(), text),
+                    };
+                    // `since` is in whole seconds: lines of that second already kept
+                    // come again.
+                    if at_ms > since {
+                        ready.push_back(crate::LogLine {
+                            at_ms,
+                            stderr,
+                            line,
+                        });
+                    }
+                });
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
     async fn logs_tail(&self, container_id: &str, lines: usize) -> String {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)

@@ -553,6 +553,40 @@ impl Runtime for FakeRuntime {
         all[from..].iter().map(|l| format!("{l}\n")).collect()
     }
 
+    async fn follow_logs(
+        &self,
+        container_id: &str,
+        since_ms: i64,
+    ) -> Result<crate::LogStream, RuntimeError> {
+        let lines = {
+            let s = self.lock();
+            let Some(c) = s.containers.get(container_id) else {
+                return Err(RuntimeError::Engine(format!(
+                    "no such container {container_id}"
+                )));
+            };
+            c.script.logs.clone()
+        };
+        // The script's lines are all written at start: a follower that already has some
+        // (it asks from after them) gets nothing more.
+        let at_ms = slipway_core::now_unix_ms();
+        let out: Vec<Result<crate::LogLine, RuntimeError>> = if since_ms > 0 {
+            Vec::new()
+        } else {
+            lines
+                .lines()
+                .map(|l| {
+                    Ok(crate::LogLine {
+                        at_ms,
+                        stderr: false,
+                        line: l.to_string(),
+                    })
+                })
+                .collect()
+        };
+        Ok(Box::pin(futures_util::stream::iter(out)))
+    }
+
     async fn events(&self) -> Result<EventStream, RuntimeError> {
         let rx = self.lock().events.subscribe();
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {

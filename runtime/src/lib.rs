@@ -196,6 +196,21 @@ pub enum EventAction {
 pub type EventStream =
     futures_util::stream::BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
 
+/// One line an app wrote, as the engine recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the engine recorded it, ms since the epoch.
+    pub at_ms: i64,
+    /// stderr (true) or stdout.
+    pub stderr: bool,
+    /// The line, without its newline, at most [`output::LINE_MAX`] bytes, valid UTF-8
+    /// (invalid bytes replaced).
+    pub line: String,
+}
+
+/// A stream of an app's log lines; it ends when the container stops.
+pub type LogStream = futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
+
 /// A stream of image references the engine tagged (a `docker tag`, a pull, a build).
 pub type TagStream = futures_util::stream::BoxStream<'static, Result<String, RuntimeError>>;
 
@@ -260,6 +275,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// The last `lines` lines of a container's output (stdout and stderr), bounded in
     /// time and size; empty when there is none or the engine does not answer.
     async fn logs_tail(&self, container_id: &str, lines: usize) -> String;
+
+    /// A container's output line by line as it is written, from `since_ms` (its first
+    /// line when 0), until the container stops.
+    async fn follow_logs(
+        &self,
+        container_id: &str,
+        since_ms: i64,
+    ) -> Result<LogStream, RuntimeError>;
 
     /// Starts and deaths of this platform's containers from now on, as the engine sees
     /// them (the seam a watcher of crashes, or a cluster runtime, reads).

@@ -2,6 +2,92 @@
 //! untrusted bytes (an app's output, an engine's error, a build's log): it never panics,
 //! cuts only at character boundaries and bounds what it keeps.
 
+/// Bytes of one application log line kept (longer lines are cut, marked `…`).
+pub const LINE_MAX: usize = 16 * 1024;
+
+/// Splits an app's output into lines as it arrives: bytes are appended to `carry`, each
+/// whole line is given to `line` (without `\n` or `\r\n`, cut at [`LINE_MAX`] on a
+/// character boundary, invalid UTF-8 replaced), and what follows the last newline stays
+/// in `carry` for the next chunk. A line longer than the limit with no newline yet is
+/// given out cut rather than kept growing.
+pub fn split_lines(carry: &mut Vec<u8>, chunk: &[u8], mut line: impl FnMut(String)) {
+    carry.extend_from_slice(chunk);
+    let mut start = 0;
+    while let Some(i) = carry[start..].iter().position(|b| *b == b'\n') {
+        let end = start + i;
+        let raw = &carry[start..end];
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        line(bounded_line(raw));
+        start = end + 1;
+    }
+    carry.drain(..start);
+    if carry.len() > LINE_MAX {
+        line(bounded_line(carry));
+        carry.clear();
+    }
+}
+
+/// A line's bytes as text of at most [`LINE_MAX`] bytes.
+pub fn bounded_line(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.len() <= LINE_MAX {
+        return text.into_owned();
+    }
+    let mut cut = LINE_MAX - '…'.len_utf8();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+/// The time at the start of a Docker log line written with `timestamps`
+/// (`2026-12-02T19:30:00.123456789Z rest`), as ms since the epoch, and the rest.
+pub fn docker_timestamp(line: &str) -> Option<(i64, &str)> {
+    let (ts, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let b = ts.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { ts.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut ms = 0;
+    let mut tail = &ts[19..];
+    if let Some(f) = tail.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        let frac = &f[..digits];
+        ms = frac.get(..3).map_or_else(
+            || format!("{frac:0<3}").parse().unwrap_or(0),
+            |m| m.parse().unwrap_or(0),
+        );
+        tail = &f[digits..];
+    }
+    if tail != "Z" {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((
+        ((days * 24 + h) * 60 + mi) * 60 * 1000 + sec * 1000 + ms,
+        rest,
+    ))
+}
+
 /// Bytes of a container's output kept for an explanation.
 pub const TAIL_MAX: usize = 64 * 1024;
 /// Characters of an engine's error text kept in an exit reason.
@@ -78,6 +164,66 @@ pub fn tail_text(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_split_across_chunks() {
+        let mut carry = Vec::new();
+        let mut got = Vec::new();
+        split_lines(&mut carry, b"one\r\ntw", |l| got.push(l));
+        split_lines(&mut carry, b"o\n\nthr", |l| got.push(l));
+        assert_eq!(got, ["one", "two", ""]);
+        assert_eq!(carry, b"thr");
+        let mut long = Vec::new();
+        split_lines(&mut long, &vec![b'x'; LINE_MAX + 10], |l| got.push(l));
+        assert!(got.last().unwrap().len() <= LINE_MAX && long.is_empty());
+    }
+
+    #[test]
+    fn docker_timestamps() {
+        assert_eq!(
+            docker_timestamp("2026-12-02T16:00:00.123456789Z hello"),
+            Some((1_796_227_200_123, "hello"))
+        );
+        assert_eq!(docker_timestamp("1970-01-01T00:00:00Z x"), Some((0, "x")));
+        assert_eq!(
+            docker_timestamp("2026-12-02T16:00:00.5Z"),
+            Some((1_796_227_200_500, ""))
+        );
+        assert_eq!(docker_timestamp("not a time"), None);
+        assert_eq!(docker_timestamp("2026-13-02T16:00:00Z x"), None);
+    }
+
+    proptest::proptest! {
+        /// Any bytes in any chunking: never a panic, every line bounded, and the text of
+        /// the lines (rejoined) is what was written when it was valid UTF-8 without
+        /// carriage returns or overlong lines.
+        #[test]
+        fn any_output_splits(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..8)) {
+            let mut carry = Vec::new();
+            let mut lines = Vec::new();
+            for c in &chunks {
+                split_lines(&mut carry, c, |l| lines.push(l));
+            }
+            for l in &lines {
+                proptest::prop_assert!(l.len() <= LINE_MAX);
+                proptest::prop_assert!(!l.contains('\n'));
+            }
+            let all: Vec<u8> = chunks.concat();
+            if let Ok(text) = std::str::from_utf8(&all) {
+                if !text.contains('\r') {
+                    let whole: Vec<&str> = text.split('\n').collect();
+                    let n = whole.len() - 1;
+                    proptest::prop_assert_eq!(&lines[..], &whole[..n]);
+                    proptest::prop_assert_eq!(std::str::from_utf8(&carry).unwrap(), whole[n]);
+                }
+            }
+        }
+
+        #[test]
+        fn any_timestamp_text(s in "\\PC{0,40}") {
+            let _ = docker_timestamp(&s);
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -227,8 +227,18 @@ pub struct LogsArgs {
     /// The service.
     name: String,
     /// Show the latest build's output instead of the activity log.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "app")]
     build: bool,
+    /// Show the app's own output (every instance's stdout and stderr) instead of the
+    /// activity log.
+    #[arg(long)]
+    app: bool,
+    /// With --app: only lines holding this text.
+    #[arg(long, requires = "app")]
+    grep: Option<String>,
+    /// With --app: only lines of the last DURATION (`90s`, `15m`, `2h`, `1d`).
+    #[arg(long, requires = "app")]
+    since: Option<String>,
     /// Keep printing new lines (of the running build, or of the activity log) until
     /// interrupted; with --build, until the build ends.
     #[arg(long, short = 'f')]
@@ -633,6 +643,48 @@ async fn logs(a: LogsArgs) -> Result<()> {
         }
         bail!("gave up following the build after two hours");
     }
+    if a.app {
+        let mut query = String::new();
+        if let Some(g) = &a.grep {
+            query.push_str(&format!("&q={}", url_encode(g)));
+        }
+        if let Some(d) = &a.since {
+            let ms = duration_ms(d)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            query.push_str(&format!("&since={}", now - ms));
+        }
+        let mut after: Option<i64> = None;
+        loop {
+            let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+            let v = api
+                .call(
+                    "GET",
+                    &format!("/v1/services/{}/logs?limit=10000{cursor}{query}", a.name),
+                    None,
+                )
+                .await?;
+            for l in v.as_array().into_iter().flatten() {
+                let inst: String = s(l, "instance").chars().take(8).collect();
+                let err = if l["stream"] == "stderr" { " !" } else { "" };
+                println!(
+                    "{} r{} {inst}{err} {}",
+                    when(&l["at_ms"]),
+                    l["revision"],
+                    s(l, "line")
+                );
+                after = l["id"].as_i64().or(after);
+            }
+            if after.is_none() {
+                after = Some(0);
+            }
+            if !a.follow {
+                return Ok(());
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
     let mut after = 0i64;
     loop {
         let v = api
@@ -656,6 +708,35 @@ async fn logs(a: LogsArgs) -> Result<()> {
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// `90s`, `15m`, `2h`, `1d` (or plain seconds) in ms.
+fn duration_ms(d: &str) -> Result<i64> {
+    let d = d.trim();
+    let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len()));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| anyhow!("--since {d:?}: write a number and s, m, h or d, like 15m"))?;
+    let per = match unit {
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--since {d:?}: the unit is s, m, h or d"),
+    };
+    Ok(n.saturating_mul(per))
+}
+
+/// Percent-encodes a query value.
+fn url_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn create(a: CreateArgs) -> Result<()> {

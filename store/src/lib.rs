@@ -181,6 +181,40 @@ pub struct DomainRow {
     pub cert_not_after: Option<i64>,
 }
 
+/// One line of an app's output.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AppLogRow {
+    /// Increases with every line kept (a cursor for following).
+    pub id: i64,
+    /// When the engine recorded it, ms since the epoch.
+    pub at_ms: i64,
+    /// The revision the instance ran.
+    pub revision: i64,
+    /// The instance.
+    pub instance: String,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The line.
+    pub line: String,
+}
+
+/// Which application log lines to read.
+#[derive(Clone, Debug, Default)]
+pub struct AppLogQuery {
+    /// Only lines after this id (following).
+    pub after: Option<i64>,
+    /// Only lines at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Only lines at or before this time (ms).
+    pub until_ms: Option<i64>,
+    /// Only lines holding this text (ASCII letters in any case).
+    pub text: Option<String>,
+    /// Only this instance's lines.
+    pub instance: Option<String>,
+    /// At most this many (the newest of them, in order), 1 to 10000 (default 1000).
+    pub limit: Option<u32>,
+}
+
 /// A revision: an image plus the commit it came from.
 #[derive(Clone, Debug, Serialize)]
 pub struct RevisionRow {
@@ -371,6 +405,17 @@ CREATE TABLE IF NOT EXISTS domains (
     cert_status TEXT NOT NULL DEFAULT '',
     cert_not_after INTEGER
 );
+CREATE TABLE IF NOT EXISTS app_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    stderr INTEGER NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS app_logs_service ON app_logs (service, id);
+CREATE INDEX IF NOT EXISTS app_logs_instance ON app_logs (instance, at_ms);
 CREATE TABLE IF NOT EXISTS secrets (
     service TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -692,6 +737,106 @@ impl Store {
         self.published(r.map(|n| n > 0).map_err(StoreError::from))
     }
 
+    /// Keeps an instance's new log lines (time ms, stderr, text), then drops the
+    /// service's oldest lines past `max_bytes` of text. A deleted service keeps nothing.
+    pub fn append_app_logs(
+        &self,
+        service: &str,
+        revision: i64,
+        instance: &str,
+        lines: &[(i64, bool, String)],
+        max_bytes: u64,
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM services WHERE name = ?1", [service], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Ok(());
+        }
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO app_logs (service, revision, instance, at_ms, stderr, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (at, stderr, line) in lines {
+                st.execute(params![service, revision, instance, at, stderr, line])?;
+            }
+        }
+        // Counting back from the newest line, the first past the bound: it and every
+        // older line go.
+        let cut: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM (SELECT id, SUM(length(CAST(line AS BLOB))) OVER (ORDER BY id DESC) AS kept FROM app_logs WHERE service = ?1) WHERE kept > ?2 ORDER BY id DESC LIMIT 1",
+                params![service, max_bytes as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(cut) = cut {
+            tx.execute(
+                "DELETE FROM app_logs WHERE service = ?1 AND id <= ?2",
+                params![service, cut],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The time of an instance's newest kept line (0: none), where following resumes.
+    pub fn last_app_log_ms(&self, instance: &str) -> Result<i64> {
+        Ok(self.db().query_row(
+            "SELECT COALESCE(MAX(at_ms), 0) FROM app_logs WHERE instance = ?1",
+            [instance],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// A service's application log lines, oldest first.
+    pub fn app_logs(&self, service: &str, q: &AppLogQuery) -> Result<Vec<AppLogRow>> {
+        let limit = i64::from(q.limit.unwrap_or(1000).clamp(1, 10_000));
+        let like = q.text.as_ref().map(|t| {
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let db = self.db();
+        let mut st = db.prepare_cached(
+            "SELECT id, at_ms, revision, instance, stderr, line FROM (
+               SELECT * FROM app_logs WHERE service = ?1
+                 AND (?2 IS NULL OR id > ?2)
+                 AND (?3 IS NULL OR at_ms >= ?3)
+                 AND (?4 IS NULL OR at_ms <= ?4)
+                 AND (?5 IS NULL OR line LIKE ?5 ESCAPE '\\')
+                 AND (?6 IS NULL OR instance = ?6)
+               ORDER BY id DESC LIMIT ?7) ORDER BY id",
+        )?;
+        let rows = st.query_map(
+            params![service, q.after, q.since_ms, q.until_ms, like, q.instance, limit],
+            |r| {
+                Ok(AppLogRow {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    revision: r.get(2)?,
+                    instance: r.get(3)?,
+                    stream: if r.get::<_, bool>(4)? {
+                        "stderr"
+                    } else {
+                        "stdout"
+                    },
+                    line: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
@@ -805,6 +950,7 @@ impl Store {
             "builds",
             "secrets",
             "domains",
+            "app_logs",
         ] {
             tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
         }
@@ -1290,6 +1436,61 @@ mod tests {
 
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec::new(ServiceName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn app_logs_are_bounded_searchable_and_go_with_their_service() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        let line = |i: i64| {
+            (
+                1000 + i,
+                i % 2 == 0,
+                format!("line {i:04} {}", "x".repeat(90)),
+            )
+        };
+        // 100-byte lines, a 1000-byte bound: the newest 10 stay.
+        let batch: Vec<_> = (0..30).map(line).collect();
+        s.append_app_logs("web", 1, "i1", &batch, 1000).unwrap();
+        let all = s.app_logs("web", &AppLogQuery::default()).unwrap();
+        assert_eq!(all.len(), 10);
+        assert!(all[0].line.starts_with("line 0020") && all[9].line.starts_with("line 0029"));
+        assert_eq!(all[0].stream, "stderr");
+        let q = |f: &dyn Fn(&mut AppLogQuery)| {
+            let mut q = AppLogQuery::default();
+            f(&mut q);
+            s.app_logs("web", &q).unwrap()
+        };
+        assert_eq!(
+            q(&|q| q.text = Some("LINE 0025".into())).len(),
+            1,
+            "any case"
+        );
+        assert_eq!(q(&|q| q.text = Some("%".into())).len(), 0, "% is literal");
+        assert_eq!(
+            q(&|q| {
+                q.since_ms = Some(1027);
+                q.until_ms = Some(1028)
+            })
+            .len(),
+            2
+        );
+        assert_eq!(q(&|q| q.after = Some(all[7].id)).len(), 2);
+        let newest: Vec<i64> = q(&|q| q.limit = Some(3)).iter().map(|r| r.at_ms).collect();
+        assert_eq!(newest, [1027, 1028, 1029]);
+        assert_eq!(s.last_app_log_ms("i1").unwrap(), 1029);
+        assert_eq!(s.last_app_log_ms("i2").unwrap(), 0);
+        // An unknown service keeps nothing.
+        s.append_app_logs("gone", 1, "i9", &batch, 1000).unwrap();
+        assert!(s
+            .app_logs("gone", &AppLogQuery::default())
+            .unwrap()
+            .is_empty());
+        s.delete_service("web").unwrap();
+        assert!(s
+            .app_logs("web", &AppLogQuery::default())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
