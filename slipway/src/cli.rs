@@ -14,14 +14,13 @@ use serde_json::{json, Value};
 /// Where the API is and how to authenticate.
 #[derive(Args, Clone)]
 pub struct Conn {
-    /// The API's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "SLIPWAY_API",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    api: String,
+    /// The API's base URL (default: the one `slipway login` saved, else
+    /// http://127.0.0.1:7070).
+    #[arg(long, global = true, env = "SLIPWAY_API")]
+    api: Option<String>,
+    /// Print the API's JSON instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
     /// The API token, from `$SLIPWAY_TOKEN` only (default: the `token` file in the data
     /// directory). There is no `--token` flag: process arguments are visible to every user
     /// of the machine in `ps`.
@@ -30,6 +29,34 @@ pub struct Conn {
     /// The data directory whose token to use.
     #[arg(long, global = true, env = "SLIPWAY_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+}
+
+/// Where `slipway login` keeps the API address: `$XDG_CONFIG_HOME/slipway/cli.json`
+/// (or `~/.config/...`).
+fn cli_config() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("slipway").join("cli.json"))
+}
+
+impl Conn {
+    /// The API's base URL: `--api`/`$SLIPWAY_API`, else the saved login, else the default.
+    fn base(&self) -> String {
+        let saved = || {
+            let text = std::fs::read_to_string(cli_config()?).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            v["api"].as_str().map(str::to_string)
+        };
+        self.api
+            .clone()
+            .or_else(saved)
+            .unwrap_or_else(|| "http://127.0.0.1:7070".to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
 }
 
 /// CLI commands.
@@ -55,8 +82,14 @@ pub enum ClientCmd {
     GitCredential(GitCredentialArgs),
     /// Delete a service and its instances.
     Delete(NameArg),
+    /// Wait for a service's build and deployment in progress (or its latest deployment)
+    /// to end: exits 0 when it succeeded, non-zero with the reason when it did not.
+    Wait(WaitArgs),
+    /// Forget what `slipway login` set up: git's credential helper for the API and the
+    /// saved API address.
+    Logout(ConnOnly),
     /// Deploy again: an image service's image, or a git service's branch head (rebuilt).
-    Deploy(NameArg),
+    Deploy(DeployArgs),
     /// Roll back to an earlier revision (default: the one before the active one).
     Rollback(RollbackArgs),
     /// Change a service's settings with a JSON merge patch, e.g.
@@ -83,6 +116,33 @@ pub enum ClientCmd {
     /// A service's custom domains: add one (and see the records to create), list them
     /// with their verification state, remove one.
     Domains(DomainsArgs),
+}
+
+/// `slipway wait`.
+#[derive(Args)]
+pub struct WaitArgs {
+    /// The service.
+    name: String,
+    /// Give up (exit non-zero) after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `slipway deploy`.
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The service.
+    name: String,
+    /// Return once the deployment is started instead of waiting for its outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// `slipway update`.
@@ -330,6 +390,8 @@ struct Api {
     base: String,
     token: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// `--json`: print the API's answers as they are.
+    json: bool,
 }
 
 impl Api {
@@ -340,16 +402,26 @@ impl Api {
                 let dir = c.data_dir.clone().unwrap_or_else(crate::default_data_dir);
                 let path = dir.join("token");
                 std::fs::read_to_string(&path)
-                    .with_context(|| format!("no --token given and cannot read {} (is `slipway serve` running with that data directory?)", path.display()))?
+                    .with_context(|| format!("$SLIPWAY_TOKEN is not set and {} cannot be read: set it, or point --data-dir at `slipway serve`'s data directory", path.display()))?
                     .trim()
                     .to_string()
             }
         };
         Ok(Api {
-            base: c.api.trim_end_matches('/').to_string(),
+            base: c.base(),
             token,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            json: c.json,
         })
+    }
+
+    /// With `--json`, prints `v` and returns false; otherwise returns true (print for
+    /// people).
+    fn human(&self, v: &Value) -> bool {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+        !self.json
     }
 
     /// `GET /v1/services/{name}`.
@@ -419,6 +491,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         ClientCmd::List(c) => {
             let api = Api::new(&c.conn)?;
             let list = api.call("GET", "/v1/services", None).await?;
+            if !api.human(&list) {
+                return Ok(());
+            }
             println!(
                 "{:<24} {:<22} {:>8} {:>6}  URL",
                 "NAME", "STATUS", "REVISION", "READY"
@@ -444,6 +519,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Status(a) => {
             let api = Api::new(&a.conn)?;
             let v = api.service(&a.name).await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             println!("service:   {}", s(&v, "name"));
             println!("status:    {}", s(&v, "status"));
             println!("url:       {}", s(&v, "url"));
@@ -473,7 +551,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
         ClientCmd::Url(a) => {
             let api = Api::new(&a.conn)?;
             let v = api.service(&a.name).await?;
-            println!("{}", s(&v, "url"));
+            if api.human(&v) {
+                println!("{}", s(&v, "url"));
+            }
             Ok(())
         }
         ClientCmd::Remote(a) => {
@@ -482,16 +562,25 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let remote = v["git_remote"]
                 .as_str()
                 .ok_or_else(|| anyhow!("service {} deploys an image, not git pushes", a.name))?;
-            println!("{remote}");
+            if api.human(&json!({ "git_remote": remote })) {
+                println!("{remote}");
+            }
             Ok(())
         }
         ClientCmd::Login(a) => login(&a.conn).await,
+        ClientCmd::Logout(a) => logout(&a.conn),
+        ClientCmd::Wait(a) => {
+            let api = Api::new(&a.conn)?;
+            wait_for_outcome(&api, &a.name, a.timeout, None).await
+        }
         ClientCmd::GitCredential(a) => git_credential(&a),
         ClientCmd::Delete(a) => {
             let api = Api::new(&a.conn)?;
             api.call("DELETE", &format!("/v1/services/{}", a.name), None)
                 .await?;
-            println!("deleted {}", a.name);
+            if api.human(&json!({ "deleted": a.name })) {
+                println!("deleted {}", a.name);
+            }
             Ok(())
         }
         ClientCmd::Deploy(a) => {
@@ -499,17 +588,21 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/deploy", a.name), None)
                 .await?;
-            if v["build"].is_number() {
-                println!(
-                    "building commit {} again (build {}); `slipway logs {} --follow` shows it",
-                    s(&v, "commit").get(..12).unwrap_or_default(),
-                    v["build"],
-                    a.name
-                );
-            } else {
-                println!("deploying revision {}", v["revision"]);
+            if a.no_wait {
+                if !api.human(&v) {
+                } else if v["build"].is_number() {
+                    println!(
+                        "building commit {} again (build {}); `slipway wait {}` waits for it",
+                        s(&v, "commit").get(..12).unwrap_or_default(),
+                        v["build"],
+                        a.name
+                    );
+                } else {
+                    println!("deploying revision {}", v["revision"]);
+                }
+                return Ok(());
             }
-            Ok(())
+            wait_for_outcome(&api, &a.name, a.timeout, v["build"].as_i64()).await
         }
         ClientCmd::Secrets(a) => secrets(a.op).await,
         ClientCmd::Domains(a) => domains(a.op).await,
@@ -520,7 +613,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("PATCH", &format!("/v1/services/{}", a.name), Some(patch))
                 .await?;
-            updated(&a.name, &v);
+            if api.human(&v) {
+                updated(&a.name, &v);
+            }
             Ok(())
         }
         ClientCmd::Env(a) => env(a.op).await,
@@ -529,7 +624,8 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/pause", a.name), None)
                 .await?;
-            if v["changed"] == json!(true) {
+            if !api.human(&v) {
+            } else if v["changed"] == json!(true) {
                 println!(
                     "{} paused: its instances stop; requests get 503 until `slipway resume {}`",
                     a.name, a.name
@@ -544,7 +640,8 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/resume", a.name), None)
                 .await?;
-            if v["changed"] == json!(true) {
+            if !api.human(&v) {
+            } else if v["changed"] == json!(true) {
                 println!("{} resumed: its revision starts again", a.name);
             } else {
                 println!("{} was not paused", a.name);
@@ -557,10 +654,12 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/rollback", a.name), body)
                 .await?;
-            println!(
-                "rolling back to revision {} (deployment {})",
-                v["revision"], v["deployment"]
-            );
+            if api.human(&v) {
+                println!(
+                    "rolling back to revision {} (deployment {})",
+                    v["revision"], v["deployment"]
+                );
+            }
             Ok(())
         }
         ClientCmd::Revisions(a) => {
@@ -568,6 +667,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("GET", &format!("/v1/services/{}/revisions", a.name), None)
                 .await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             println!(
                 "{:>8}  {:<14} {:<14} CREATED",
                 "REVISION", "COMMIT", "IMAGE"
@@ -594,6 +696,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("GET", &format!("/v1/services/{}/deployments", a.name), None)
                 .await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             for d in v.as_array().into_iter().flatten() {
                 println!(
                     "{} {:>5} rev {:>4} {:<8} {:<18} {}",
@@ -882,10 +987,176 @@ async fn login(conn: &Conn) -> Result<()> {
     git_config(&["--add", &key, ""])?;
     git_config(&["--add", &key, &helper])?;
     git_config(&[&format!("credential.{}.username", api.base), "slipway"])?;
+    // The API address, for later commands without --api.
+    if let Some(path) = cli_config() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, json!({ "api": api.base }).to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     println!(
         "git now asks `{helper}` for the token when it talks to {}",
         api.base
     );
+    Ok(())
+}
+
+/// Waits for `build` (or a build in progress) and then the service's latest deployment
+/// to end, with a spinner on a terminal; Ok when it succeeded, an error with the reason
+/// when the build or the deployment failed.
+async fn wait_for_outcome(api: &Api, name: &str, timeout_s: u64, build: Option<i64>) -> Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    let poll = std::time::Duration::from_millis(300);
+    let before = api
+        .call("GET", &format!("/v1/services/{name}/deployments"), None)
+        .await?
+        .as_array()
+        .and_then(|d| d.first())
+        .and_then(|d| d["id"].as_i64());
+    // The build first: the one asked for, or one in progress when we started. A build
+    // that had already failed before is not this wait's business.
+    let mut watching = build.is_some();
+    while std::time::Instant::now() < deadline {
+        let builds = api
+            .call("GET", &format!("/v1/services/{name}/builds"), None)
+            .await?;
+        let b = builds.as_array().and_then(|b| match build {
+            Some(id) => b.iter().find(|x| x["id"].as_i64() == Some(id)),
+            None => b.first(),
+        });
+        let Some(b) = b.cloned() else { break };
+        let state = s(&b, "state");
+        match state.as_str() {
+            "queued" | "running" => {
+                watching = true;
+                bar.set_message(format!(
+                    "{name}: build {} of {} {state}",
+                    b["id"],
+                    s(&b, "commit").get(..12).unwrap_or_default()
+                ));
+                tokio::time::sleep(poll).await;
+            }
+            "failed" if watching => {
+                bar.finish_and_clear();
+                let last = b["log"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default()
+                    .to_string();
+                api.human(&b);
+                bail!(
+                    "build {} of {} failed: {last}\n(`slipway logs {name} --build` has its output)",
+                    b["id"],
+                    s(&b, "commit")
+                );
+            }
+            _ => break,
+        }
+    }
+    while std::time::Instant::now() < deadline {
+        let deps = api
+            .call("GET", &format!("/v1/services/{name}/deployments"), None)
+            .await?;
+        let Some(d) = deps.as_array().and_then(|d| d.first()).cloned() else {
+            bar.finish_and_clear();
+            bail!("{name} has no deployment to wait for: push or `slipway deploy {name}` first");
+        };
+        // A build just ended: its deployment may be a moment behind.
+        if watching && d["id"].as_i64() == before {
+            tokio::time::sleep(poll).await;
+            continue;
+        }
+        let state = s(&d, "state");
+        match state.as_str() {
+            "succeeded" => {
+                bar.finish_and_clear();
+                if api.human(&d) {
+                    println!(
+                        "{name}: revision {} is live (deployment {})",
+                        d["revision"], d["id"]
+                    );
+                }
+                return Ok(());
+            }
+            "failed" | "rolled_back" | "superseded" => {
+                bar.finish_and_clear();
+                api.human(&d);
+                // A rollback's own reason says what happened after; the failure that
+                // caused it is the deployment's `failed` step in the activity log.
+                let events = api
+                    .call(
+                        "GET",
+                        &format!("/v1/services/{name}/events?limit=1000"),
+                        None,
+                    )
+                    .await
+                    .unwrap_or(Value::Null);
+                let prefix = format!(
+                    "deployment {} (revision {}): failed: ",
+                    d["id"], d["revision"]
+                );
+                let cause = events
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .rev()
+                    .filter_map(|e| e["message"].as_str())
+                    .find_map(|m| m.strip_prefix(&prefix))
+                    .map(|c| format!("\nwhy: {c}"))
+                    .unwrap_or_default();
+                bail!(
+                    "deployment {} of revision {} {}: {}{cause}",
+                    d["id"],
+                    d["revision"],
+                    state.replace('_', " "),
+                    s(&d, "reason")
+                );
+            }
+            _ => {
+                bar.set_message(format!(
+                    "{name}: deployment {} of revision {} {state}: {}",
+                    d["id"],
+                    d["revision"],
+                    s(&d, "reason")
+                ));
+                tokio::time::sleep(poll).await;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    bail!("gave up waiting for {name} after {timeout_s} s (`slipway status {name}` shows where it is)")
+}
+
+/// Undoes `slipway login`: git's helper for the API and the saved address.
+fn logout(conn: &Conn) -> Result<()> {
+    let base = conn.base();
+    for key in [
+        format!("credential.{base}.helper"),
+        format!("credential.{base}.username"),
+    ] {
+        let st = std::process::Command::new("git")
+            .args(["config", "--global", "--unset-all", &key])
+            .status()
+            .context("cannot run git")?;
+        if !st.success() && st.code() != Some(5) {
+            bail!("git config --global --unset-all {key} failed ({st})");
+        }
+    }
+    if let Some(path) = cli_config() {
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+            }
+        }
+    }
+    println!("logged out of {base}: git no longer gets the token from slipway, and the API address is forgotten");
     Ok(())
 }
 
@@ -982,7 +1253,9 @@ async fn env(op: EnvOp) -> Result<()> {
                     Some(json!({ "env": vars })),
                 )
                 .await?;
-            updated(&a.name, &v);
+            if api.human(&v) {
+                updated(&a.name, &v);
+            }
         }
         EnvOp::Unset(a) => {
             let vars: serde_json::Map<String, Value> =
@@ -995,13 +1268,18 @@ async fn env(op: EnvOp) -> Result<()> {
                     Some(json!({ "env": vars })),
                 )
                 .await?;
-            updated(&a.name, &v);
+            if api.human(&v) {
+                updated(&a.name, &v);
+            }
         }
         EnvOp::List(a) => {
             let api = Api::new(&a.conn)?;
             let v = api
                 .call("GET", &format!("/v1/services/{}", a.name), None)
                 .await?;
+            if !api.human(&v["spec"]["env"]) {
+                return Ok(());
+            }
             for (k, val) in v["spec"]["env"].as_object().into_iter().flatten() {
                 println!("{k}={}", val.as_str().unwrap_or_default());
             }
@@ -1046,6 +1324,9 @@ async fn domains(op: DomainsOp) -> Result<()> {
                     Some(json!({ "domain": a.domain })),
                 )
                 .await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             println!("Create these records at your DNS provider; the domain goes active once they verify:");
             print_domain(&v);
         }
@@ -1054,6 +1335,9 @@ async fn domains(op: DomainsOp) -> Result<()> {
             let v = api
                 .call("GET", &format!("/v1/services/{}/domains", a.name), None)
                 .await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!("{} has no custom domains", a.name);
@@ -1064,13 +1348,16 @@ async fn domains(op: DomainsOp) -> Result<()> {
         }
         DomainsOp::Remove(a) => {
             let api = Api::new(&a.conn)?;
-            api.call(
-                "DELETE",
-                &format!("/v1/services/{}/domains/{}", a.name, a.domain),
-                None,
-            )
-            .await?;
-            println!("domain {} of {} removed", a.domain, a.name);
+            let v = api
+                .call(
+                    "DELETE",
+                    &format!("/v1/services/{}/domains/{}", a.name, a.domain),
+                    None,
+                )
+                .await?;
+            if api.human(&v) {
+                println!("domain {} of {} removed", a.domain, a.name);
+            }
         }
     }
     Ok(())
@@ -1092,7 +1379,9 @@ async fn secrets(op: SecretsOp) -> Result<()> {
                     Some(json!({ "value": value })),
                 )
                 .await?;
-            println!("secret {} of {} set{}", a.key, a.name, redeployed(&v));
+            if api.human(&v) {
+                println!("secret {} of {} set{}", a.key, a.name, redeployed(&v));
+            }
         }
         SecretsOp::Unset(a) => {
             let api = Api::new(&a.conn)?;
@@ -1103,13 +1392,18 @@ async fn secrets(op: SecretsOp) -> Result<()> {
                     None,
                 )
                 .await?;
-            println!("secret {} of {} removed{}", a.key, a.name, redeployed(&v));
+            if api.human(&v) {
+                println!("secret {} of {} removed{}", a.key, a.name, redeployed(&v));
+            }
         }
         SecretsOp::List(a) => {
             let api = Api::new(&a.conn)?;
             let v = api
                 .call("GET", &format!("/v1/services/{}/secrets", a.name), None)
                 .await?;
+            if !api.human(&v) {
+                return Ok(());
+            }
             println!("{:<32} SET (unix ms)", "NAME");
             for s in v.as_array().into_iter().flatten() {
                 println!(

@@ -131,7 +131,12 @@ async fn a_push_survives_kill9_during_its_build_and_deploy_rebuilds_the_head() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("building commit"));
+    // It waits for the outcome and says so.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("durable: revision 2 is live"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     support::wait_for("revision 2", Duration::from_secs(120), || async {
         p.service("durable").await["active_revision"] == 2
     })
