@@ -8,6 +8,7 @@
 //! user name, the token as password), because git clients speak HTTP auth natively.
 
 pub mod acme;
+pub mod history;
 pub mod hooks;
 pub mod names;
 pub mod platform;
@@ -53,6 +54,8 @@ pub struct Api {
     pub metrics: Metrics,
     /// The platform id: the label value on every container this platform runs.
     pub platform_id: String,
+    /// Seconds between the metrics history's finest points (10).
+    pub history_res_s: i64,
 }
 
 /// An API error: a status, what it says, and the field of the request at fault.
@@ -161,6 +164,7 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/builds", get(builds))
         .route("/v1/services/{name}/logs", get(app_logs))
+        .route("/v1/services/{name}/metrics", get(metrics_history))
         .route("/v1/services/{name}/logs/stream", get(app_logs_stream))
         .route("/v1/services/{name}/secrets", get(secrets))
         .route(
@@ -493,6 +497,44 @@ impl LogsQuery {
             limit: self.limit,
         }
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MetricsQuery {
+    /// `1h` (default), `6h`, `24h` or `7d`.
+    period: Option<String>,
+}
+
+/// `GET /v1/services/{name}/metrics?period=1h|6h|24h|7d`: the service's history, one
+/// point per interval (the finest kept for periods up to a day, 1 min beyond).
+async fn metrics_history(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let row = load(&api, &name)?;
+    let hour = 3600 * 1000;
+    let (span, res) = match q.period.as_deref().unwrap_or("1h") {
+        "1h" => (hour, api.history_res_s),
+        "6h" => (6 * hour, api.history_res_s),
+        "24h" => (24 * hour, api.history_res_s),
+        "7d" => (7 * 24 * hour, 60),
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("period {other:?}: use 1h, 6h, 24h or 7d"),
+                Some("period".into()),
+            ))
+        }
+    };
+    let since = slipway_core::now_unix_ms() - span;
+    let points = api
+        .platform
+        .store
+        .metrics(row.spec.name.as_str(), res, since)?;
+    Ok(Json(json!({ "resolution_s": res, "points": points })))
 }
 
 /// `GET /v1/services/{name}/logs`: the app's own output (every instance's stdout and

@@ -97,6 +97,7 @@ fn rig() -> Rig {
             Arc::new(registry)
         },
         platform_id: "test".into(),
+        history_res_s: 10,
     };
     Rig {
         api,

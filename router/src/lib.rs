@@ -160,6 +160,18 @@ impl ServiceRoute {
 /// Where ACME HTTP-01 answers live.
 pub(crate) const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// Upper bounds (seconds) of the router's latency buckets.
+pub const LATENCY_BOUNDS_S: [f64; 14] = state::LATENCY_BUCKETS;
+
+/// A service's response counters (see [`Router::counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub status: [u64; 5],
+    /// Requests per latency bucket (not cumulative), `+Inf` last.
+    pub latency: Vec<u64>,
+}
+
 /// One ready instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceRoute {
@@ -479,6 +491,32 @@ impl Router {
                     requests_total: e.state.requests_total.load(Ordering::Relaxed),
                     instances,
                 }
+            })
+            .collect()
+    }
+
+    /// Each routed service's counters since it was first added: responses by status
+    /// class and the latency histogram (per bucket, not cumulative; the bounds are
+    /// [`LATENCY_BOUNDS_S`], then `+Inf`). What a history samples.
+    pub fn counters(&self) -> Vec<(String, Counters)> {
+        let table = self.table.load_full();
+        table
+            .services
+            .values()
+            .map(|e| {
+                let st = &e.state;
+                (
+                    e.route.name.clone(),
+                    Counters {
+                        status: std::array::from_fn(|i| st.status[i].load(Ordering::Relaxed)),
+                        latency: st
+                            .latency
+                            .buckets
+                            .iter()
+                            .map(|b| b.load(Ordering::Relaxed))
+                            .collect(),
+                    },
+                )
             })
             .collect()
     }

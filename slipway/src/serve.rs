@@ -130,6 +130,9 @@ pub struct ServeArgs {
     /// Seconds between looks at certificates (renewal when a third of the life is left).
     #[arg(long, env = "SLIPWAY_ACME_CHECK_S", default_value_t = 3600)]
     acme_check_s: u64,
+    /// Seconds between points of the metrics history (its finest resolution), 1 to 60.
+    #[arg(long, env = "SLIPWAY_HISTORY_SAMPLE_S", default_value_t = 10)]
+    history_sample_s: u64,
     /// Seconds before the first retry of a failed issuance (doubling, up to an hour).
     #[arg(long, env = "SLIPWAY_ACME_RETRY_S", default_value_t = 60)]
     acme_retry_s: u64,
@@ -467,6 +470,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         api_url: api_url.clone(),
         metrics,
         platform_id: platform.clone(),
+        history_res_s: a.history_sample_s.clamp(1, 60) as i64,
     };
     let metrics_task = match a.metrics_addr {
         Some(addr) => {
@@ -483,6 +487,23 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             }))
         }
         None => None,
+    };
+    let history = {
+        let deployer = deployer.clone();
+        let ready = move || {
+            deployer
+                .counts()
+                .into_iter()
+                .map(|(k, c)| (k, c.ready as i64))
+                .collect::<HashMap<_, _>>()
+        };
+        tasks.spawn(slipway_console::history::run(
+            store.clone(),
+            router.clone(),
+            a.history_sample_s,
+            ready,
+            shutdown.clone(),
+        ))
     };
     names.load_certs();
     let acme_task = a.acme_directory.as_ref().map(|dir| {
@@ -561,7 +582,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         if let Some(d) = dns_server {
             d.stop(LOOPS_SHUTDOWN_DEADLINE).await;
         }
-        let f = within(LOOPS_SHUTDOWN_DEADLINE, names_follow).await;
+        let f = within(LOOPS_SHUTDOWN_DEADLINE, names_follow).await
+            && within(LOOPS_SHUTDOWN_DEADLINE, history).await;
         let c = within(LOOPS_SHUTDOWN_DEADLINE, names_check).await;
         let acme = match acme_task {
             Some(t) => within(LOOPS_SHUTDOWN_DEADLINE, t).await,

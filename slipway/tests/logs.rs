@@ -115,3 +115,53 @@ async fn app_logs_are_kept_searchable_streamed_and_survive_a_crash() {
         .as_array()
         .is_some_and(|a| !a.is_empty()));
 }
+
+/// The metrics history: requests, status classes, latency and instances per interval,
+/// kept in the store and served for a period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_history_records_requests_latency_and_instances() {
+    let p = Platform::start_with_env(&[("SLIPWAY_HISTORY_SAMPLE_S", "1")]).await;
+    p.create(json!({"name": "graph", "health_check": {"interval_s": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "graph");
+    repo.write("Dockerfile", APP);
+    repo.write("www/index.html", "graph\n");
+    repo.commit("app");
+    repo.push();
+    p.wait_content("graph", "graph", Duration::from_secs(60))
+        .await;
+    for _ in 0..20 {
+        assert_eq!(p.get("graph", "/").await.unwrap().0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(p.get("graph", "/nope").await.unwrap().0, 404);
+    }
+    let totals = || async {
+        let v = p.get_json("/v1/services/graph/metrics?period=1h").await;
+        let pts = v["points"].as_array().cloned().unwrap_or_default();
+        let sum = |k: &str| pts.iter().map(|x| x[k].as_i64().unwrap_or(0)).sum::<i64>();
+        (v["resolution_s"].clone(), sum("s2xx"), sum("s4xx"), pts)
+    };
+    wait_for(
+        "the requests in the history",
+        Duration::from_secs(20),
+        || async {
+            let (_, ok, notfound, _) = totals().await;
+            ok >= 20 && notfound >= 5
+        },
+    )
+    .await;
+    let (res, _, _, pts) = totals().await;
+    assert_eq!(res, 1);
+    let busy = pts
+        .iter()
+        .find(|x| x["requests"].as_i64() > Some(0))
+        .unwrap();
+    assert!(busy["p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{busy}");
+    assert!(pts.iter().any(|x| x["instances"] == 1), "{pts:?}");
+    let (s, v) = p
+        .call("GET", "/v1/services/graph/metrics?period=2y", None, None)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["field"], "period");
+}

@@ -198,6 +198,31 @@ pub struct AppLogRow {
     pub line: String,
 }
 
+/// One point of a service's metrics history: what happened during `res_s` seconds up
+/// to `at_ms`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MetricPoint {
+    /// The end of the interval, ms since the epoch.
+    pub at_ms: i64,
+    /// Requests answered in the interval.
+    pub requests: i64,
+    /// Of those, 2xx (and 1xx, 3xx).
+    pub s2xx: i64,
+    /// 4xx.
+    pub s4xx: i64,
+    /// 5xx.
+    pub s5xx: i64,
+    /// Median latency, ms (none without requests).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub p99_ms: Option<f64>,
+    /// Ready instances at the end.
+    pub instances: i64,
+}
+
+/// How long each resolution of the metrics history is kept.
+pub const METRICS_KEPT: [(i64, i64); 2] = [(10, 24 * 3600 * 1000), (60, 7 * 24 * 3600 * 1000)];
+
 /// Which application log lines to read.
 #[derive(Clone, Debug, Default)]
 pub struct AppLogQuery {
@@ -416,6 +441,19 @@ CREATE TABLE IF NOT EXISTS app_logs (
 );
 CREATE INDEX IF NOT EXISTS app_logs_service ON app_logs (service, id);
 CREATE INDEX IF NOT EXISTS app_logs_instance ON app_logs (instance, at_ms);
+CREATE TABLE IF NOT EXISTS metric_points (
+    service TEXT NOT NULL,
+    res_s INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    s2xx INTEGER NOT NULL,
+    s4xx INTEGER NOT NULL,
+    s5xx INTEGER NOT NULL,
+    p50_ms REAL,
+    p99_ms REAL,
+    instances INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metric_points_at ON metric_points (service, res_s, at_ms);
 CREATE TABLE IF NOT EXISTS secrets (
     service TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -837,6 +875,65 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Records metrics points of resolution `res_s` (one per service), and drops points of
+    /// that resolution older than it is kept ([`METRICS_KEPT`]). Deleted services get none.
+    pub fn record_metrics(&self, res_s: i64, points: &[(String, MetricPoint)]) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO metric_points (service, res_s, at_ms, requests, s2xx, s4xx, s5xx, p50_ms, p99_ms, instances)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM services WHERE name = ?1)",
+            )?;
+            for (service, p) in points {
+                st.execute(params![
+                    service,
+                    res_s,
+                    p.at_ms,
+                    p.requests,
+                    p.s2xx,
+                    p.s4xx,
+                    p.s5xx,
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.instances
+                ])?;
+            }
+        }
+        let kept = METRICS_KEPT
+            .iter()
+            .find(|(r, _)| *r == res_s)
+            .map_or(24 * 3600 * 1000, |(_, k)| *k);
+        tx.execute(
+            "DELETE FROM metric_points WHERE res_s = ?1 AND at_ms < ?2",
+            params![res_s, now_unix_ms() - kept],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A service's metrics points of resolution `res_s` since `since_ms`, oldest first.
+    pub fn metrics(&self, service: &str, res_s: i64, since_ms: i64) -> Result<Vec<MetricPoint>> {
+        let db = self.db();
+        let mut st = db.prepare_cached(
+            "SELECT at_ms, requests, s2xx, s4xx, s5xx, p50_ms, p99_ms, instances FROM metric_points
+             WHERE service = ?1 AND res_s = ?2 AND at_ms >= ?3 ORDER BY at_ms",
+        )?;
+        let rows = st.query_map(params![service, res_s, since_ms], |r| {
+            Ok(MetricPoint {
+                at_ms: r.get(0)?,
+                requests: r.get(1)?,
+                s2xx: r.get(2)?,
+                s4xx: r.get(3)?,
+                s5xx: r.get(4)?,
+                p50_ms: r.get(5)?,
+                p99_ms: r.get(6)?,
+                instances: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// An in-memory store, for tests.
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
@@ -951,6 +1048,7 @@ impl Store {
             "secrets",
             "domains",
             "app_logs",
+            "metric_points",
         ] {
             tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
         }
