@@ -94,7 +94,7 @@ pub async fn run(
         let instances = ready();
         // The first tick only sets the baseline.
         for (slot, res_s) in [(0usize, every_s as i64), (1, 60)] {
-            if slot == 1 && n % per_minute != 0 {
+            if slot == 1 && !n.is_multiple_of(per_minute) {
                 continue;
             }
             if n > 0 {
