@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
+bash scripts/install-browser.sh
 
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check

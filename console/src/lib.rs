@@ -12,6 +12,7 @@ pub mod history;
 pub mod hooks;
 pub mod names;
 pub mod platform;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -127,14 +128,7 @@ impl IntoResponse for ApiError {
             "message": self.1,
             "field": self.2,
         }});
-        let mut r = (self.0, Json(body)).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"slipway\""),
-            );
-        }
-        r
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -146,6 +140,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// speak Basic natively.
 pub fn app(api: Api) -> Router {
     let token: Arc<str> = api.token.as_str().into();
+    let sessions = web::Sessions::default();
     let v1 = Router::new()
         .route("/v1/platform", get(platform))
         .route("/v1/services", get(list_services).post(create_service))
@@ -162,6 +157,7 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/revisions", get(revisions))
         .route("/v1/services/{name}/deployments", get(deployments))
         .route("/v1/services/{name}/events", get(events))
+        .route("/v1/services/{name}/events/stream", get(events_stream))
         .route("/v1/services/{name}/builds", get(builds))
         .route("/v1/services/{name}/logs", get(app_logs))
         .route("/v1/services/{name}/metrics", get(metrics_history))
@@ -182,16 +178,30 @@ pub fn app(api: Api) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(1 << 20))
         .route_layer(middleware::from_fn_with_state(
-            (token.clone(), Schemes::Bearer),
+            (token.clone(), Schemes::Bearer, Some(sessions.clone())),
             require_token,
         ));
     let git = Router::new()
         .route("/git/{repo}/{*path}", any(git_http))
         .layer(DefaultBodyLimit::max(512 << 20))
         .route_layer(middleware::from_fn_with_state(
-            (token, Schemes::BearerOrBasic),
+            (token.clone(), Schemes::BearerOrBasic, None),
             require_token,
         ));
+    let console = Router::new()
+        .route("/", get(web::index))
+        .route("/console/app.js", get(web::app_js))
+        .route("/console/app.css", get(web::app_css))
+        .route(
+            "/console/login",
+            post(web::login).with_state((token, sessions.clone())),
+        )
+        .route(
+            "/console/session",
+            get(web::session).with_state(sessions.clone()),
+        )
+        .route("/console/logout", post(web::logout).with_state(sessions))
+        .layer(DefaultBodyLimit::max(16 << 10));
     // Webhooks carry their own proof (a signature or a token per service), not the API
     // token.
     let hooks = Router::new()
@@ -200,6 +210,7 @@ pub fn app(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(hooks)
+        .merge(console)
         .merge(v1)
         .merge(git)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -215,18 +226,40 @@ enum Schemes {
 
 /// The auth layer: the request goes on only with the platform's token.
 async fn require_token(
-    State((token, schemes)): State<(Arc<str>, Schemes)>,
+    State((token, schemes, sessions)): State<(Arc<str>, Schemes, Option<web::Sessions>)>,
     req: Request,
     next: Next,
 ) -> Response {
     if authorized(&token, schemes, req.headers()) {
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send `Authorization: Bearer <token>` (the token is in the data directory's `token` file)",
+        return next.run(req).await;
+    }
+    // The console's session cookie, for the API only (never the git remote).
+    let session = sessions
+        .as_ref()
+        .map(|s| s.check(req.method(), req.headers()));
+    match session {
+        Some(web::SessionAuth::Ok) => next.run(req).await,
+        Some(web::SessionAuth::Forgery) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused (CSRF): a signed-in console request needs its X-CSRF-Token and this site's Origin",
         )
-        .into_response()
+        .into_response(),
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: send `Authorization: Bearer <token>` (the token is in the data directory's `token` file)",
+            )
+            .into_response();
+            // git asks for credentials on a Basic challenge; a browser would open a
+            // password dialog on one, so the API's challenge is Bearer.
+            let challenge = match schemes {
+                Schemes::BearerOrBasic => "Basic realm=\"slipway\"",
+                Schemes::Bearer => "Bearer realm=\"slipway\"",
+            };
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            r
+        }
     }
 }
 
@@ -342,13 +375,20 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) 
             ));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = platform::error_field(&e.path().to_string(), &e.inner().to_string());
+        let e = e.into_inner();
         let status = if e.is_data() {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST
         };
-        ApiError::new(status, format!("invalid body: {e}"))
+        ApiError(
+            status,
+            format!("invalid body: {e}"),
+            e.is_data().then_some(field).flatten(),
+        )
     })
 }
 
@@ -617,6 +657,71 @@ async fn app_logs_stream(
             }
         }
     });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `GET /v1/services/{name}/events/stream`: the activity log as server-sent events (the
+/// newest 200, then each new entry), resumable with `Last-Event-ID`.
+async fn events_stream(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let row = load(&api, &name)?;
+    let service = row.spec.name.to_string();
+    let store = api.platform.store.clone();
+    // From the client's cursor, or the newest 200 first (the store gives the newest of
+    // what is after the cursor).
+    let after: i64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let start = (
+        store,
+        service,
+        after,
+        std::collections::VecDeque::new(),
+        false,
+    );
+    let stream = futures_util::stream::unfold(
+        start,
+        |(store, service, mut after, mut ready, mut polled)| async move {
+            loop {
+                if let Some(e) = ready.pop_front() {
+                    let e: slipway_store::EventRow = e;
+                    let ev = Event::default()
+                        .id(e.id.to_string())
+                        .data(serde_json::to_string(&e).unwrap_or_default());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (store, service, after, ready, polled),
+                    ));
+                }
+                if polled {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                let limit = if polled { 1000 } else { 200 };
+                polled = true;
+                store.snapshot().service(&service)?;
+                match store.events(&service, after, limit) {
+                    Ok(rows) => {
+                        if let Some(last) = rows.last() {
+                            after = last.id;
+                        }
+                        ready.extend(rows);
+                    }
+                    Err(e) => {
+                        tracing::warn!("store: following events: {e}");
+                        return None;
+                    }
+                }
+            }
+        },
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -201,9 +201,13 @@ impl Platform {
         let mut value = serde_json::to_value(&row.spec)
             .map_err(|e| PlatformError::Store(StoreError::Spec(e)))?;
         merge_patch(&mut value, patch);
-        let spec: ServiceSpec = serde_json::from_value(value).map_err(|e| SpecError {
-            field: spec_field(&e.to_string()),
-            message: e.to_string(),
+        let spec: ServiceSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+            let message = e.inner().to_string();
+            SpecError {
+                field: error_field(&e.path().to_string(), &message)
+                    .unwrap_or_else(|| "body".into()),
+                message,
+            }
         })?;
         spec.validate()?;
         if spec == row.spec {
@@ -528,14 +532,19 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-/// The field a serde error names (`unknown field `colour``), or `body`.
-fn spec_field(message: &str) -> String {
+/// The dotted field a deserialization error is about: its path (`scaling.min_size`, and
+/// for an unknown field the field itself), or for an error at the top the unknown field
+/// its message names; None otherwise.
+pub fn error_field(path: &str, message: &str) -> Option<String> {
+    let path = path.trim_matches('.');
+    if !path.is_empty() {
+        return Some(path.to_string());
+    }
     message
-        .split('`')
-        .nth(1)
-        .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or("body")
-        .to_string()
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
 }
 
 /// A fresh ownership token: 128 bits from the OS's CSPRNG, as hex.

@@ -1,0 +1,159 @@
+// The web console in headless Chromium (Debian's, driven by npm's playwright-core), as
+// slipway/tests/browser.rs runs it: sign in, create a service from an example image,
+// watch it deploy live, open it, read its logs and metrics, add a domain, set a secret,
+// pause and resume, roll back, sign out. Screenshots go to $ARTIFACTS.
+//
+// Environment: CONSOLE (the console URL), TOKEN, IMAGE (the example's image), ARTIFACTS,
+// CANARY (a secret value that must never appear on a page).
+"use strict";
+
+const { chromium } = require("playwright-core");
+const fs = require("fs");
+const path = require("path");
+
+const CONSOLE = process.env.CONSOLE;
+const TOKEN = process.env.TOKEN;
+const IMAGE = process.env.IMAGE;
+const ARTIFACTS = process.env.ARTIFACTS;
+const CANARY = process.env.CANARY;
+const STEP_MS = 90_000;
+
+function fail(msg) {
+  console.error(`browser test failed: ${msg}`);
+  process.exitCode = 1;
+  throw new Error(msg);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+async function expectText(locator, text, what, timeout = STEP_MS) {
+  try {
+    await locator.filter({ hasText: text }).first().waitFor({ timeout });
+  } catch (e) {
+    fail(`${what}: never showed ${JSON.stringify(text)} (${e.message.split("\n")[0]})`);
+  }
+}
+
+(async () => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  try {
+    // Sign in (a wrong token first).
+    await page.goto(CONSOLE);
+    await page.getByTestId("token").fill("not-the-token");
+    await page.getByTestId("signin-submit").click();
+    await expectText(page.locator(".field-error"), "wrong token", "sign-in with a bad token");
+    await page.getByTestId("token").fill(TOKEN);
+    await page.getByTestId("signin-submit").click();
+    await page.getByTestId("services").waitFor({ timeout: STEP_MS });
+    await shot(page, "01-services-empty");
+
+    // Create from the example image; a bad name first gets the API's message by the field.
+    await page.getByTestId("nav-create").click();
+    await page.getByTestId("create-name").fill("Bad_Name");
+    await page.getByTestId("create-source").selectOption("image");
+    await page.getByTestId("create-image").fill(IMAGE);
+    await page.getByTestId("create-port").fill("8080");
+    await page.locator("#cpu").selectOption("256");
+    await page.locator("#memory").selectOption("512");
+    await page.getByTestId("create-submit").click();
+    await expectText(page.locator('[data-error-for="name"]'), "name", "the name's validation message");
+    await shot(page, "02-create-error");
+    await page.getByTestId("create-name").fill("site");
+    await page.getByTestId("create-submit").click();
+
+    // The deployment succeeds, live.
+    await expectText(page.getByTestId("status"), "running", "the service's status");
+    await expectText(page.getByTestId("deployments").locator("td"), "succeeded", "the deployments table");
+    await expectText(page.getByTestId("activity"), "succeeded", "the live activity log");
+    await shot(page, "03-service-running");
+
+    // Open its URL.
+    const url = await page.getByTestId("service-url").getAttribute("href");
+    const app = await context.newPage();
+    const resp = await app.goto(url);
+    if (!resp || resp.status() !== 200) fail(`the service's URL ${url} answered ${resp && resp.status()}`);
+    for (let i = 0; i < 5; i++) await app.reload();
+    await shot(app, "04-the-app");
+    await app.close();
+
+    // Its application logs (the example logs each request) and metrics.
+    await expectText(page.getByTestId("app-logs"), "GET /", "the application logs");
+    await page.getByTestId("log-search").fill("GET");
+    await page.getByTestId("log-search").press("Enter");
+    await expectText(page.getByTestId("app-logs"), "GET /", "a log search");
+    await expectText(page.getByTestId("metrics-points"), "points at", "the metrics charts");
+    const pts = await page.getByTestId("metrics-points").textContent();
+    if (/^0 points/.test(pts)) {
+      await page.waitForTimeout(11_000);
+      const again = await page.getByTestId("metrics-points").textContent();
+      if (/^0 points/.test(again)) fail(`no metrics points: ${again}`);
+    }
+    await shot(page, "05-logs-and-metrics");
+
+    // A domain and a secret.
+    await page.getByTestId("domain-input").fill("www.example.test");
+    await page.getByTestId("domain-add").click();
+    await expectText(page.locator("[data-domain]"), "pending", "the new domain");
+    await expectText(page.locator("[data-domain]"), "_slipway-challenge.www.example.test", "the domain's records");
+    await page.getByTestId("secret-name").fill("API_KEY");
+    await page.getByTestId("secret-value").fill(CANARY);
+    await page.getByTestId("secret-set").click();
+    await expectText(page.getByTestId("secrets").locator("td"), "API_KEY", "the secret's name");
+    if ((await page.content()).includes(CANARY)) fail("the secret's value is on the page");
+    // Setting it deployed revision 2.
+    await expectText(page.getByTestId("deployments").locator("tr"), "config", "the secret's revision");
+    await expectText(page.getByTestId("status"), "running", "running again after the secret");
+    await shot(page, "06-domain-and-secret");
+
+    // Pause and resume.
+    await page.getByTestId("pause").click();
+    await expectText(page.getByTestId("status"), "paused", "the paused status");
+    const paused = await context.newPage();
+    const p = await paused.goto(url);
+    if (!p || p.status() !== 503) fail(`a paused service answered ${p && p.status()}`);
+    if (!(await paused.content()).includes("is paused")) fail("the paused page does not say so");
+    await shot(paused, "07-paused-page");
+    await paused.close();
+    await page.getByTestId("resume").click();
+    await expectText(page.getByTestId("status"), "running", "the resumed status");
+
+    // Roll back to revision 1.
+    await page.getByTestId("rollback-revision").selectOption("1");
+    await page.getByTestId("rollback").click();
+    await expectText(page.getByTestId("deployments").locator("tr").nth(1), "rollback", "the rollback deployment");
+    await expectText(page.getByTestId("deployments").locator("tr").nth(1), "succeeded", "the rollback's outcome");
+    await shot(page, "08-rolled-back");
+
+    // On a phone.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot(page, "09-phone");
+    await page.setViewportSize({ width: 1280, height: 900 });
+
+    // Sign out.
+    await page.getByTestId("signout").click();
+    await page.getByTestId("signin").waitFor({ timeout: STEP_MS });
+    await page.goto(CONSOLE);
+    await page.getByTestId("signin").waitFor({ timeout: STEP_MS });
+    if ((await page.content()).includes(CANARY)) fail("the secret's value is on a page");
+    if (errors.length) fail(`script errors on the page: ${errors.join("; ")}`);
+    console.log("browser test passed");
+  } catch (e) {
+    await shot(page, "99-failure").catch(() => {});
+    if (!process.exitCode) {
+      console.error(`browser test failed: ${e.message}`);
+      process.exitCode = 1;
+    }
+  } finally {
+    await browser.close();
+  }
+})();
