@@ -24,11 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use names::DomainView;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use slipway_builder::GitRequest;
 use slipway_core::{ServiceSpec, Source};
 use slipway_store::ServiceRow;
+use slipway_store::{AppLogRow, BuildRow, DeploymentRow, EventRow, RevisionRow, SecretRow};
 
 pub use platform::{Platform, PlatformError};
 
@@ -134,6 +136,68 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `too_large`,
+    /// `unsupported_media_type`, `invalid`, `internal`.
+    code: String,
+    /// What to change.
+    message: String,
+    /// The request's field at fault (`scaling.max_size`), if one is.
+    field: Option<String>,
+}
+
+/// The API's OpenAPI 3.1 document, made from the handlers' annotations and the types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Slipway",
+        description = "Source to a live URL: the platform's HTTP API."
+    ),
+    paths(
+        platform,
+        list_services,
+        create_service,
+        show_service,
+        update_service,
+        delete_service,
+        deploy,
+        rollback,
+        pause,
+        resume,
+        revisions,
+        deployments,
+        events,
+        events_stream,
+        builds,
+        app_logs,
+        app_logs_stream,
+        metrics_history,
+        secrets,
+        set_secret,
+        unset_secret,
+        add_domain,
+        list_domains,
+        remove_domain,
+        metrics,
+        webhook
+    ),
+    components(schemas(ErrorBody, ErrorDetail))
+)]
+pub struct ApiDoc;
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
 /// Builds the API's router. One layer checks the token on everything but `/healthz`:
 /// `Authorization: Bearer <token>` for the API and `/metrics`, and HTTP Basic (any user
 /// name, the token as password; Bearer works too) for the git remote, because git clients
@@ -209,6 +273,7 @@ pub fn app(api: Api) -> Router {
         .layer(DefaultBodyLimit::max(1 << 20));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/openapi.json", get(openapi))
         .merge(hooks)
         .merge(console)
         .merge(v1)
@@ -300,7 +365,7 @@ fn load(api: &Api, name: &str) -> ApiResult<ServiceRow> {
 }
 
 /// A service as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ServiceView {
     name: String,
     url: String,
@@ -344,6 +409,7 @@ fn service_url(api: &Api, name: &str) -> String {
     }
 }
 
+#[utoipa::path(get, path = "/v1/platform", description = "The platform: id, zone, router port, API URL, version.", responses((status = 200, description = "the platform", body = Object), (status = 401, body = ErrorBody)))]
 async fn platform(State(api): State<Api>) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(json!({
         "platform_id": api.platform_id,
@@ -354,6 +420,7 @@ async fn platform(State(api): State<Api>) -> ApiResult<Json<serde_json::Value>> 
     })))
 }
 
+#[utoipa::path(get, path = "/v1/services", description = "Every service with its status.", responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
 async fn list_services(State(api): State<Api>) -> ApiResult<Json<Vec<ServiceView>>> {
     let rows = api.platform.store.services()?;
     Ok(Json(
@@ -392,6 +459,7 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) 
     })
 }
 
+#[utoipa::path(post, path = "/v1/services", description = "Create a service (an image service deploys at once).", request_body = ServiceSpec, responses((status = 201, body = ServiceView), (status = 409, description = "the name is taken", body = ErrorBody), (status = 422, description = "an invalid setting; `field` names it", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn create_service(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -402,6 +470,7 @@ async fn create_service(
     Ok((StatusCode::CREATED, Json(view(&api, row)?)))
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}", description = "One service.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = ServiceView), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn show_service(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -412,6 +481,7 @@ async fn show_service(
 
 /// `PATCH /v1/services/{name}` with a JSON merge patch of the spec: the service as it is
 /// now, and `revision` when the change deploys a new one (env, port, CPU, memory).
+#[utoipa::path(patch, path = "/v1/services/{name}", description = "Change settings with a JSON merge patch of the spec; env, port, CPU and memory changes deploy a new revision.", request_body = Object, params(("name" = String, Path, description = "the service")), responses((status = 200, description = "`{service, revision}`", body = Object), (status = 422, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn update_service(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -424,11 +494,13 @@ async fn update_service(
     Ok(Json(json!({ "service": view, "revision": revision })))
 }
 
+#[utoipa::path(delete, path = "/v1/services/{name}", description = "Delete a service, its instances and everything recorded about it.", params(("name" = String, Path, description = "the service")), responses((status = 204), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn delete_service(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<StatusCode> {
     api.platform.delete_service(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/services/{name}/deploy", description = "Deploy again: the image as it is now, or the branch head rebuilt.", params(("name" = String, Path, description = "the service")), responses((status = 202, description = "`{build, commit}` or `{revision}`", body = Object), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn deploy(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -440,12 +512,13 @@ async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
     revision: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/v1/services/{name}/rollback", description = "Deploy a kept revision again (default: the one before the active one).", request_body = RollbackBody, params(("name" = String, Path, description = "the service")), responses((status = 202, body = Object), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn rollback(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -464,6 +537,7 @@ async fn rollback(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/revisions", description = "Revisions, newest first.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [RevisionRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn revisions(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -472,6 +546,7 @@ async fn revisions(
     Ok(Json(api.platform.store.revisions(row.spec.name.as_str())?))
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/deployments", description = "Deployments, newest first.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [DeploymentRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn deployments(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -495,6 +570,7 @@ fn default_limit() -> i64 {
     200
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/events", description = "The activity log (`after`: an id; `limit`: 1 to 1000).", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query, description = "entries after this id"), ("limit" = Option<i64>, Query, description = "at most this many")), responses((status = 200, body = [EventRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn events(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -548,6 +624,7 @@ struct MetricsQuery {
 
 /// `GET /v1/services/{name}/metrics?period=1h|6h|24h|7d`: the service's history, one
 /// point per interval (the finest kept for periods up to a day, 1 min beyond).
+#[utoipa::path(get, path = "/v1/services/{name}/metrics", description = "The metrics history for a period (`1h`, `6h`, `24h`, `7d`).", params(("name" = String, Path, description = "the service"), ("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")), responses((status = 200, description = "`{resolution_s, points}`", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn metrics_history(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -579,6 +656,7 @@ async fn metrics_history(
 
 /// `GET /v1/services/{name}/logs`: the app's own output (every instance's stdout and
 /// stderr), oldest first, searchable by time and text.
+#[utoipa::path(get, path = "/v1/services/{name}/logs", description = "The app's own output, oldest first.", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query), ("since" = Option<i64>, Query, description = "ms since the epoch"), ("until" = Option<i64>, Query), ("q" = Option<String>, Query, description = "text to find"), ("instance" = Option<String>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, body = [AppLogRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn app_logs(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -596,6 +674,7 @@ async fn app_logs(
 /// `GET /v1/services/{name}/logs/stream`: the same lines as server-sent events (`data:`
 /// one JSON line each, `id:` its cursor), then every new one as it is kept; a client
 /// that reconnects with `Last-Event-ID` (or `?after=`) goes on from there.
+#[utoipa::path(get, path = "/v1/services/{name}/logs/stream", description = "The app's output as server-sent events.", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query), ("since" = Option<i64>, Query, description = "ms since the epoch"), ("until" = Option<i64>, Query), ("q" = Option<String>, Query, description = "text to find"), ("instance" = Option<String>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn app_logs_stream(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -664,6 +743,7 @@ async fn app_logs_stream(
 
 /// `GET /v1/services/{name}/events/stream`: the activity log as server-sent events (the
 /// newest 200, then each new entry), resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/services/{name}/events/stream", description = "The activity log as server-sent events (`Last-Event-ID` resumes).", params(("name" = String, Path, description = "the service")), responses((status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn events_stream(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -727,6 +807,7 @@ async fn events_stream(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/builds", description = "The latest builds with their output.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [BuildRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn builds(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -739,6 +820,7 @@ async fn builds(
 /// sha256=<HMAC-SHA256 of the body>`) or a GitLab-style one (`X-Gitlab-Token`), keyed by
 /// the service's `source.webhook_secret`. A wrong or missing proof is 401 and builds
 /// nothing; a valid one polls the watched repository at once (202).
+#[utoipa::path(post, path = "/hooks/{name}", description = "A push webhook (GitHub signature or GitLab token).", request_body = Object, params(("name" = String, Path, description = "the service")), responses((status = 202, body = Object), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn webhook(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -792,6 +874,7 @@ async fn webhook(
     Ok((StatusCode::ACCEPTED, Json(json!({"polling": name}))))
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/secrets", description = "Secrets' names and when each was set (never values).", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [SecretRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn secrets(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -799,7 +882,7 @@ async fn secrets(
     Ok(Json(api.platform.secrets(&name)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     value: String,
@@ -807,6 +890,7 @@ struct SecretBody {
 
 /// `PUT /v1/services/{name}/secrets/{key}` with `{"value": "..."}`: the value is sealed
 /// and never returned; the answer names the revision that deploys it.
+#[utoipa::path(put, path = "/v1/services/{name}/secrets/{key}", description = "Set a secret (sealed; deploys a new revision).", request_body = SecretBody, params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn set_secret(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -821,6 +905,7 @@ async fn set_secret(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/services/{name}/secrets/{key}", description = "Remove a secret (deploys a new revision).", params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn unset_secret(
     State(api): State<Api>,
     Path((name, key)): Path<(String, String)>,
@@ -830,6 +915,7 @@ async fn unset_secret(
 }
 
 /// `POST /v1/services/{name}/pause`: `{"paused": true, "changed": bool}`.
+#[utoipa::path(post, path = "/v1/services/{name}/pause", description = "Pause: instances stop, requests get a 503 page.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn pause(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -839,6 +925,7 @@ async fn pause(
 }
 
 /// `POST /v1/services/{name}/resume`: `{"paused": false, "changed": bool}`.
+#[utoipa::path(post, path = "/v1/services/{name}/resume", description = "Resume a paused service.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn resume(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -847,7 +934,7 @@ async fn resume(
     Ok(Json(json!({ "paused": false, "changed": changed })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DomainBody {
     domain: String,
@@ -855,6 +942,7 @@ struct DomainBody {
 
 /// `POST /v1/services/{name}/domains` with `{"domain": "www.example.com"}`: 201 with the
 /// claim and the records to create (200 when the service already holds it).
+#[utoipa::path(post, path = "/v1/services/{name}/domains", description = "Claim a custom domain; the answer lists the records to create.", request_body = DomainBody, params(("name" = String, Path, description = "the service")), responses((status = 201, body = DomainView), (status = 409, description = "claimed by another service", body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn add_domain(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -873,6 +961,7 @@ async fn add_domain(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(get, path = "/v1/services/{name}/domains", description = "Custom domains with their state and records.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [DomainView]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn list_domains(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -880,6 +969,7 @@ async fn list_domains(
     Ok(Json(api.platform.domains(&name)?))
 }
 
+#[utoipa::path(delete, path = "/v1/services/{name}/domains/{domain}", description = "Stop serving a domain; its certificate and key are deleted.", params(("name" = String, Path, description = "the service"), ("domain" = String, Path, description = "the domain")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn remove_domain(
     State(api): State<Api>,
     Path((name, domain)): Path<(String, String)>,
@@ -890,6 +980,7 @@ async fn remove_domain(
 
 /// `/metrics` on the API address: behind the token like everything else there (scrapers
 /// without it use `--metrics-addr`, see [`metrics_app`]).
+#[utoipa::path(get, path = "/metrics", description = "Prometheus metrics (text/plain; version=0.0.4).", responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody)))]
 async fn metrics(State(api): State<Api>) -> Response {
     metrics_text(&api)
 }

@@ -36,7 +36,7 @@ pub struct NamesConfig {
 }
 
 /// A record the user creates at their DNS provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RequiredRecord {
     /// `CNAME`, `A`, `AAAA` or `TXT`.
     #[serde(rename = "type")]
@@ -50,7 +50,7 @@ pub struct RequiredRecord {
 }
 
 /// A domain as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DomainView {
     /// The domain.
     pub domain: String,

@@ -507,3 +507,12 @@ async fn updates_merge_into_the_spec_and_env_changes_make_a_revision() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_a_token() {
+    let rig = rig();
+    let (s, v, _) = rig.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["openapi"].as_str().unwrap().starts_with("3.1"), "{v}");
+    assert!(v["paths"]["/v1/services/{name}/logs"]["get"].is_object());
+}

@@ -11,7 +11,7 @@ pub const RESERVED: &[&str] = &["api", "console", "git", "www"];
 
 /// A validated service name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting with a
 /// letter and not ending with `-`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct ServiceName(String);
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Cpu, InstanceSize, Memory, ServiceName};
 
 /// Where a service's code comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Source {
     /// `git push` to the repository the platform hosts at `/git/<service>.git`; every push
@@ -151,7 +151,7 @@ impl Source {
 }
 
 /// Preview services of a git service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Previews {
     /// The branches that get previews: a glob where `*` matches any run of characters
@@ -197,7 +197,7 @@ fn glob(pat: &[u8], s: &[u8]) -> bool {
 }
 
 /// Which file builds a service's source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildConfig {
     /// The Dockerfile when there is one, else `apprunner.yaml` (App Runner's image/source
@@ -209,7 +209,7 @@ pub enum BuildConfig {
 }
 
 /// How a service's source is built.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSettings {
     /// Which file wins when the source has both (default: the Dockerfile).
@@ -224,7 +224,7 @@ pub struct BuildSettings {
 }
 
 /// How an instance's health is probed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthProtocol {
     /// A TCP connect to the instance's port succeeds.
@@ -235,7 +235,7 @@ pub enum HealthProtocol {
 }
 
 /// Health-check settings, App Runner's shape and defaults.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheck {
     /// TCP or HTTP (default TCP).
@@ -266,7 +266,7 @@ impl Default for HealthCheck {
 }
 
 /// What an idle service does when it scales to zero.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IdleMode {
     /// Remove the instances; the next request starts a new container.
@@ -277,7 +277,7 @@ pub enum IdleMode {
 }
 
 /// Autoscaling settings: App Runner's shape plus scale to zero, Knative's windows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scaling {
     /// Requests one instance serves at once, 1 to 200 (default 100).
@@ -326,7 +326,7 @@ impl Scaling {
 }
 
 /// Request handling settings for the router.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Network {
     /// Seconds the router waits for a response's headers, 1 to 3600 (default 120).
@@ -377,7 +377,7 @@ impl Default for Network {
 }
 
 /// Everything a user sets on a service.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// The service's name, its host label.

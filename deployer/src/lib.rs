@@ -42,7 +42,7 @@ pub enum DeployerError {
 pub type Result<T, E = DeployerError> = std::result::Result<T, E>;
 
 /// Per-service counts the deployer publishes for metrics and the API.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct InstanceCounts {
     /// Instances taking traffic.
     pub ready: usize,
@@ -53,7 +53,7 @@ pub struct InstanceCounts {
 }
 
 /// One instance, as the API shows it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct InstanceInfo {
     /// Instance id.
     pub id: String,

@@ -182,7 +182,7 @@ pub struct DomainRow {
 }
 
 /// One line of an app's output.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AppLogRow {
     /// Increases with every line kept (a cursor for following).
     pub id: i64,
@@ -200,7 +200,7 @@ pub struct AppLogRow {
 
 /// One point of a service's metrics history: what happened during `res_s` seconds up
 /// to `at_ms`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MetricPoint {
     /// The end of the interval, ms since the epoch.
     pub at_ms: i64,
@@ -241,7 +241,7 @@ pub struct AppLogQuery {
 }
 
 /// A revision: an image plus the commit it came from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RevisionRow {
     /// Service name.
     pub service: String,
@@ -263,7 +263,7 @@ pub struct RevisionRow {
 }
 
 /// A deployment.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeploymentRow {
     /// Id.
     pub id: i64,
@@ -284,7 +284,7 @@ pub struct DeploymentRow {
 }
 
 /// One line of a service's activity log.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     /// Id, increasing.
     pub id: i64,
@@ -297,7 +297,7 @@ pub struct EventRow {
 }
 
 /// A secret as the API shows it: its name and when it was set, never its value.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SecretRow {
     /// The secret's name, the environment variable it becomes.
     pub name: String,
@@ -306,7 +306,7 @@ pub struct SecretRow {
 }
 
 /// A build.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildRow {
     /// Id.
     pub id: i64,
