@@ -149,6 +149,8 @@ impl Acme {
                 continue;
             }
             match self.issue(&row.domain).await {
+                // Removed (or claimed again) while the order ran: keep nothing of it.
+                Ok(_) if !self.still_claimed(&row) => continue,
                 Ok((chain, key)) => {
                     self.backoff
                         .lock()
@@ -176,6 +178,13 @@ impl Acme {
                 Err(e) => self.failed(&row, &e).await,
             }
         }
+    }
+
+    fn still_claimed(&self, row: &DomainRow) -> bool {
+        self.store
+            .snapshot()
+            .domains()
+            .any(|d| d.domain == row.domain && d.token == row.token)
     }
 
     async fn failed(&self, row: &DomainRow, why: &str) {

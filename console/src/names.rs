@@ -120,7 +120,16 @@ pub struct Names {
     acme_txt: Mutex<BTreeMap<String, Vec<String>>>,
     /// Wakes the check loop (a new claim is checked at once).
     check: Arc<tokio::sync::Notify>,
+    /// Held while a snapshot is built and published, so an older one never replaces a
+    /// newer one.
+    publishing: Mutex<()>,
+    /// Failed checks in a row of each active domain: one lookup that fails (a resolver
+    /// timing out) does not take a domain offline; [`MISSES_TO_FAIL`] in a row do.
+    misses: Mutex<BTreeMap<String, u32>>,
 }
+
+/// Failed checks in a row after which an active domain is failed and not served.
+pub const MISSES_TO_FAIL: u32 = 3;
 
 impl Names {
     /// Names over `store`, publishing to `dns` and `router`.
@@ -137,6 +146,8 @@ impl Names {
             router,
             acme_txt: Mutex::new(BTreeMap::new()),
             check: Arc::new(tokio::sync::Notify::new()),
+            publishing: Mutex::new(()),
+            misses: Mutex::new(BTreeMap::new()),
         });
         names.publish();
         names
@@ -301,6 +312,7 @@ impl Names {
 
     /// Rebuilds what the DNS server and the router serve from the store's snapshot.
     pub fn publish(&self) {
+        let _turn = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let snap = self.store.snapshot();
         let active: BTreeMap<String, String> = snap
             .domains()
@@ -321,6 +333,10 @@ impl Names {
             https_port: self.config.https_port,
             services: snap.services().map(|s| s.spec.name.to_string()).collect(),
             domains: active,
+            claimed: snap
+                .domains()
+                .map(|d| d.domain.base().to_string())
+                .collect(),
             txt,
         });
     }
@@ -436,12 +452,29 @@ impl Names {
         for row in rows {
             let seen = self.observe(&resolver, &row.domain).await;
             let verdict = verify(&self.config, &row, &seen);
+            let misses = {
+                let mut m = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+                let n = m.entry(row.domain.to_string()).or_insert(0);
+                *n = if verdict.is_ok() { 0 } else { *n + 1 };
+                *n
+            };
             let (state, reason) = match (&verdict, row.state) {
                 (Ok(()), _) => (DomainState::Active, "verified".to_string()),
                 (Err(why), DomainState::Pending) => (DomainState::Pending, why.clone()),
+                // An active domain stays served through a lookup or two that fail.
+                (Err(why), DomainState::Active) if misses < MISSES_TO_FAIL => {
+                    tracing::info!(
+                        "domain {}: check {misses} of {MISSES_TO_FAIL} failed: {why}",
+                        row.domain
+                    );
+                    continue;
+                }
                 (Err(why), _) => (DomainState::Failed, why.clone()),
             };
-            if let Err(e) = self.store.set_domain_state(&row.domain, state, &reason) {
+            if let Err(e) = self
+                .store
+                .set_domain_state(&row.domain, &row.token, state, &reason)
+            {
                 tracing::warn!("domains: recording {}: {e}", row.domain);
                 continue;
             }

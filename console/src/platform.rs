@@ -163,7 +163,12 @@ impl Platform {
     pub async fn delete_service(&self, name: &str) -> Result<()> {
         let row = self.service(name)?;
         let name = row.spec.name.as_str();
+        let domains = self.store.domains(name)?;
         self.store.delete_service(name)?;
+        // Its domains go with it: certificates, keys, published records.
+        for d in &domains {
+            self.names.forget(&d.domain);
+        }
         self.deployer.remove(name).await;
         self.builder.forget(name).await;
         Ok(())

@@ -84,6 +84,10 @@ pub struct Zone {
     /// Active custom domains (lower case; `*.example.com` for a wildcard) and their
     /// service: answered with the router's addresses when delegated here.
     pub domains: BTreeMap<String, String>,
+    /// Every claimed domain's base (`example.com` for `*.example.com`), active or not:
+    /// this server is authoritative for them (SOA and NS), so that a delegation can be
+    /// verified before the domain is served.
+    pub claimed: BTreeSet<String>,
     /// TXT records Slipway publishes, by lower-case name without the final dot.
     pub txt: BTreeMap<String, Vec<String>>,
 }
@@ -128,18 +132,39 @@ fn name(s: &str) -> Option<Name> {
 }
 
 impl Zone {
-    fn soa(&self) -> Option<Record> {
-        let apex = name(&self.origin)?;
+    /// The SOA of a zone this server answers for: the platform zone or a claimed domain.
+    fn soa_of(&self, apex: &str) -> Option<Record> {
         let rdata = SOA::new(
             name(&format!("ns.{}", self.origin))?,
-            name(&format!("hostmaster.{}", self.origin))?,
+            name(&format!("hostmaster.{apex}"))?,
             self.serial,
             3600,
             600,
             86400,
             NEGATIVE_TTL,
         );
-        Some(Record::from_rdata(apex, NEGATIVE_TTL, RData::SOA(rdata)))
+        Some(Record::from_rdata(
+            name(apex)?,
+            NEGATIVE_TTL,
+            RData::SOA(rdata),
+        ))
+    }
+
+    /// SOA and NS answers at a zone's apex.
+    fn apex(&self, apex: &str, owner: &Name, qtype: RecordType, a: &mut Answer) {
+        if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+            a.answers.extend(self.soa_of(apex));
+        }
+        if matches!(qtype, RecordType::NS | RecordType::ANY) {
+            if let Some(ns) = name(&format!("ns.{}", self.origin)) {
+                a.answers.push(Record::from_rdata(
+                    owner.clone(),
+                    TTL,
+                    RData::NS(NS(ns.clone())),
+                ));
+                a.additional.extend(self.addresses(&ns, RecordType::ANY));
+            }
+        }
     }
 
     fn addresses(&self, owner: &Name, qtype: RecordType) -> Vec<Record> {
@@ -156,18 +181,17 @@ impl Zone {
             .collect()
     }
 
-    /// The zone this server answers `qname` in: the platform zone, or an active custom
+    /// The zone this server answers `qname` in: the platform zone, or a claimed custom
     /// domain (the longest match); None when it is neither.
     fn authority_for(&self, qname: &str) -> Option<Authority<'_>> {
-        let under = |n: &str, z: &str| n == z || n.ends_with(&format!(".{z}"));
         if under(qname, &self.origin) {
             return Some(Authority::Platform);
         }
-        self.domains
+        self.claimed
             .iter()
-            .filter(|(d, _)| under(qname, d.trim_start_matches("*.")))
-            .max_by_key(|(d, _)| d.len())
-            .map(|(d, _)| Authority::Domain(d))
+            .filter(|d| under(qname, d))
+            .max_by_key(|d| d.len())
+            .map(|d| Authority::Domain(d))
     }
 
     /// The answer to one question. `qname` may be in any case and have a final dot.
@@ -176,11 +200,15 @@ impl Zone {
         let Some(auth) = self.authority_for(&q) else {
             return Answer::refused();
         };
+        let apex = match auth {
+            Authority::Platform => self.origin.as_str(),
+            Authority::Domain(d) => d,
+        };
         let Some(owner) = name(&q) else {
-            return self.nxdomain();
+            return self.nxdomain(apex);
         };
         if !q.split('.').all(valid_label) {
-            return self.nxdomain();
+            return self.nxdomain(apex);
         }
         let mut a = Answer {
             code: ResponseCode::NoError,
@@ -189,20 +217,12 @@ impl Zone {
             authority: Vec::new(),
             additional: Vec::new(),
         };
-        let txt = self.txt.get(&q);
-        let exists = match auth {
+        let mut exists = match auth {
             Authority::Platform => self.platform(&q, &owner, qtype, &mut a),
-            Authority::Domain(d) => {
-                let wildcard = d.starts_with("*.");
-                let base = d.trim_start_matches("*.");
-                let served = q == d || (wildcard && q.len() > base.len() + 1);
-                if served && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
-                    a.answers.extend(self.addresses(&owner, qtype));
-                }
-                served || q == base
-            }
+            Authority::Domain(base) => self.delegated(base, &q, &owner, qtype, &mut a),
         };
-        if let Some(values) = txt {
+        if let Some(values) = self.txt.get(&q) {
+            exists = true;
             if matches!(qtype, RecordType::TXT | RecordType::ANY) {
                 for v in values {
                     a.answers.push(Record::from_rdata(
@@ -213,13 +233,44 @@ impl Zone {
                 }
             }
         }
-        if !exists && txt.is_none() {
-            return self.nxdomain();
+        // A name with something below it exists (an empty non-terminal: RFC 8020 says
+        // nothing exists below an NXDOMAIN).
+        exists = exists || self.txt.keys().any(|t| t.ends_with(&format!(".{q}")));
+        if !exists {
+            return self.nxdomain(apex);
         }
         if a.answers.is_empty() {
-            a.authority.extend(self.soa());
+            a.authority.extend(self.soa_of(apex));
         }
         a
+    }
+
+    /// Fills the answer for a name in a claimed domain; false if it does not exist. Its
+    /// apex has SOA and NS; an active domain's name (or one label under an active
+    /// wildcard) has the router's addresses.
+    fn delegated(
+        &self,
+        base: &str,
+        q: &str,
+        owner: &Name,
+        qtype: RecordType,
+        a: &mut Answer,
+    ) -> bool {
+        if q == base {
+            self.apex(base, owner, qtype, a);
+        }
+        let one_up = q.split_once('.').map(|(_, p)| format!("*.{p}"));
+        let served =
+            self.domains.contains_key(q) || one_up.is_some_and(|w| self.domains.contains_key(&w));
+        if served && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
+            a.answers.extend(self.addresses(owner, qtype));
+        }
+        served
+            || q == base
+            || self
+                .domains
+                .keys()
+                .any(|d| d.trim_start_matches("*.").ends_with(&format!(".{q}")))
     }
 
     /// Fills the answer for a name in the platform zone; false if the name does not
@@ -230,17 +281,7 @@ impl Zone {
             .unwrap_or(q)
             .trim_end_matches('.');
         if rel.is_empty() {
-            let apex = owner.clone();
-            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                a.answers.extend(self.soa());
-            }
-            if matches!(qtype, RecordType::NS | RecordType::ANY) {
-                if let Some(ns) = name(&format!("ns.{}", self.origin)) {
-                    a.answers
-                        .push(Record::from_rdata(apex, TTL, RData::NS(NS(ns.clone()))));
-                    a.additional.extend(self.addresses(&ns, RecordType::ANY));
-                }
-            }
+            self.apex(&self.origin, owner, qtype, a);
             return true;
         }
         if rel == "ns" || rel == "console" {
@@ -254,6 +295,10 @@ impl Zone {
             return false;
         }
         let target = format!("{service}.{}", self.origin);
+        if labels == ["_tcp", service] {
+            // The parent of the service records: it exists, with no data.
+            return true;
+        }
         if labels.len() == 3 && labels[1] == "_tcp" && labels[0].starts_with('_') {
             let port = match labels[0] {
                 "_http" => Some(self.http_port),
@@ -275,23 +320,30 @@ impl Zone {
             }
             return true;
         }
-        if labels.iter().any(|l| l.starts_with('_')) {
-            // `_acme-challenge.<service>` and the like exist only with a TXT record.
+        if labels.iter().any(|l| l.starts_with('_')) || labels.len() > 2 {
+            // `_acme-challenge.<service>` and the like exist only with a TXT record;
+            // below a service, one label (as the router and wildcard certificates
+            // match).
             return false;
         }
         a.answers.extend(self.addresses(owner, qtype));
         true
     }
 
-    fn nxdomain(&self) -> Answer {
+    fn nxdomain(&self, apex: &str) -> Answer {
         Answer {
             code: ResponseCode::NXDomain,
             authoritative: true,
             answers: Vec::new(),
-            authority: self.soa().into_iter().collect(),
+            authority: self.soa_of(apex).into_iter().collect(),
             additional: Vec::new(),
         }
     }
+}
+
+/// Whether `n` is `z` or under it.
+fn under(n: &str, z: &str) -> bool {
+    n == z || n.ends_with(&format!(".{z}"))
 }
 
 enum Authority<'a> {
@@ -371,6 +423,22 @@ impl RequestHandler for Handler {
                 .unwrap_or_else(|_| fail(meta));
         }
         let q = &queries[0];
+        if q.query_class() != hickory_server::proto::rr::DNSClass::IN {
+            meta.response_code = ResponseCode::Refused;
+            let msg = builder.error_msg(&request.metadata, ResponseCode::Refused);
+            return response
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| fail(meta));
+        }
+        if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            meta.response_code = ResponseCode::NotImp;
+            let msg = builder.error_msg(&request.metadata, ResponseCode::NotImp);
+            return response
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| fail(meta));
+        }
         let name = Name::from(q.name().clone()).to_ascii();
         let ans = self.zone.load().answer(&name, q.query_type());
         meta.response_code = ans.code;
@@ -514,6 +582,8 @@ impl Running {
 
 /// How long a TCP client may take to send its next query.
 const TCP_IDLE: Duration = Duration::from_secs(5);
+/// TCP connections served at once; more are closed at once.
+const TCP_MAX: usize = 256;
 
 /// Serves `handler` on `addr`, over UDP and TCP (the same port).
 pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Running> {
@@ -559,6 +629,7 @@ pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Runnin
     }
     {
         let (stop, inner) = (stop.clone(), tasks.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX));
         tasks.spawn(async move {
             loop {
                 let (conn, peer) = tokio::select! {
@@ -571,12 +642,17 @@ pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Runnin
                         }
                     },
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(conn);
+                    continue;
+                };
                 let (handler, stop) = (handler.clone(), stop.clone());
                 inner.spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tcp_conn(handler, conn, peer) => {}
                     }
+                    drop(slot);
                 });
             }
         });
@@ -652,6 +728,12 @@ mod tests {
                 ("*.apps.example.org".to_string(), "web".to_string()),
             ]
             .into(),
+            claimed: [
+                "www.example.com".to_string(),
+                "apps.example.org".to_string(),
+                "pending.example.net".to_string(),
+            ]
+            .into(),
             txt: [(
                 "www.example.com._acme.slipway.test".to_string(),
                 vec!["token-1".to_string()],
@@ -670,7 +752,7 @@ mod tests {
         for n in [
             "web.slipway.test",
             "WEB.Slipway.Test.",
-            "a.b.web.slipway.test",
+            "a.web.slipway.test",
             "feature-x--web.slipway.test",
             "console.slipway.test",
         ] {
@@ -695,6 +777,7 @@ mod tests {
             "x.gone.slipway.test",
             "_acme-challenge.web.slipway.test",
             "bad!.slipway.test",
+            "a.b.web.slipway.test",
         ] {
             let a = z.answer(n, RecordType::A);
             assert_eq!(a.code, ResponseCode::NXDomain, "{n}");
@@ -705,6 +788,7 @@ mod tests {
             "slipway.test.evil",
             "xslipway.test",
             "example.com",
+            "net",
         ] {
             assert_eq!(
                 z.answer(n, RecordType::A).code,
@@ -768,6 +852,40 @@ mod tests {
             z.answer("x.www.example.com", RecordType::A).code,
             ResponseCode::NXDomain
         );
+    }
+
+    #[test]
+    fn claims_are_zones_and_empty_non_terminals_exist() {
+        let z = zone();
+        // A pending claim: its apex has SOA and NS (so a delegation can be checked), no
+        // address until it is active; negative answers carry its own SOA.
+        let ns = z.answer("pending.example.net", RecordType::NS);
+        assert_eq!(rdata(&ns), ["ns.slipway.test."]);
+        let soa = z.answer("pending.example.net", RecordType::SOA);
+        assert!(
+            rdata(&soa)[0].contains("hostmaster.pending.example.net."),
+            "{:?}",
+            rdata(&soa)
+        );
+        let a = z.answer("pending.example.net", RecordType::A);
+        assert_eq!(a.code, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        let nx = z.answer("x.pending.example.net", RecordType::A);
+        assert_eq!(nx.code, ResponseCode::NXDomain);
+        assert!(nx.authority[0]
+            .name
+            .to_ascii()
+            .starts_with("pending.example.net"));
+        // Nothing exists below an NXDOMAIN: parents of existing names are NODATA.
+        for n in [
+            "_tcp.web.slipway.test",
+            "_acme.slipway.test",
+            "com._acme.slipway.test",
+        ] {
+            let a = z.answer(n, RecordType::A);
+            assert_eq!(a.code, ResponseCode::NoError, "{n}");
+            assert!(a.answers.is_empty(), "{n}");
+        }
     }
 
     #[test]

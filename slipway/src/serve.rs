@@ -394,9 +394,15 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     {
         // Previews whose branch goes away are deleted as `slipway delete` would.
         let (store, deployer, b) = (store.clone(), deployer.clone(), Arc::downgrade(&builder));
+        let names = names.clone();
         builder.on_remove(Arc::new(move |name: String| {
-            let (store, deployer, b) = (store.clone(), deployer.clone(), b.clone());
+            let (store, deployer, b, names) =
+                (store.clone(), deployer.clone(), b.clone(), names.clone());
             Box::pin(async move {
+                let domains = store.domains(&name).unwrap_or_default();
+                for d in &domains {
+                    names.forget(&d.domain);
+                }
                 if let Err(e) = store.delete_service(&name) {
                     tracing::error!(service = name, "store: deleting a preview: {e}");
                     return;

@@ -47,7 +47,7 @@ fn status(out: &str) -> String {
 /// Every record kind the server answers, as `dig` from the host sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_sees_every_record_the_zone_serves() {
-    let p = Platform::start().await;
+    let p = Platform::start_with_env(&[("SLIPWAY_PUBLIC_IPS", "127.0.0.1,::1")]).await;
     p.create(json!({"name": "web", "source": {"type": "image", "image": "busybox:latest"}}))
         .await;
     let apex = dig(&p, &[ZONE, "SOA"]);
@@ -61,7 +61,22 @@ async fn dig_sees_every_record_the_zone_serves() {
     assert_eq!(short(&p, &format!("ns.{ZONE}"), "A"), ["127.0.0.1"]);
     assert_eq!(short(&p, &format!("web.{ZONE}"), "A"), ["127.0.0.1"]);
     assert_eq!(short(&p, &format!("WEB.{ZONE}."), "A"), ["127.0.0.1"]);
-    assert_eq!(short(&p, &format!("a.b.web.{ZONE}"), "A"), ["127.0.0.1"]);
+    assert_eq!(short(&p, &format!("a.web.{ZONE}"), "A"), ["127.0.0.1"]);
+    assert_eq!(short(&p, &format!("web.{ZONE}"), "AAAA"), ["::1"]);
+    assert_eq!(
+        status(&dig(&p, &[&format!("a.b.web.{ZONE}"), "A"])),
+        "NXDOMAIN",
+        "one label below a service, as the router routes"
+    );
+    assert_eq!(
+        status(&dig(&p, &["-c", "CH", &format!("web.{ZONE}"), "A"])),
+        "REFUSED"
+    );
+    assert_eq!(
+        status(&dig(&p, &[&format!("_tcp.web.{ZONE}"), "A"])),
+        "NOERROR",
+        "an empty non-terminal"
+    );
     assert_eq!(short(&p, &format!("console.{ZONE}"), "A"), ["127.0.0.1"]);
     assert_eq!(
         short(&p, &format!("_http._tcp.web.{ZONE}"), "SRV"),
@@ -396,11 +411,13 @@ async fn a_custom_domain_goes_active_once_its_records_verify() {
         v["records"].to_string().contains(&format!("ns.{ZONE}")),
         "{v}"
     );
-    assert_eq!(
-        status(&dig(&p, &["delegated.test", "A"])),
-        "REFUSED",
-        "not served before"
+    // Claimed: this server answers for it (so the delegation can be checked), but gives
+    // no address until it is active.
+    assert!(
+        short(&p, "delegated.test", "A").is_empty(),
+        "served before it is active"
     );
+    assert_eq!(short(&p, "delegated.test", "NS"), [format!("ns.{ZONE}.")]);
     up.set(
         "delegated.test",
         RecordType::NS,

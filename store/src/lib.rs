@@ -738,16 +738,18 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Records a check's outcome. False if the domain is no longer claimed.
+    /// Records a check's outcome for the claim that holds `token`. False if the domain is
+    /// no longer claimed that way (removed, or claimed again, while it was checked).
     pub fn set_domain_state(
         &self,
         domain: &Domain,
+        token: &str,
         state: DomainState,
         reason: &str,
     ) -> Result<bool> {
         let r = self.db().execute(
-            "UPDATE domains SET state = ?2, reason = ?3, checked_ms = ?4 WHERE domain = ?1",
-            params![domain.as_str(), state.as_str(), reason, now_unix_ms()],
+            "UPDATE domains SET state = ?2, reason = ?3, checked_ms = ?4 WHERE domain = ?1 AND token = ?5",
+            params![domain.as_str(), state.as_str(), reason, now_unix_ms(), token],
         );
         self.published(r.map(|n| n > 0).map_err(StoreError::from))
     }
@@ -1613,8 +1615,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(s
-            .set_domain_state(&d, DomainState::Active, "verified")
+            .set_domain_state(&d, "t1", DomainState::Active, "verified")
             .unwrap());
+        assert!(
+            !s.set_domain_state(&d, "stale", DomainState::Failed, "x")
+                .unwrap(),
+            "a check of an older claim changes nothing"
+        );
         let snap = s.snapshot();
         let active: Vec<_> = snap
             .domains()
