@@ -59,7 +59,7 @@ pub fn point(before: Option<&Counters>, now: &Counters, at_ms: i64, instances: i
     MetricPoint {
         at_ms,
         requests: status.iter().sum(),
-        s2xx: status[0] + status[1] + status[2],
+        s2xx: status[1],
         s4xx: status[3],
         s5xx: status[4],
         p50_ms: quantile(&latency, 0.5),
@@ -149,7 +149,7 @@ mod tests {
         let p = point(Some(&before), &now, 5, 2);
         assert_eq!(
             (p.requests, p.s2xx, p.s4xx, p.s5xx, p.instances),
-            (8, 6, 0, 2, 2)
+            (8, 5, 0, 2, 2)
         );
         assert!(p.p50_ms.is_some());
         let first = point(None, &before, 5, 1);

@@ -279,6 +279,12 @@ pub fn app(api: Api) -> Router {
         .merge(v1)
         .merge(git)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method (see /v1/openapi.json)",
+            )
+        })
         .with_state(api)
 }
 

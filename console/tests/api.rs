@@ -516,3 +516,22 @@ async fn the_openapi_document_is_served_without_a_token() {
     assert!(v["openapi"].as_str().unwrap().starts_with("3.1"), "{v}");
     assert!(v["paths"]["/v1/services/{name}/logs"]["get"].is_object());
 }
+
+#[tokio::test]
+async fn wrong_methods_and_missing_tokens_get_the_error_shape() {
+    let rig = rig();
+    let (s, v) = rig.api(Method::PUT, "/v1/services", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+    for (m, path) in [
+        (Method::POST, "/v1/services"),
+        (Method::PATCH, "/v1/services/web"),
+        (Method::PUT, "/v1/services/web/secrets/K"),
+        (Method::DELETE, "/v1/services/web"),
+        (Method::POST, "/v1/services/web/pause"),
+    ] {
+        let (s, v, _) = rig.call(m.clone(), path, None, Some(json!({}))).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {path}: {v}");
+        assert_eq!(v["error"]["code"], "unauthorized", "{m} {path}");
+    }
+}

@@ -360,7 +360,12 @@ function serviceView(name) {
   const logLine = (l) => h("span", { class: l.stream === "stderr" ? "err" : "" }, `${when(l.at_ms)} r${l.revision} ${l.line}\n`);
   const follow = () => {
     const es = new EventSource(`/v1/services/${enc}/logs/stream`);
-    es.onmessage = (e) => { applog.append(logLine(JSON.parse(e.data))); applog.scrollTop = applog.scrollHeight; };
+    es.onmessage = (e) => {
+      // While a search shows its results, live lines wait (an empty search shows all).
+      if (search.value) return;
+      applog.append(logLine(JSON.parse(e.data)));
+      applog.scrollTop = applog.scrollHeight;
+    };
     streams.push(es);
   };
   search.addEventListener("keydown", async (e) => {

@@ -223,6 +223,11 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => tracing::error!("store: {e}"),
             }
+            // Every instance's output is followed (again, if its stream broke).
+            for i in &self.instances {
+                self.ctx
+                    .follow_logs(&self.name, i.revision, &i.id, &i.container);
+            }
             if let Some(active) = row.active_revision {
                 self.check_health(&spec).await;
                 self.scale(&spec, active, row.desired_instances).await;
@@ -1018,7 +1023,9 @@ impl Worker {
                 }
                 self.event(
                     EventKind::Scale,
-                    &format!("idle: paused {paused} instance(s) (they wake in milliseconds)"),
+                    &format!(
+                        "idle: {paused} instance(s) kept warm, frozen (they wake in milliseconds)"
+                    ),
                 );
                 return;
             }

@@ -490,7 +490,32 @@ impl Runtime for DockerRuntime {
                 if let Some(l) = st.ready.pop_front() {
                     return Some((Ok(l), st));
                 }
-                let frame = match st.frames.next().await? {
+                let Some(frame) = st.frames.next().await else {
+                    // The container stopped: a last line without its newline is still a
+                    // line (a crash's last words often are).
+                    for (stderr, carry) in [(false, &mut st.out), (true, &mut st.err)] {
+                        if !carry.is_empty() {
+                            let text = output::bounded_line(carry);
+                            carry.clear();
+                            let (at_ms, line) = match output::docker_timestamp(&text) {
+                                Some((at, rest)) => (at, rest.to_string()),
+                                None => (slipway_core::now_unix_ms(), text),
+                            };
+                            if at_ms > st.since_ms {
+                                st.ready.push_back(crate::LogLine {
+                                    at_ms,
+                                    stderr,
+                                    line,
+                                });
+                            }
+                        }
+                    }
+                    match st.ready.pop_front() {
+                        Some(l) => return Some((Ok(l), st)),
+                        None => return None,
+                    }
+                };
+                let frame = match frame {
                     Ok(f) => f,
                     Err(e) => return Some((Err(RuntimeError::Client(e)), st)),
                 };

@@ -534,7 +534,7 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
                 s(&v, "target_revision")
             );
             println!(
-                "instances: {} ready, {} paused, {} desired",
+                "instances: {} ready, {} warm (idle), {} desired",
                 v["instances"]["ready"], v["instances"]["paused"], v["desired_instances"]
             );
             if let Some(d) = v.get("latest_deployment").filter(|d| !d.is_null()) {
@@ -1040,7 +1040,21 @@ async fn wait_for_outcome(api: &Api, name: &str, timeout_s: u64, build: Option<i
                 ));
                 tokio::time::sleep(poll).await;
             }
-            "failed" if watching => {
+            // A build that failed after the latest deployment began (before this wait
+            // first looked) is this push's outcome too.
+            "failed"
+                if watching || {
+                    let deps = api
+                        .call("GET", &format!("/v1/services/{name}/deployments"), None)
+                        .await?;
+                    let newest = deps
+                        .as_array()
+                        .and_then(|d| d.first())
+                        .and_then(|d| d["created_ms"].as_i64())
+                        .unwrap_or(0);
+                    b["created_ms"].as_i64().unwrap_or(0) > newest
+                } =>
+            {
                 bar.finish_and_clear();
                 let last = b["log"]
                     .as_str()

@@ -304,21 +304,6 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} for the API", a.api_addr))?;
     let router_port = router_listener.local_addr()?.port();
-    // The console through the router (`console.<zone>`, a reserved name no service can
-    // take): its one "instance" is the API itself.
-    {
-        let mut api_at = api_listener.local_addr()?;
-        if api_at.ip().is_unspecified() {
-            api_at.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
-        }
-        router.upsert_service(slipway_router::ServiceRoute::new(
-            "console",
-            vec![slipway_router::InstanceRoute {
-                id: "console".into(),
-                addr: api_at,
-            }],
-        ));
-    }
     let public_ips = if a.public_ips.is_empty() {
         let ip = a.router_addr.ip();
         vec![if ip.is_unspecified() {
@@ -347,6 +332,24 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         None => None,
     };
     router.set_https_port(https_port);
+    // The console through the router (`console.<zone>`, a reserved name no service can
+    // take): its one "instance" is the API itself.
+    {
+        let mut api_at = api_listener.local_addr()?;
+        if api_at.ip().is_unspecified() {
+            api_at.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+        }
+        let mut route = slipway_router::ServiceRoute::new(
+            "console",
+            vec![slipway_router::InstanceRoute {
+                id: "console".into(),
+                addr: api_at,
+            }],
+        );
+        // The admin token is typed there: over plain HTTP it is sent to HTTPS.
+        route.https_redirect = https_port.is_some();
+        router.upsert_service(route);
+    }
     let dns = slipway_dns::Handler::new();
     let names = slipway_console::names::Names::new(
         slipway_console::names::NamesConfig {

@@ -226,7 +226,18 @@ async fn sessions_and_csrf() {
         ),
     ]);
     assert_eq!(code, 200, "{head}");
-    assert!(head.contains("Secure"), "{head}");
+    let secure = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(secure.contains("; Secure"), "{head}");
+    // And the console on plain HTTP through the router is sent to HTTPS.
+    let (code, head, _) = curl(&[
+        "-H",
+        "host: console.slipway.localhost",
+        &format!("http://127.0.0.1:{}/", p.router_port),
+    ]);
+    assert_eq!(code, 308, "{head}");
     // Sign-out ends the session.
     let (code, _, _) = curl(&[
         "-X",

@@ -9,8 +9,9 @@ use serde_json::json;
 use support::*;
 
 const APP: &str = "FROM busybox:latest\nCOPY www /www\nCMD sh -c 'echo \"booting on $PORT\"; echo \"a warning\" >&2; exec httpd -f -p $PORT -h /www'\n";
+// The last line has no newline: it is kept all the same.
 const CRASH: &str =
-    "FROM busybox:latest\nCMD sh -c 'echo \"last words before the crash\"; exit 3'\n";
+    "FROM busybox:latest\nCMD sh -c 'printf \"last words before the crash\"; exit 3'\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_logs_are_kept_searchable_streamed_and_survive_a_crash() {

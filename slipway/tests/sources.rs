@@ -92,6 +92,9 @@ async fn a_secret_reaches_the_app_and_nothing_else() {
         "/deployments",
         "/events?limit=1000",
         "/builds",
+        "/logs",
+        "/metrics?period=1h",
+        "/domains",
     ] {
         seen.push(
             p.get_json(&format!("/v1/services/vault{path}"))

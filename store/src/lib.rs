@@ -206,7 +206,7 @@ pub struct MetricPoint {
     pub at_ms: i64,
     /// Requests answered in the interval.
     pub requests: i64,
-    /// Of those, 2xx (and 1xx, 3xx).
+    /// Of those, 2xx.
     pub s2xx: i64,
     /// 4xx.
     pub s4xx: i64,

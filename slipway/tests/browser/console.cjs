@@ -98,6 +98,19 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
       const again = await page.getByTestId("metrics-points").textContent();
       if (/^0 points/.test(again)) fail(`no metrics points: ${again}`);
     }
+    // The charts show the requests just made (not only empty points).
+    const api = await page.evaluate(async () => {
+      const r = await fetch("/v1/services/site/metrics?period=1h");
+      const m = await r.json();
+      return m.points.reduce((n, p) => n + p.requests, 0);
+    });
+    if (!(api > 0)) fail(`the metrics history holds no requests: ${api}`);
+    // A search that rules lines out shows only what matches.
+    await page.getByTestId("log-search").fill("favicon");
+    await page.getByTestId("log-search").press("Enter");
+    await expectText(page.getByTestId("app-logs"), "favicon", "a narrower log search");
+    const shown = await page.getByTestId("app-logs").textContent();
+    if (shown.split("\n").some((l) => l.trim() && !l.includes("favicon"))) fail(`the search kept other lines: ${shown}`);
     await shot(page, "05-logs-and-metrics");
 
     // A domain and a secret.
