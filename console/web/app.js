@@ -311,8 +311,12 @@ function serviceView(name) {
     const src = svc.spec.source;
     const srcText = src.type === "image" ? `image ${src.image}` : src.url ? `branch ${src.branch} of ${src.url}` : `git push to ${src.branch}`;
     const latest = revisions[0];
+    // The choice survives the refresh that rebuilds the list.
+    const chosen = head.querySelector('[data-testid="rollback-revision"]');
+    const keep = chosen ? chosen.value : null;
     const rollbackTo = h("select", { "data-testid": "rollback-revision" },
-      revisions.filter((r) => r.number !== svc.active_revision).map((r) => h("option", { value: r.number }, `revision ${r.number}`)));
+      revisions.filter((r) => r.number !== svc.active_revision).map((r) =>
+        h("option", { value: r.number, selected: String(r.number) === keep }, `revision ${r.number}`)));
     head.replaceChildren(
       h("p", {}, h("a", { href: svc.url, target: "_blank", rel: "noopener", "data-testid": "service-url" }, svc.url)),
       h("p", { class: "muted small" }, `Source: ${srcText}`, latest && latest.commit ? ` · latest commit ${latest.commit.slice(0, 12)}` : "",

@@ -944,6 +944,9 @@ async fn create(a: CreateArgs) -> Result<()> {
     let v = api
         .call("POST", "/v1/services", Some(Value::Object(spec)))
         .await?;
+    if !api.human(&v) {
+        return Ok(());
+    }
     println!("created {}", s(&v, "name"));
     println!("  url: {}", s(&v, "url"));
     if v["git_remote"].is_string() {

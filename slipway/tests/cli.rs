@@ -95,6 +95,15 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     ])))
     .unwrap();
     assert_eq!(v["service"]["spec"]["scaling"]["max_size"], 3);
+    let v: Value = serde_json::from_str(&ok(&p.cli(&[
+        "create",
+        "made-by-json",
+        "--image",
+        "busybox:latest",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(v["name"], "made-by-json");
     let v: Value = serde_json::from_str(&ok(&p.cli(&["pause", "cli", "--json"]))).unwrap();
     assert_eq!(v["paused"], true);
     let v: Value = serde_json::from_str(&ok(&p.cli(&["resume", "cli", "--json"]))).unwrap();
