@@ -1,4 +1,4 @@
-//! Slipway's HTTP API: what the `slipway` CLI (and, later, the web console) talks to.
+//! Slipway's HTTP API: what the `slipway` CLI and the web console talk to.
 //!
 //! JSON in and out. Every error is a JSON body
 //! `{"error": {"code": "...", "message": "...", "field": "..." | null}}` with a 4xx status
