@@ -572,23 +572,7 @@ impl Router {
             .keep_alive(true);
         let builders = Arc::new((h1, self.auto_builder()));
         let conns = TaskTracker::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Usually EMFILE or a connection reset before accept: back off a
-                        // little instead of spinning, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "set_nodelay failed");
-            }
+        while let Some((stream, peer)) = accept(&listener, &shutdown).await {
             conns.spawn(Arc::clone(&self).connection(
                 stream,
                 peer,
@@ -646,21 +630,7 @@ impl Router {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.certs.server_config());
         let auto = Arc::new(self.auto_builder());
         let conns = TaskTracker::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed (https)");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "set_nodelay failed");
-            }
+        while let Some((stream, peer)) = accept(&listener, &shutdown).await {
             let (router, acceptor, auto, stop) = (
                 Arc::clone(&self),
                 acceptor.clone(),
@@ -832,5 +802,31 @@ impl Router {
         if let Err(e) = r {
             tracing::debug!(error = %e, "connection error");
         }
+    }
+}
+
+/// The next connection, with Nagle off; None once `shutdown` is cancelled. A failed
+/// accept (usually EMFILE, or a connection reset before accept) backs off a little
+/// instead of spinning, and serving goes on.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        return Some((stream, peer));
     }
 }

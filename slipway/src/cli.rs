@@ -1253,7 +1253,8 @@ fn updated(name: &str, v: &Value) {
 }
 
 async fn env(op: EnvOp) -> Result<()> {
-    match op {
+    // Set and unset are one merge patch of `env`: a value sets a variable, null removes it.
+    let (a, vars) = match op {
         EnvOp::Set(a) => {
             let mut vars = serde_json::Map::new();
             for kv in &a.vars {
@@ -1262,44 +1263,36 @@ async fn env(op: EnvOp) -> Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("{kv:?}: write KEY=VALUE"))?;
                 vars.insert(k.to_string(), Value::String(v.to_string()));
             }
-            let api = Api::new(&a.conn)?;
-            let v = api
-                .call(
-                    "PATCH",
-                    &format!("/v1/services/{}", a.name),
-                    Some(json!({ "env": vars })),
-                )
-                .await?;
-            if api.human(&v) {
-                updated(&a.name, &v);
-            }
+            (a, vars)
         }
         EnvOp::Unset(a) => {
-            let vars: serde_json::Map<String, Value> =
-                a.vars.iter().map(|k| (k.clone(), Value::Null)).collect();
-            let api = Api::new(&a.conn)?;
-            let v = api
-                .call(
-                    "PATCH",
-                    &format!("/v1/services/{}", a.name),
-                    Some(json!({ "env": vars })),
-                )
-                .await?;
-            if api.human(&v) {
-                updated(&a.name, &v);
-            }
+            let vars = a.vars.iter().map(|k| (k.clone(), Value::Null)).collect();
+            (a, vars)
         }
-        EnvOp::List(a) => {
-            let api = Api::new(&a.conn)?;
-            let v = api
-                .call("GET", &format!("/v1/services/{}", a.name), None)
-                .await?;
-            if !api.human(&v["spec"]["env"]) {
-                return Ok(());
-            }
-            for (k, val) in v["spec"]["env"].as_object().into_iter().flatten() {
-                println!("{k}={}", val.as_str().unwrap_or_default());
-            }
+        EnvOp::List(a) => return env_list(a).await,
+    };
+    let api = Api::new(&a.conn)?;
+    let v = api
+        .call(
+            "PATCH",
+            &format!("/v1/services/{}", a.name),
+            Some(json!({ "env": vars })),
+        )
+        .await?;
+    if api.human(&v) {
+        updated(&a.name, &v);
+    }
+    Ok(())
+}
+
+async fn env_list(a: NameArg) -> Result<()> {
+    let api = Api::new(&a.conn)?;
+    let v = api
+        .call("GET", &format!("/v1/services/{}", a.name), None)
+        .await?;
+    if api.human(&v["spec"]["env"]) {
+        for (k, val) in v["spec"]["env"].as_object().into_iter().flatten() {
+            println!("{k}={}", val.as_str().unwrap_or_default());
         }
     }
     Ok(())
