@@ -687,7 +687,6 @@ async fn app_logs_stream(
     headers: HeaderMap,
     q: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let row = load(&api, &name)?;
     let service = row.spec.name.to_string();
@@ -699,52 +698,83 @@ async fn app_logs_stream(
     {
         query.after = Some(id);
     }
-    struct Follow {
-        store: Arc<slipway_store::Store>,
-        service: String,
-        query: slipway_store::AppLogQuery,
-        ready: std::collections::VecDeque<slipway_store::AppLogRow>,
-        polled: bool,
-    }
-    let start = Follow {
-        store: api.platform.store.clone(),
+    // After the first page, every new line (up to the most a page holds).
+    let fetch =
+        move |store: &slipway_store::Store, service: &str, after: Option<i64>, first: bool| {
+            let mut q = query.clone();
+            q.after = after.or(q.after);
+            if !first {
+                q.limit = Some(10_000);
+            }
+            store.app_logs(service, &q)
+        };
+    Ok(follow_sse(
+        api.platform.store.clone(),
         service,
-        query,
-        ready: Default::default(),
-        polled: false,
-    };
-    let stream = futures_util::stream::unfold(start, |mut st| async move {
-        loop {
-            if let Some(r) = st.ready.pop_front() {
-                let data = serde_json::to_string(&r).unwrap_or_default();
-                let ev = Event::default().id(r.id.to_string()).data(data);
-                return Some((Ok::<_, std::convert::Infallible>(ev), st));
-            }
-            if st.polled {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                // After the first page, every new line (up to the most a page holds).
-                st.query.limit = Some(10_000);
-            }
-            st.polled = true;
-            // Deleted: the stream ends.
-            st.store.snapshot().service(&st.service)?;
-            match st.store.app_logs(&st.service, &st.query) {
-                Ok(rows) => {
-                    if let Some(last) = rows.last() {
-                        st.query.after = Some(last.id);
-                    }
-                    st.ready.extend(rows);
+        None,
+        fetch,
+        |r| r.id,
+    ))
+}
+
+/// Server-sent events of what `fetch` reads from the store after a cursor: each row as
+/// one JSON `data:` line with its id as the event id, the first page at once and then a
+/// poll every 500 ms, until the service is deleted or the store fails.
+fn follow_sse<T, F>(
+    store: Arc<slipway_store::Store>,
+    service: String,
+    after: Option<i64>,
+    fetch: F,
+    id: fn(&T) -> i64,
+) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: Fn(&slipway_store::Store, &str, Option<i64>, bool) -> slipway_store::Result<Vec<T>>
+        + Send
+        + Sync
+        + 'static,
+{
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let fetch = Arc::new(fetch);
+    let start = (after, std::collections::VecDeque::<T>::new(), false);
+    let stream = futures_util::stream::unfold(start, move |(mut after, mut ready, mut polled)| {
+        let (store, service, fetch) = (store.clone(), service.clone(), fetch.clone());
+        async move {
+            loop {
+                if let Some(r) = ready.pop_front() {
+                    let ev = Event::default()
+                        .id(id(&r).to_string())
+                        .data(serde_json::to_string(&r).unwrap_or_default());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (after, ready, polled),
+                    ));
                 }
-                Err(e) => {
-                    tracing::warn!("store: following logs: {e}");
-                    return None;
+                if polled {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                let first = !polled;
+                polled = true;
+                // Deleted: the stream ends.
+                store.snapshot().service(&service)?;
+                match fetch(&store, &service, after, first) {
+                    Ok(rows) => {
+                        if let Some(last) = rows.last() {
+                            after = Some(id(last));
+                        }
+                        ready.extend(rows);
+                    }
+                    Err(e) => {
+                        tracing::warn!("store: following {service}: {e}");
+                        return None;
+                    }
                 }
             }
         }
     });
-    Ok(Sse::new(stream)
+    Sse::new(stream)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }
 
 /// `GET /v1/services/{name}/events/stream`: the activity log as server-sent events (the
@@ -755,62 +785,24 @@ async fn events_stream(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let row = load(&api, &name)?;
     let service = row.spec.name.to_string();
-    let store = api.platform.store.clone();
     // From the client's cursor, or the newest 200 first (the store gives the newest of
     // what is after the cursor).
-    let after: i64 = headers
+    let after: Option<i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let start = (
-        store,
+        .and_then(|v| v.parse().ok());
+    let fetch = |store: &slipway_store::Store, service: &str, after: Option<i64>, first: bool| {
+        store.events(service, after.unwrap_or(0), if first { 200 } else { 1000 })
+    };
+    Ok(follow_sse(
+        api.platform.store.clone(),
         service,
         after,
-        std::collections::VecDeque::new(),
-        false,
-    );
-    let stream = futures_util::stream::unfold(
-        start,
-        |(store, service, mut after, mut ready, mut polled)| async move {
-            loop {
-                if let Some(e) = ready.pop_front() {
-                    let e: slipway_store::EventRow = e;
-                    let ev = Event::default()
-                        .id(e.id.to_string())
-                        .data(serde_json::to_string(&e).unwrap_or_default());
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(ev),
-                        (store, service, after, ready, polled),
-                    ));
-                }
-                if polled {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                let limit = if polled { 1000 } else { 200 };
-                polled = true;
-                store.snapshot().service(&service)?;
-                match store.events(&service, after, limit) {
-                    Ok(rows) => {
-                        if let Some(last) = rows.last() {
-                            after = last.id;
-                        }
-                        ready.extend(rows);
-                    }
-                    Err(e) => {
-                        tracing::warn!("store: following events: {e}");
-                        return None;
-                    }
-                }
-            }
-        },
-    );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+        fetch,
+        |e| e.id,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/services/{name}/builds", description = "The latest builds with their output.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = [BuildRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
