@@ -244,7 +244,8 @@ pub fn app(api: Api) -> Router {
         .route_layer(middleware::from_fn_with_state(
             (token.clone(), Schemes::Bearer, Some(sessions.clone())),
             require_token,
-        ));
+        ))
+        .layer(middleware::from_fn(error_shape));
     let git = Router::new()
         .route("/git/{repo}/{*path}", any(git_http))
         .layer(DefaultBodyLimit::max(512 << 20))
@@ -265,12 +266,14 @@ pub fn app(api: Api) -> Router {
             get(web::session).with_state(sessions.clone()),
         )
         .route("/console/logout", post(web::logout).with_state(sessions))
-        .layer(DefaultBodyLimit::max(16 << 10));
+        .layer(DefaultBodyLimit::max(16 << 10))
+        .layer(middleware::from_fn(error_shape));
     // Webhooks carry their own proof (a signature or a token per service), not the API
     // token.
     let hooks = Router::new()
         .route("/hooks/{name}", post(webhook))
-        .layer(DefaultBodyLimit::max(1 << 20));
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn(error_shape));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/openapi.json", get(openapi))
@@ -286,6 +289,45 @@ pub fn app(api: Api) -> Router {
             )
         })
         .with_state(api)
+}
+
+/// Every error of the API, the console's endpoints and the webhooks in the error shape:
+/// a rejection that axum writes as plain text before a handler runs (a body over the
+/// limit, a path that is not UTF-8, a body that is not JSON) becomes
+/// `{"error": {"code", "message", "field"}}` with its status and its text as the message.
+async fn error_shape(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Rejections are one line; a longer body is cut, never buffered without bound.
+    let text = match axum::body::to_bytes(body, 16 << 10).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    // Headers a status needs (`WWW-Authenticate`, `Allow`) are kept.
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Which `Authorization` schemes a route accepts.
@@ -571,12 +613,14 @@ struct EventsQuery {
     after: i64,
     #[serde(default = "default_limit")]
     limit: i64,
+    /// Only the steps of this deployment.
+    deployment: Option<i64>,
 }
 fn default_limit() -> i64 {
     200
 }
 
-#[utoipa::path(get, path = "/v1/services/{name}/events", description = "The activity log (`after`: an id; `limit`: 1 to 1000).", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query, description = "entries after this id"), ("limit" = Option<i64>, Query, description = "at most this many")), responses((status = 200, body = [EventRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/events", description = "The activity log (`after`: an id; `limit`: 1 to 1000).", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query, description = "entries after this id"), ("limit" = Option<i64>, Query, description = "at most this many"), ("deployment" = Option<i64>, Query, description = "only the steps of this deployment")), responses((status = 200, body = [EventRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn events(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -584,11 +628,12 @@ async fn events(
 ) -> ApiResult<Json<Vec<slipway_store::EventRow>>> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let row = load(&api, &name)?;
-    Ok(Json(api.platform.store.events(
-        row.spec.name.as_str(),
-        q.after,
-        q.limit.clamp(1, 1000),
-    )?))
+    let (service, limit) = (row.spec.name.as_str(), q.limit.clamp(1, 1000));
+    let store = &api.platform.store;
+    Ok(Json(match q.deployment {
+        Some(d) => store.deployment_events(service, d, limit)?,
+        None => store.events(service, q.after, limit)?,
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -630,12 +675,12 @@ struct MetricsQuery {
 
 /// `GET /v1/services/{name}/metrics?period=1h|6h|24h|7d`: the service's history, one
 /// point per interval (the finest kept for periods up to a day, 1 min beyond).
-#[utoipa::path(get, path = "/v1/services/{name}/metrics", description = "The metrics history for a period (`1h`, `6h`, `24h`, `7d`).", params(("name" = String, Path, description = "the service"), ("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")), responses((status = 200, description = "`{resolution_s, points}`", body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/metrics", description = "The metrics history for a period (`1h`, `6h`, `24h`, `7d`).", params(("name" = String, Path, description = "the service"), ("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")), responses((status = 200, description = "the points of the period", body = MetricsHistory), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn metrics_history(
     State(api): State<Api>,
     Path(name): Path<String>,
     q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<MetricsHistory>> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let row = load(&api, &name)?;
     let hour = 3600 * 1000;
@@ -657,7 +702,19 @@ async fn metrics_history(
         .platform
         .store
         .metrics(row.spec.name.as_str(), res, since)?;
-    Ok(Json(json!({ "resolution_s": res, "points": points })))
+    Ok(Json(MetricsHistory {
+        resolution_s: res,
+        points,
+    }))
+}
+
+/// A service's metrics history over a period.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MetricsHistory {
+    /// Seconds each point covers.
+    resolution_s: i64,
+    /// Oldest first.
+    points: Vec<slipway_store::MetricPoint>,
 }
 
 /// `GET /v1/services/{name}/logs`: the app's own output (every instance's stdout and

@@ -535,3 +535,49 @@ async fn wrong_methods_and_missing_tokens_get_the_error_shape() {
         assert_eq!(v["error"]["code"], "unauthorized", "{m} {path}");
     }
 }
+
+/// Rejections axum makes before a handler runs are in the error shape too: a body over
+/// the limit (413), a path that is not UTF-8 (400), a body that is not JSON (400/415).
+#[tokio::test]
+async fn rejections_before_a_handler_get_the_error_shape() {
+    let rig = rig();
+    let big = json!({"name": "web", "pad": "x".repeat(2 << 20)});
+    let (s, v) = rig.api(Method::POST, "/v1/services", Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    let (s, v) = rig.api(Method::GET, "/v1/services/%FF%FE", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    let bearer = format!("Bearer {TOKEN}");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/services")
+        .header(header::AUTHORIZATION, &bearer)
+        .body(Body::from("name=web"))
+        .unwrap();
+    let resp = app(rig.api.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    assert!(status.is_client_error(), "{status}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    // The console's sign-in is guarded the same way.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/console/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("x".repeat(64 << 10)))
+        .unwrap();
+    let resp = app(rig.api.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+}

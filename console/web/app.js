@@ -27,7 +27,7 @@ function h(tag, attrs, ...kids) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -335,13 +335,48 @@ function serviceView(name) {
         } }, "Delete")),
       out);
     const list = await api("GET", `/v1/services/${enc}/deployments`).catch(() => []);
+    // Each deployment's steps (the newest one's open unless closed); an open list is
+    // read again at every refresh, and at once when the activity stream has a step.
+    if (list.length && !opened.has(list[0].id) && !closed.has(list[0].id)) opened.add(list[0].id);
+    const steps = await Promise.all(list.filter((d) => opened.has(d.id)).map(async (d) =>
+      [d.id, await api("GET", `/v1/services/${enc}/events?deployment=${d.id}&limit=1000`).catch(() => [])]));
+    const stepsOf = new Map(steps);
+    const toggle = (id) => {
+      if (opened.has(id)) { opened.delete(id); closed.add(id); } else { opened.add(id); closed.delete(id); }
+      refresh();
+    };
     deps.replaceChildren(h("h2", {}, "Deployments"), h("table", { "data-testid": "deployments" },
-      h("thead", {}, h("tr", {}, ["#", "Revision", "Kind", "State", "Reason", "Updated"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, list.map((d) => h("tr", {}, h("td", {}, d.id), h("td", {}, d.revision), h("td", {}, d.kind),
-        h("td", {}, badge(d.state)), h("td", { class: "small" }, d.reason), h("td", { class: "small" }, when(d.updated_ms)))))));
-    const builds = await api("GET", `/v1/services/${enc}/builds`).catch(() => []);
-    build.textContent = builds.length ? `build ${builds[0].id} of ${builds[0].commit} (${builds[0].state})\n${builds[0].log}` : "No builds.";
+      h("thead", {}, h("tr", {}, ["#", "Revision", "Kind", "State", "Reason", "Updated", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, list.map((d) => [h("tr", { "data-deployment": d.id }, h("td", {}, d.id), h("td", {}, d.revision), h("td", {}, d.kind),
+        h("td", {}, badge(d.state)), h("td", { class: "small" }, d.reason), h("td", { class: "small" }, when(d.updated_ms)),
+        h("td", {}, h("button", { type: "button", class: "small", "data-testid": `steps-toggle-${d.id}`, onclick: () => toggle(d.id) },
+          opened.has(d.id) ? "Hide steps" : "Steps"))),
+      stepsOf.has(d.id) ? h("tr", { class: "steps" }, h("td", { colspan: 7 },
+        h("ol", { class: "steps small", "data-testid": `steps-${d.id}` }, stepsOf.get(d.id).length
+          ? stepsOf.get(d.id).map((e) => h("li", {}, h("span", { class: "muted" }, `${when(e.at_ms)} `), e.message))
+          : h("li", { class: "muted" }, "No steps recorded yet.")))) : null]))));
+    await drawBuild();
   };
+  // Builds: any of the latest, its output searchable, read again each second while it runs.
+  const opened = new Set();
+  const closed = new Set();
+  let builds = [];
+  const buildPick = h("select", { "data-testid": "build-pick" });
+  const buildSearch = h("input", { placeholder: "find in the build's output", "data-testid": "build-search" });
+  const drawBuild = async () => {
+    builds = await api("GET", `/v1/services/${enc}/builds`).catch(() => builds);
+    const keep = buildPick.value;
+    buildPick.replaceChildren(...builds.map((b, i) => h("option", { value: b.id, selected: keep ? String(b.id) === keep : i === 0 },
+      `build ${b.id} of ${b.commit.slice(0, 12)} (${b.state})`)));
+    const b = builds.find((x) => String(x.id) === buildPick.value) || builds[0];
+    if (!b) { build.textContent = "No builds."; return; }
+    const needle = buildSearch.value.toLowerCase();
+    const lines = b.log.split("\n").filter((l) => !needle || l.toLowerCase().includes(needle));
+    build.textContent = `build ${b.id} of ${b.commit} (${b.state})${needle ? `: ${lines.length} line(s) holding "${buildSearch.value}"` : ""}\n${lines.join("\n")}`;
+  };
+  buildPick.addEventListener("change", drawBuild);
+  buildSearch.addEventListener("input", drawBuild);
+  timers.push(setInterval(() => { if (builds.some((b) => b.state === "running" || b.state === "queued")) drawBuild(); }, 1000));
   // Charts.
   const period = h("select", { "data-testid": "metrics-period" }, ["1h", "6h", "24h", "7d"].map((p) => h("option", { value: p }, p)));
   const drawCharts = async () => {
@@ -359,8 +394,11 @@ function serviceView(name) {
     h("p", { class: "muted small", "data-testid": "metrics-points" }, `${pts.length} points at ${res} s`));
   };
   period.addEventListener("change", drawCharts);
-  // Logs: live, and searchable.
+  // Logs: live, and searchable by text and time range.
   const search = h("input", { placeholder: "search the app's logs", "data-testid": "log-search" });
+  const range = h("select", { "data-testid": "log-range" },
+    [["", "any time"], ["900", "last 15 minutes"], ["3600", "last hour"], ["86400", "last 24 hours"], ["604800", "last 7 days"]]
+      .map(([v, t]) => h("option", { value: v }, t)));
   const logLine = (l) => h("span", { class: l.stream === "stderr" ? "err" : "" }, `${when(l.at_ms)} r${l.revision} ${l.line}\n`);
   const follow = () => {
     const es = new EventSource(`/v1/services/${enc}/logs/stream`);
@@ -372,18 +410,20 @@ function serviceView(name) {
     };
     streams.push(es);
   };
-  search.addEventListener("keydown", async (e) => {
-    if (e.key !== "Enter") return;
-    const rows = await api("GET", `/v1/services/${enc}/logs?q=${encodeURIComponent(search.value)}`).catch(() => []);
-    applog.replaceChildren(...rows.map(logLine));
-  });
+  const findLogs = async () => {
+    const since = range.value ? `&since=${Date.now() - Number(range.value) * 1000}` : "";
+    const rows = await api("GET", `/v1/services/${enc}/logs?limit=5000&q=${encodeURIComponent(search.value)}${since}`).catch(() => []);
+    applog.replaceChildren(...(rows.length ? rows.map(logLine) : [h("span", { class: "muted" }, "No lines match.\n")]));
+  };
+  search.addEventListener("keydown", (e) => { if (e.key === "Enter") findLogs(); });
+  range.addEventListener("change", findLogs);
   // The activity log, live (server-sent events).
   const events = new EventSource(`/v1/services/${enc}/events/stream`);
   events.onmessage = (e) => {
     const ev = JSON.parse(e.data);
     activity.append(`${when(ev.at_ms)} ${ev.kind}: ${ev.message}\n`);
     activity.scrollTop = activity.scrollHeight;
-    if (ev.kind === "deployment" || ev.kind === "service") refresh();
+    if (ev.kind === "deployment" || ev.kind === "service" || ev.kind === "build") refresh();
   };
   streams.push(events);
   // Domains.
@@ -445,8 +485,8 @@ function serviceView(name) {
     h("div", { class: "card" }, h("h2", {}, "Metrics ", period), charts),
     h("div", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "Activity"), activity),
-      h("div", { class: "card" }, h("h2", {}, "Latest build"), build)),
-    h("div", { class: "card" }, h("h2", {}, "Application logs"), search, applog),
+      h("div", { class: "card" }, h("h2", {}, "Builds"), h("div", { class: "actions" }, buildPick, buildSearch), build)),
+    h("div", { class: "card" }, h("h2", {}, "Application logs"), h("div", { class: "actions" }, search, range), applog),
     domains, secrets, settings);
   every(3000, refresh);
   every(10000, drawCharts);

@@ -168,18 +168,14 @@ impl Deployer {
                 |state| format!("interrupted in state {state} by a server restart"),
             )?;
             for (d, why) in failed {
-                store.event(
-                    name,
-                    EventKind::Deployment,
-                    &format!("deployment {} {why}", d.id),
-                )?;
+                store.deployment_event(name, d.id, &format!("deployment {} {why}", d.id))?;
             }
             if let Some(t) = s.target_revision.filter(|t| Some(*t) != s.active_revision) {
                 if store.revision(name, t)?.is_some() {
                     let id = store.deploy_revision(name, t, DeploymentKind::Restart)?;
-                    store.event(
+                    store.deployment_event(
                         name,
-                        EventKind::Deployment,
+                        id,
                         &format!(
                             "deployment {id} of revision {t} restarted after the server restart"
                         ),
@@ -315,11 +311,7 @@ impl Deployer {
                     store.set_deployment_state(d.id, DeploymentState::Draining, completed)?;
                 }
                 store.set_deployment_state(d.id, DeploymentState::Succeeded, completed)?;
-                store.event(
-                    name,
-                    EventKind::Deployment,
-                    &format!("deployment {} {completed}", d.id),
-                )?;
+                store.deployment_event(name, d.id, &format!("deployment {} {completed}", d.id))?;
             } else if !d.state.is_terminal() {
                 let why = interrupted(d.state);
                 if d.state != DeploymentState::Failed {
@@ -347,14 +339,13 @@ impl Deployer {
         )?;
         for (d, msg) in failed {
             self.ctx.store.reset_target(name, d.revision)?;
-            self.note(
-                name,
-                EventKind::Deployment,
-                &format!(
-                    "deployment {} (revision {}): failed: {msg}; its instances were removed",
-                    d.id, d.revision
-                ),
+            let msg = format!(
+                "deployment {} (revision {}): failed: {msg}; its instances were removed",
+                d.id, d.revision
             );
+            if let Err(e) = self.ctx.store.deployment_event(name, d.id, &msg) {
+                tracing::error!(service = name, "store: {e}");
+            }
         }
         Ok(())
     }

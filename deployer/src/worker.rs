@@ -171,6 +171,14 @@ impl Worker {
         }
     }
 
+    /// A step of deployment `id` in the activity log.
+    fn step_event(&self, id: i64, msg: &str) {
+        tracing::info!(service = %self.name, "{msg}");
+        if let Err(e) = self.ctx.store.deployment_event(&self.name, id, msg) {
+            tracing::warn!("store: {e}");
+        }
+    }
+
     pub(crate) async fn run(mut self) {
         let mut published = false;
         loop {
@@ -334,8 +342,8 @@ impl Worker {
         {
             tracing::error!("{what} was not recorded: {e}");
         }
-        self.event(
-            EventKind::Deployment,
+        self.step_event(
+            dep.id,
             &format!(
                 "deployment {} (revision {}): {next}: {why}",
                 dep.id, dep.revision
@@ -680,7 +688,7 @@ impl Worker {
             Ok(()) => {}
             Err(Abort::Cancelled) => return,
             Err(Abort::Superseded) => {
-                self.event(EventKind::Deployment, &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
+                self.step_event(dep.id, &format!("deployment {} (revision {}): superseded by a newer deployment; its instances were removed", dep.id, dep.revision));
                 return;
             }
             Err(Abort::Failed(why)) => {

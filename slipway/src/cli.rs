@@ -108,8 +108,11 @@ pub enum ClientCmd {
     Revisions(NameArg),
     /// A service's deployments.
     Deployments(NameArg),
-    /// The activity log, or with --build the latest build's output.
+    /// The activity log, or with --build the latest build's output, --app the app's own
+    /// output, --deployment N one deployment's steps.
     Logs(LogsArgs),
+    /// A service's metrics over a period: requests, latency, status classes, instances.
+    Metrics(MetricsArgs),
     /// A service's secrets: sealed at rest, given to its instances as environment
     /// variables, never shown again once set.
     Secrets(SecretsArgs),
@@ -281,14 +284,29 @@ pub struct RollbackArgs {
     conn: Conn,
 }
 
+/// `slipway metrics`.
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// The service.
+    name: String,
+    /// The period: 1h, 6h, 24h or 7d.
+    #[arg(long, default_value = "1h")]
+    period: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
 /// `slipway logs`.
 #[derive(Args)]
 pub struct LogsArgs {
     /// The service.
     name: String,
     /// Show the latest build's output instead of the activity log.
-    #[arg(long, conflicts_with = "app")]
+    #[arg(long, conflicts_with_all = ["app", "deployment"])]
     build: bool,
+    /// Show the steps of this deployment (`slipway deployments` lists them).
+    #[arg(long, conflicts_with = "app")]
+    deployment: Option<i64>,
     /// Show the app's own output (every instance's stdout and stderr) instead of the
     /// activity log.
     #[arg(long)]
@@ -299,6 +317,9 @@ pub struct LogsArgs {
     /// With --app: only lines of the last DURATION (`90s`, `15m`, `2h`, `1d`).
     #[arg(long, requires = "app")]
     since: Option<String>,
+    /// With --app: only lines older than DURATION ago (with --since, a time range).
+    #[arg(long, requires = "app")]
+    until: Option<String>,
     /// Keep printing new lines (of the running build, or of the activity log) until
     /// interrupted; with --build, until the build ends.
     #[arg(long, short = 'f')]
@@ -713,7 +734,65 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             Ok(())
         }
         ClientCmd::Logs(a) => logs(a).await,
+        ClientCmd::Metrics(a) => metrics(a).await,
     }
+}
+
+/// `slipway metrics`: the history's totals over the period and its latest point.
+async fn metrics(a: MetricsArgs) -> Result<()> {
+    let api = Api::new(&a.conn)?;
+    let v = api
+        .call(
+            "GET",
+            &format!(
+                "/v1/services/{}/metrics?period={}",
+                a.name,
+                url_encode(&a.period)
+            ),
+            None,
+        )
+        .await?;
+    if !api.human(&v) {
+        return Ok(());
+    }
+    let points = v["points"].as_array().cloned().unwrap_or_default();
+    let res = v["resolution_s"].as_i64().unwrap_or(10).max(1);
+    let sum = |k: &str| {
+        points
+            .iter()
+            .map(|p| p[k].as_i64().unwrap_or(0))
+            .sum::<i64>()
+    };
+    println!(
+        "{}: {} point(s) at {res} s over {}",
+        a.name,
+        points.len(),
+        a.period
+    );
+    println!(
+        "requests:  {} ({} 2xx, {} 4xx, {} 5xx)",
+        sum("requests"),
+        sum("s2xx"),
+        sum("s4xx"),
+        sum("s5xx")
+    );
+    match points.last() {
+        Some(p) => println!(
+            "latest:    {} {:.1} req/s, p50 {} ms, p99 {} ms, {} instance(s)",
+            when(&p["at_ms"]),
+            p["requests"].as_f64().unwrap_or(0.0) / res as f64,
+            p["p50_ms"],
+            p["p99_ms"],
+            p["instances"]
+        ),
+        None => println!("latest:    no points yet (the history samples every {res} s)"),
+    }
+    Ok(())
+}
+
+/// With `--json`, one JSON value per line (what a follower prints as rows arrive).
+fn json_line(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
 async fn logs(a: LogsArgs) -> Result<()> {
@@ -730,6 +809,17 @@ async fn logs(a: LogsArgs) -> Result<()> {
                 .as_array()
                 .and_then(|b| b.first())
                 .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))?;
+            let state = s(b, "state");
+            let done = !a.follow || (state != "running" && state != "queued");
+            if api.json {
+                // The build as the API gives it, once it is over (or now, unfollowed).
+                if done {
+                    println!("{}", serde_json::to_string_pretty(b)?);
+                    return Ok(());
+                }
+                tokio::time::sleep(poll).await;
+                continue;
+            }
             if !header {
                 println!("build {} of commit {}", b["id"], s(b, "commit"));
                 header = true;
@@ -739,8 +829,7 @@ async fn logs(a: LogsArgs) -> Result<()> {
                 print!("{new}");
                 printed = log.len();
             }
-            let state = s(b, "state");
-            if !a.follow || state != "running" {
+            if done {
                 println!("({state})");
                 return Ok(());
             }
@@ -753,13 +842,17 @@ async fn logs(a: LogsArgs) -> Result<()> {
         if let Some(g) = &a.grep {
             query.push_str(&format!("&q={}", url_encode(g)));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         if let Some(d) = &a.since {
-            let ms = duration_ms(d)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            query.push_str(&format!("&since={}", now - ms));
+            query.push_str(&format!("&since={}", now - duration_ms("--since", d)?));
         }
+        if let Some(d) = &a.until {
+            query.push_str(&format!("&until={}", now - duration_ms("--until", d)?));
+        }
+        // Without -f, --json prints the API's one array.
+        let mut all = Vec::new();
         let mut after: Option<i64> = None;
         loop {
             let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
@@ -771,6 +864,15 @@ async fn logs(a: LogsArgs) -> Result<()> {
                 )
                 .await?;
             for l in v.as_array().into_iter().flatten() {
+                after = l["id"].as_i64().or(after);
+                if api.json {
+                    if a.follow {
+                        json_line(l);
+                    } else {
+                        all.push(l.clone());
+                    }
+                    continue;
+                }
                 let inst: String = s(l, "instance").chars().take(8).collect();
                 let err = if l["stream"] == "stderr" { " !" } else { "" };
                 println!(
@@ -779,18 +881,45 @@ async fn logs(a: LogsArgs) -> Result<()> {
                     l["revision"],
                     s(l, "line")
                 );
-                after = l["id"].as_i64().or(after);
             }
             if after.is_none() {
                 after = Some(0);
             }
             if !a.follow {
+                if api.json {
+                    println!("{}", serde_json::to_string_pretty(&Value::Array(all))?);
+                }
                 return Ok(());
             }
             tokio::time::sleep(poll).await;
         }
     }
+    if let Some(d) = a.deployment {
+        let v = api
+            .call(
+                "GET",
+                &format!("/v1/services/{}/events?deployment={d}&limit=1000", a.name),
+                None,
+            )
+            .await?;
+        if !api.human(&v) {
+            return Ok(());
+        }
+        let steps = v.as_array().cloned().unwrap_or_default();
+        if steps.is_empty() {
+            bail!(
+                "deployment {d} of {} has no steps recorded (`slipway deployments {}` lists its deployments)",
+                a.name,
+                a.name
+            );
+        }
+        for e in &steps {
+            println!("{} {}", when(&e["at_ms"]), s(e, "message"));
+        }
+        return Ok(());
+    }
     let mut after = 0i64;
+    let mut all = Vec::new();
     loop {
         let v = api
             .call(
@@ -800,34 +929,45 @@ async fn logs(a: LogsArgs) -> Result<()> {
             )
             .await?;
         for e in v.as_array().into_iter().flatten() {
+            after = after.max(e["id"].as_i64().unwrap_or(after));
+            if api.json {
+                if a.follow {
+                    json_line(e);
+                } else {
+                    all.push(e.clone());
+                }
+                continue;
+            }
             println!(
                 "{} {:<10} {}",
                 when(&e["at_ms"]),
                 s(e, "kind"),
                 s(e, "message")
             );
-            after = after.max(e["id"].as_i64().unwrap_or(after));
         }
         if !a.follow {
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&Value::Array(all))?);
+            }
             return Ok(());
         }
         tokio::time::sleep(poll).await;
     }
 }
 
-/// `90s`, `15m`, `2h`, `1d` (or plain seconds) in ms.
-fn duration_ms(d: &str) -> Result<i64> {
+/// `90s`, `15m`, `2h`, `1d` (or plain seconds) in ms; `flag` names it in errors.
+fn duration_ms(flag: &str, d: &str) -> Result<i64> {
     let d = d.trim();
     let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len()));
     let n: i64 = n
         .parse()
-        .map_err(|_| anyhow!("--since {d:?}: write a number and s, m, h or d, like 15m"))?;
+        .map_err(|_| anyhow!("{flag} {d:?}: write a number and s, m, h or d, like 15m"))?;
     let per = match unit {
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => bail!("--since {d:?}: the unit is s, m, h or d"),
+        _ => bail!("{flag} {d:?}: the unit is s, m, h or d"),
     };
     Ok(n.saturating_mul(per))
 }
@@ -999,10 +1139,12 @@ async fn login(conn: &Conn) -> Result<()> {
         std::fs::write(&path, json!({ "api": api.base }).to_string())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!(
-        "git now asks `{helper}` for the token when it talks to {}",
-        api.base
-    );
+    if api.human(&json!({ "api": api.base, "git_credential_helper": helper })) {
+        println!(
+            "git now asks `{helper}` for the token when it talks to {}",
+            api.base
+        );
+    }
     Ok(())
 }
 
@@ -1173,7 +1315,11 @@ fn logout(conn: &Conn) -> Result<()> {
             }
         }
     }
-    println!("logged out of {base}: git no longer gets the token from slipway, and the API address is forgotten");
+    if conn.json {
+        println!("{}", json!({ "api": base, "logged_out": true }));
+    } else {
+        println!("logged out of {base}: git no longer gets the token from slipway, and the API address is forgotten");
+    }
     Ok(())
 }
 

@@ -26,6 +26,19 @@ async fn the_console_in_a_real_browser() {
         &image,
         repo_root().join("examples/python-app").to_str().unwrap(),
     ]);
+    // A service built from a git push, for the build log's page.
+    p.create(serde_json::json!({"name": "built", "health_check": {"interval_s": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "built");
+    repo.write(
+        "Dockerfile",
+        "FROM busybox:latest\nRUN echo build-marker-$((6*7))\nCOPY www /www\nCMD httpd -f -p $PORT -h /www\n",
+    );
+    repo.write("www/index.html", "built\n");
+    repo.commit("app");
+    repo.push();
+    p.wait_content("built", "built", std::time::Duration::from_secs(90))
+        .await;
     let artifacts = repo_root().join("target/test-artifacts/browser");
     let canary = format!("canary-{}", fastrand::u64(..));
     let out = tokio::task::spawn_blocking({
@@ -47,6 +60,7 @@ async fn the_console_in_a_real_browser() {
                 .env("IMAGE", image)
                 .env("ARTIFACTS", &artifacts)
                 .env("CANARY", canary)
+                .env("BUILT", "built")
                 .output()
                 .unwrap()
         }

@@ -25,7 +25,7 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     let repo = Repo::new(&p, None, "cli");
     repo.write(
         "Dockerfile",
-        "FROM busybox:latest\nCOPY www /www\nCMD httpd -f -p $PORT -h /www\n",
+        "FROM busybox:latest\nCOPY www /www\nCMD sh -c 'echo hello-from-cli; exec httpd -f -p $PORT -h /www'\n",
     );
     repo.write("www/index.html", "cli one\n");
     repo.commit("one");
@@ -52,6 +52,83 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     let url = ok(&p.cli(&["url", "cli"]));
     assert!(url.trim().starts_with("http://cli."), "{url}");
 
+    // Logs in both modes: the activity log, one deployment's steps, the build, the app.
+    let events: Value = serde_json::from_str(&ok(&p.cli(&["logs", "cli", "--json"]))).unwrap();
+    let dep = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["deployment"].as_i64())
+        .expect("a deployment's step in the activity log");
+    let dep_s = dep.to_string();
+    let steps = ok(&p.cli(&["logs", "cli", "--deployment", &dep_s]));
+    let at = |w: &str| steps.find(w).unwrap_or(usize::MAX);
+    assert!(
+        at("starting") < at("health_checking") && at("health_checking") < at("succeeded"),
+        "{steps}"
+    );
+    let steps: Value = serde_json::from_str(&ok(&p.cli(&[
+        "logs",
+        "cli",
+        "--deployment",
+        &dep_s,
+        "--json",
+    ])))
+    .unwrap();
+    assert!(steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["deployment"] == json!(dep)));
+    let out = p.cli(&["logs", "cli", "--deployment", "999999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("slipway deployments cli"));
+    let build: Value =
+        serde_json::from_str(&ok(&p.cli(&["logs", "cli", "--build", "--json"]))).unwrap();
+    assert_eq!(build["state"], "succeeded", "{build}");
+    wait_for("the app's first line", Duration::from_secs(20), || async {
+        ok(&p.cli(&["logs", "cli", "--app"])).contains("hello-from-cli")
+    })
+    .await;
+    let lines: Value = serde_json::from_str(&ok(
+        &p.cli(&["logs", "cli", "--app", "--json", "--since", "1h"])
+    ))
+    .unwrap();
+    assert!(lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["line"] == "hello-from-cli"));
+    // A time range that ends before the app started holds none of its lines.
+    let none: Value = serde_json::from_str(&ok(&p.cli(&[
+        "logs", "cli", "--app", "--json", "--since", "2d", "--until", "1d",
+    ])))
+    .unwrap();
+    assert_eq!(none, json!([]));
+    let out = p.cli(&["logs", "cli", "--app", "--until", "soon"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--until \"soon\""));
+    // Metrics in both modes.
+    let m = ok(&p.cli(&["metrics", "cli"]));
+    assert!(m.contains("requests:") && m.contains("point(s)"), "{m}");
+    let m: Value =
+        serde_json::from_str(&ok(&p.cli(&["metrics", "cli", "--json", "--period", "24h"])))
+            .unwrap();
+    assert!(
+        m["points"].is_array() && m["resolution_s"].is_number(),
+        "{m}"
+    );
+    let out = p.cli(&["metrics", "cli", "--period", "3y"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use 1h, 6h, 24h or 7d"));
+    // `logs --app -f --json` follows: one JSON line per new line, as it is written
+    // (here by the push below, whose revision prints and exits).
+    let mut follower = std::process::Command::new(bin())
+        .args(["logs", "cli", "--app", "-f", "--json", "--api", &p.api])
+        .env("SLIPWAY_TOKEN", &p.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
     // A push that fails to start: `wait` exits non-zero with the reason.
     repo.write(
         "Dockerfile",
@@ -73,6 +150,20 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     // The old revision still serves.
     p.wait_content("cli", "cli one", Duration::from_secs(10))
         .await;
+    // The follower printed the failed revision's line as it came.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    follower.kill().unwrap();
+    let followed = follower.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout).into_owned();
+    let rows: Vec<Value> = followed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        rows.iter().any(|r| r["line"] == "cannot start")
+            && rows.iter().any(|r| r["line"] == "hello-from-cli"),
+        "{followed}"
+    );
 
     // Errors say what to do, in both modes.
     let out = p.cli(&["status", "nosuch"]);
@@ -129,6 +220,11 @@ async fn login_remembers_the_api_and_logout_forgets_it() {
         }
         c.output().unwrap()
     };
+    let v: Value = serde_json::from_str(&ok(&run(&["login", "--json"], true))).unwrap();
+    assert_eq!(v["api"], json!(p.api));
+    assert!(v["git_credential_helper"]
+        .as_str()
+        .is_some_and(|h| h.contains("git-credential")));
     ok(&run(&["login"], true));
     let saved = std::fs::read_to_string(home.join(".config/slipway/cli.json")).unwrap();
     assert!(saved.contains(&p.api), "{saved}");
@@ -137,7 +233,8 @@ async fn login_remembers_the_api_and_logout_forgets_it() {
     assert!(listed.trim().starts_with('['), "{listed}");
     let gitconfig = std::fs::read_to_string(home.join(".gitconfig")).unwrap();
     assert!(gitconfig.contains("git-credential"), "{gitconfig}");
-    ok(&run(&["logout"], false));
+    let v: Value = serde_json::from_str(&ok(&run(&["logout", "--json"], false))).unwrap();
+    assert_eq!(v["logged_out"], true);
     assert!(!home.join(".config/slipway/cli.json").exists());
     let gitconfig = std::fs::read_to_string(home.join(".gitconfig")).unwrap_or_default();
     assert!(!gitconfig.contains("git-credential"), "{gitconfig}");

@@ -166,3 +166,120 @@ async fn metrics_history_records_requests_latency_and_instances() {
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["field"], "period");
 }
+
+// Serves, then dies ten seconds in: a running instance that crashes (the worker replaces
+// it, and the replacement crashes the same way).
+const DIES_LATER: &str = "FROM busybox:latest\nCOPY www /www\nCMD sh -c 'echo \"instance up\"; httpd -p $PORT -h /www; sleep 10; echo \"dying after serving\" >&2; exit 1'\n";
+const STEADY: &str = "FROM busybox:latest\nCOPY www /www\nCMD sh -c 'echo \"steady up\"; exec httpd -f -p $PORT -h /www'\n";
+
+/// The lines holding `needle`: (instance, line).
+async fn lines_with(p: &Platform, service: &str, needle: &str) -> Vec<(String, String)> {
+    let v = p
+        .get_json(&format!(
+            "/v1/services/{service}/logs?limit=10000&q={}",
+            needle.replace(' ', "%20")
+        ))
+        .await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["instance"].as_str().unwrap().to_string(),
+                l["line"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// App logs outlive what happens to their instances: a running instance that crashes
+/// (its last line and its replacement's), scale to zero (the container is removed), and a
+/// kill -9 of the server (kept in the store, and not read twice when following resumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_logs_survive_a_running_crash_scale_to_zero_and_a_restart() {
+    let mut p = Platform::start().await;
+    p.create(json!({"name": "flaky", "health_check": {"interval_s": 1},
+        "scaling": {"min_size": 1, "max_size": 1}}))
+        .await;
+    let repo = Repo::new(&p, None, "flaky");
+    repo.write("Dockerfile", DIES_LATER);
+    repo.write("www/index.html", "flaky\n");
+    repo.commit("dies later");
+    repo.push();
+    p.wait_content("flaky", "flaky", Duration::from_secs(60))
+        .await;
+    // The first instance dies after serving; the worker replaces it, and its replacement
+    // comes up (and writes its own first line).
+    wait_for(
+        "a crash's last line and a replacement's first",
+        Duration::from_secs(60),
+        || async {
+            let died = lines_with(&p, "flaky", "dying after serving").await;
+            let up = lines_with(&p, "flaky", "instance up").await;
+            let instances: std::collections::HashSet<_> = up.iter().map(|(i, _)| i).collect();
+            !died.is_empty() && instances.len() >= 2
+        },
+    )
+    .await;
+    let died = lines_with(&p, "flaky", "dying after serving").await;
+    let gone = &died[0].0;
+    assert!(
+        !p.containers()
+            .iter()
+            .any(|c| c.starts_with(gone.as_str()) || gone.starts_with(c.as_str())),
+        "the crashed instance {gone} is gone: {:?}",
+        p.containers()
+    );
+
+    // A steady revision that scales to zero: the container goes, its lines stay.
+    repo.write("Dockerfile", STEADY);
+    repo.commit("steady");
+    repo.push();
+    p.wait_content("flaky", "flaky", Duration::from_secs(60))
+        .await;
+    wait_for("the steady line", Duration::from_secs(20), || async {
+        !lines_with(&p, "flaky", "steady up").await.is_empty()
+    })
+    .await;
+    let (s, v) = p
+        .call(
+            "PATCH",
+            "/v1/services/flaky",
+            Some(r#"{"scaling": {"min_size": 0, "scale_to_zero_grace_s": 1}}"#),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for("scale to zero", Duration::from_secs(60), || async {
+        p.service("flaky").await["instances"]["ready"] == 0 && p.containers().is_empty()
+    })
+    .await;
+    let steady = lines_with(&p, "flaky", "steady up").await;
+    assert!(!steady.is_empty(), "kept at zero");
+    assert!(!lines_with(&p, "flaky", "dying after serving")
+        .await
+        .is_empty());
+
+    // Woken again, then the server is killed and started: nothing is lost, and the
+    // follower that resumes on the adopted instance does not read its lines twice.
+    p.wait_content("flaky", "flaky", Duration::from_secs(30))
+        .await;
+    wait_for(
+        "the woken instance's line",
+        Duration::from_secs(20),
+        || async { lines_with(&p, "flaky", "steady up").await.len() > steady.len() },
+    )
+    .await;
+    let before = lines_with(&p, "flaky", "up").await;
+    p.kill9();
+    p.spawn().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = lines_with(&p, "flaky", "up").await;
+    assert_eq!(
+        before, after,
+        "the same lines, once each, after the restart"
+    );
+    assert!(!lines_with(&p, "flaky", "dying after serving")
+        .await
+        .is_empty());
+}

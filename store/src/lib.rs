@@ -294,6 +294,8 @@ pub struct EventRow {
     pub kind: EventKind,
     /// What happened.
     pub message: String,
+    /// The deployment this entry is a step of, if it is one.
+    pub deployment: Option<i64>,
 }
 
 /// A secret as the API shows it: its name and when it was set, never its value.
@@ -340,6 +342,11 @@ pub struct Store {
     changes: tokio::sync::watch::Sender<u64>,
     /// Seals and opens secret values.
     vault: Vault,
+    /// Each service's kept app-log bytes, summed once from the table and then kept up to
+    /// date by every append and prune (all of them go through this store), so a flush
+    /// costs what it writes and what it prunes, not a scan of every kept line. Only
+    /// touched with the connection's lock held.
+    log_bytes: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Every service as stored, at one generation: a new snapshot is published after each
@@ -407,7 +414,8 @@ CREATE TABLE IF NOT EXISTS events (
     service TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    deployment INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
 CREATE TABLE IF NOT EXISTS builds (
@@ -471,6 +479,15 @@ fn migrate(conn: &Connection) -> Result<()> {
     if !has {
         conn.execute_batch("ALTER TABLE services ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")?;
     }
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'deployment'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN deployment INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS events_deployment ON events (deployment) WHERE deployment IS NOT NULL",
+    )?;
     Ok(())
 }
 
@@ -509,6 +526,7 @@ impl Store {
             stale: std::sync::atomic::AtomicBool::new(false),
             changes: tokio::sync::watch::Sender::new(0),
             vault,
+            log_bytes: Mutex::default(),
         };
         store.reload()?;
         Ok(store)
@@ -800,30 +818,52 @@ impl Store {
         if exists.is_none() {
             return Ok(());
         }
+        let mut sizes = self.log_bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = match sizes.get(service) {
+            Some(&n) => n,
+            // Once per service and process: what earlier runs kept.
+            None => tx.query_row(
+                "SELECT COALESCE(SUM(length(CAST(line AS BLOB))), 0) FROM app_logs WHERE service = ?1",
+                [service],
+                |r| r.get(0),
+            )?,
+        };
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO app_logs (service, revision, instance, at_ms, stderr, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (at, stderr, line) in lines {
                 st.execute(params![service, revision, instance, at, stderr, line])?;
+                kept += line.len() as i64;
             }
         }
-        // Counting back from the newest line, the first past the bound: it and every
-        // older line go.
-        let cut: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM (SELECT id, SUM(length(CAST(line AS BLOB))) OVER (ORDER BY id DESC) AS kept FROM app_logs WHERE service = ?1) WHERE kept > ?2 ORDER BY id DESC LIMIT 1",
-                params![service, max_bytes as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(cut) = cut {
-            tx.execute(
-                "DELETE FROM app_logs WHERE service = ?1 AND id <= ?2",
-                params![service, cut],
-            )?;
+        let max = max_bytes as i64;
+        if kept > max {
+            // Past the bound: the oldest lines go until a tenth of the bound is free, so
+            // the next prunes come a tenth of the bound apart rather than at every flush.
+            let goal = max - max / 10;
+            let mut cut = None;
+            {
+                let mut st = tx.prepare_cached(
+                    "SELECT id, length(CAST(line AS BLOB)) FROM app_logs WHERE service = ?1 ORDER BY id",
+                )?;
+                let mut rows = st.query([service])?;
+                while kept > goal {
+                    let Some(r) = rows.next()? else { break };
+                    let (id, len): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    kept -= len;
+                    cut = Some(id);
+                }
+            }
+            if let Some(cut) = cut {
+                tx.execute(
+                    "DELETE FROM app_logs WHERE service = ?1 AND id <= ?2",
+                    params![service, cut],
+                )?;
+            }
         }
         tx.commit()?;
+        sizes.insert(service.to_string(), kept.max(0));
         Ok(())
     }
 
@@ -940,6 +980,7 @@ impl Store {
     pub fn memory() -> Result<Store> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Store::with(conn, Vault::ephemeral()?)
     }
 
@@ -1055,6 +1096,10 @@ impl Store {
             tx.execute(&format!("DELETE FROM {table} WHERE service = ?1"), [name])?;
         }
         tx.commit()?;
+        self.log_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         Ok(n > 0)
     }
 
@@ -1412,10 +1457,26 @@ impl Store {
 
     /// Appends to a service's activity log.
     pub fn event(&self, service: &str, kind: EventKind, message: &str) -> Result<()> {
+        self.insert_event(service, kind, message, None)
+    }
+
+    /// Appends a step of deployment `id` to its service's activity log (listed by
+    /// [`Store::deployment_events`] too).
+    pub fn deployment_event(&self, service: &str, id: i64, message: &str) -> Result<()> {
+        self.insert_event(service, EventKind::Deployment, message, Some(id))
+    }
+
+    fn insert_event(
+        &self,
+        service: &str,
+        kind: EventKind,
+        message: &str,
+        deployment: Option<i64>,
+    ) -> Result<()> {
         let db = self.db();
         db.execute(
-            "INSERT INTO events (service, at_ms, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![service, now_unix_ms(), kind.as_str(), message],
+            "INSERT INTO events (service, at_ms, kind, message, deployment) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![service, now_unix_ms(), kind.as_str(), message, deployment],
         )?;
         let id = db.last_insert_rowid();
         if id % 100 == 0 {
@@ -1431,19 +1492,39 @@ impl Store {
     pub fn events(&self, service: &str, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
         let db = self.db();
         let mut st = db.prepare(
-            "SELECT id, at_ms, kind, message FROM (SELECT * FROM events WHERE service = ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id",
+            "SELECT id, at_ms, kind, message, deployment FROM (SELECT * FROM events WHERE service = ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id",
         )?;
         let rows = st
-            .query_map(params![service, after_id, limit], |r| {
-                Ok(EventRow {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    kind: vocab(r, 2, EventKind::parse)?,
-                    message: r.get(3)?,
-                })
-            })?
+            .query_map(params![service, after_id, limit], Store::event_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// The steps of one deployment of `service`, oldest first (at most `limit`).
+    pub fn deployment_events(
+        &self,
+        service: &str,
+        deployment: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT id, at_ms, kind, message, deployment FROM events WHERE deployment = ?2 AND service = ?1 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = st
+            .query_map(params![service, deployment, limit], Store::event_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+        Ok(EventRow {
+            id: r.get(0)?,
+            at_ms: r.get(1)?,
+            kind: vocab(r, 2, EventKind::parse)?,
+            message: r.get(3)?,
+            deployment: r.get(4)?,
+        })
     }
 
     /// A builds row: id, service, commit_sha, state, log, created_ms.
@@ -1549,13 +1630,14 @@ mod tests {
                 format!("line {i:04} {}", "x".repeat(90)),
             )
         };
-        // 100-byte lines, a 1000-byte bound: the newest 10 stay.
+        // 100-byte lines, a 1000-byte bound: past it, the oldest go until a tenth of the
+        // bound is free, so the newest 9 stay.
         let batch: Vec<_> = (0..30).map(line).collect();
         s.append_app_logs("web", 1, "i1", &batch, 1000).unwrap();
         let all = s.app_logs("web", &AppLogQuery::default()).unwrap();
-        assert_eq!(all.len(), 10);
-        assert!(all[0].line.starts_with("line 0020") && all[9].line.starts_with("line 0029"));
-        assert_eq!(all[0].stream, "stderr");
+        assert_eq!(all.len(), 9);
+        assert!(all[0].line.starts_with("line 0021") && all[8].line.starts_with("line 0029"));
+        assert_eq!(all[0].stream, "stdout");
         let q = |f: &dyn Fn(&mut AppLogQuery)| {
             let mut q = AppLogQuery::default();
             f(&mut q);
@@ -1575,7 +1657,7 @@ mod tests {
             .len(),
             2
         );
-        assert_eq!(q(&|q| q.after = Some(all[7].id)).len(), 2);
+        assert_eq!(q(&|q| q.after = Some(all[6].id)).len(), 2);
         let newest: Vec<i64> = q(&|q| q.limit = Some(3)).iter().map(|r| r.at_ms).collect();
         assert_eq!(newest, [1027, 1028, 1029]);
         assert_eq!(s.last_app_log_ms("i1").unwrap(), 1029);
@@ -1591,6 +1673,44 @@ mod tests {
             .app_logs("web", &AppLogQuery::default())
             .unwrap()
             .is_empty());
+    }
+
+    /// However lines arrive (one at a time, in batches, across a reopen of the store),
+    /// the kept bytes never pass the bound and the newest line is always kept.
+    #[test]
+    fn app_log_bound_holds_across_batches_and_reopens() {
+        let dir = std::env::temp_dir().join(format!("slipway-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let bytes = |s: &Store| -> i64 {
+            s.app_logs("web", &AppLogQuery::default())
+                .unwrap()
+                .iter()
+                .map(|l| l.line.len() as i64)
+                .sum()
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut n = 0i64;
+        for round in 0..4 {
+            let s = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
+            if round == 0 {
+                s.create_service(&spec("web")).unwrap();
+            }
+            for _ in 0..60 {
+                let batch: Vec<_> = (0..rng.usize(1..20))
+                    .map(|_| {
+                        n += 1;
+                        (n, false, format!("{n}:{}", "y".repeat(rng.usize(0..300))))
+                    })
+                    .collect();
+                s.append_app_logs("web", 1, "i1", &batch, 4000).unwrap();
+                let kept = bytes(&s);
+                assert!(kept <= 4000, "round {round}: {kept} bytes kept");
+                let all = s.app_logs("web", &AppLogQuery::default()).unwrap();
+                assert!(all.last().unwrap().line.starts_with(&format!("{n}:")));
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1774,6 +1894,23 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].message, "created");
         assert_eq!(s.events("web", ev[0].id, 10).unwrap().len(), 1);
+        // A deployment's steps: in the activity log, and listed by the deployment.
+        s.deployment_event("web", 7, "deployment 7: starting")
+            .unwrap();
+        s.event("web", EventKind::Scale, "started 1 instance(s)")
+            .unwrap();
+        s.deployment_event("web", 7, "deployment 7: succeeded")
+            .unwrap();
+        s.deployment_event("api", 7, "another service's deployment 7")
+            .unwrap();
+        let steps = s.deployment_events("web", 7, 10).unwrap();
+        let texts: Vec<_> = steps.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(texts, ["deployment 7: starting", "deployment 7: succeeded"]);
+        assert!(steps
+            .iter()
+            .all(|e| e.deployment == Some(7) && e.kind == EventKind::Deployment));
+        assert_eq!(s.events("web", 0, 10).unwrap().len(), 5);
+        assert_eq!(s.events("web", 0, 10).unwrap()[0].deployment, None);
         let b = s.queue_build("web", "abc").unwrap();
         let q = s.queue_build("web", "def").unwrap();
         assert!(s.has_build_of("web", "abc").unwrap());
@@ -1948,6 +2085,33 @@ mod tests {
         let s = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
         assert!(s.service("web").unwrap().is_some());
         assert_eq!(s.meta_or_init("platform", || "p2".into()).unwrap(), "p1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A store written before `services.paused` and `events.deployment` existed opens,
+    /// keeps its rows, and takes the new columns.
+    #[test]
+    fn older_store_gains_the_new_columns() {
+        let dir = std::env::temp_dir().join(format!("slipway-store-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+                 INSERT INTO events (service, at_ms, kind, message) VALUES ('web', 1, 'service', 'created');
+                 CREATE TABLE services (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_ms INTEGER NOT NULL, target_revision INTEGER, active_revision INTEGER, desired_instances INTEGER NOT NULL DEFAULT 1);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path, Vault::ephemeral().unwrap()).unwrap();
+        let ev = s.events("web", 0, 10).unwrap();
+        assert_eq!((ev.len(), ev[0].deployment), (1, None));
+        s.deployment_event("web", 3, "deployment 3: starting")
+            .unwrap();
+        assert_eq!(s.deployment_events("web", 3, 10).unwrap().len(), 1);
+        s.create_service(&spec("web")).unwrap();
+        assert!(!s.service("web").unwrap().unwrap().paused);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

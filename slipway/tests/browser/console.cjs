@@ -16,6 +16,7 @@ const TOKEN = process.env.TOKEN;
 const IMAGE = process.env.IMAGE;
 const ARTIFACTS = process.env.ARTIFACTS;
 const CANARY = process.env.CANARY;
+const BUILT = process.env.BUILT;
 const STEP_MS = 90_000;
 
 function fail(msg) {
@@ -75,6 +76,13 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
     await expectText(page.getByTestId("status"), "running", "the service's status");
     await expectText(page.getByTestId("deployments").locator("td"), "succeeded", "the deployments table");
     await expectText(page.getByTestId("activity"), "succeeded", "the live activity log");
+    // The newest deployment's steps, in order, the last one its outcome.
+    const steps = page.locator("ol.steps").first();
+    await expectText(steps.locator("li"), "succeeded", "the deployment's steps");
+    const stepTexts = await steps.locator("li").allTextContents();
+    const at = (w) => stepTexts.findIndex((t) => t.includes(w));
+    if (!(at("starting") >= 0 && at("health_checking") > at("starting") && at("succeeded") > at("health_checking")))
+      fail(`the deployment's steps are not starting, health_checking, ..., succeeded: ${JSON.stringify(stepTexts)}`);
     await shot(page, "03-service-running");
 
     // Open its URL.
@@ -146,6 +154,26 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
     await expectText(page.getByTestId("deployments").locator("tr").nth(1), "rollback", "the rollback deployment");
     await expectText(page.getByTestId("deployments").locator("tr").nth(1), "succeeded", "the rollback's outcome");
     await shot(page, "08-rolled-back");
+
+    // A git service's build output, searchable.
+    await page.goto(`${CONSOLE}#/s/${BUILT}`);
+    await expectText(page.getByTestId("build-pick"), "succeeded", "the build list");
+    await expectText(page.getByTestId("build-log"), "build-marker-42", "the build's output");
+    await page.getByTestId("build-search").fill("build-marker");
+    await expectText(page.getByTestId("build-log"), "line(s) holding", "a build log search");
+    const blog = (await page.getByTestId("build-log").textContent()).split("\n").slice(1).filter((l) => l.trim());
+    if (!blog.length || blog.some((l) => !l.includes("build-marker"))) fail(`the build search kept other lines: ${JSON.stringify(blog)}`);
+    await shot(page, "10-build-log");
+    // Back on the first service: a log search by time range (the last 7 days hold its
+    // requests' lines).
+    await page.goto(`${CONSOLE}#/s/site`);
+    await expectText(page.getByTestId("status"), "running", "back on the first service");
+    await page.getByTestId("log-search").fill("GET");
+    const asked = page.waitForRequest((r) => /\/logs\?.*since=\d+/.test(r.url()), { timeout: STEP_MS });
+    await page.getByTestId("log-range").selectOption("604800");
+    const since = Number(new URL((await asked).url()).searchParams.get("since"));
+    if (Math.abs(Date.now() - 7 * 86400e3 - since) > 120e3) fail(`the 7-day range asked for lines since ${since}`);
+    await expectText(page.getByTestId("app-logs"), "GET /", "a time-range log search");
 
     // On a phone.
     await page.setViewportSize({ width: 390, height: 844 });
