@@ -1,11 +1,14 @@
 //! A minimal HTTP/1.1 keep-alive backend answering `ok`, for `bench/router.sh`.
 //!
-//! How to run: `cargo run --release -p slipway-router --example bench_backend -- 127.0.0.1:18081 [work-us]`
+//! How to run: `cargo run --release -p slipway-router --example bench_backend -- 127.0.0.1:18081 [work-us] [wait-ms]`
 //!
 //! By default it does as little as hyper allows, so that a benchmark measures the proxy in
 //! front of it, not the backend. With `work-us`, each request first burns that many
 //! microseconds of CPU (a busy loop), standing in for an application that does some work:
-//! the proxy's share of the cost is then what a real app's users would see.
+//! the proxy's share of the cost is then what a real app's users would see. With
+//! `wait-ms`, each request then waits that long without using the CPU (an app waiting on
+//! its database): what bench/autoscale.sh uses, so that concurrency, not CPU, is what
+//! its clients demand.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +40,12 @@ async fn main() -> std::io::Result<()> {
         None => 0,
     };
     let work = Duration::from_micros(work_us);
+    let wait = match std::env::args().nth(3) {
+        Some(w) => Duration::from_millis(w.parse().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("wait-ms: {e}"))
+        })?),
+        None => Duration::ZERO,
+    };
     let listener = TcpListener::bind(addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -49,6 +58,9 @@ async fn main() -> std::io::Result<()> {
                     while start.elapsed() < work {
                         std::hint::spin_loop();
                     }
+                }
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
             });

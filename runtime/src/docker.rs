@@ -48,6 +48,9 @@ pub struct DockerRuntime {
     platform: String,
     /// The id of [`NETWORK`] on this engine.
     network: String,
+    /// How long a TCP check's connection must stay up: [`crate::probe::PROXY_HOLD`], or
+    /// zero when the local engine runs without its userland proxy.
+    tcp_hold: std::time::Duration,
 }
 
 /// An exclusive lock on a file in the temporary directory, held while a platform finds or
@@ -65,6 +68,25 @@ fn network_lock() -> Option<std::fs::File> {
     Some(file)
 }
 
+/// [`crate::probe::userland_proxy_off`] for this host's `dockerd`, from `/proc` and
+/// `/etc/docker/daemon.json`.
+fn local_userland_proxy_off() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let cmdlines: Vec<Vec<u8>> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .collect();
+    let daemon = std::fs::read_to_string("/etc/docker/daemon.json").ok();
+    crate::probe::userland_proxy_off(cmdlines.iter().map(Vec::as_slice), daemon.as_deref())
+}
+
 impl DockerRuntime {
     /// Connects through `DOCKER_HOST` or the default socket, negotiates the API version and
     /// pings, so a missing engine is reported at start with what to do.
@@ -78,10 +100,26 @@ impl DockerRuntime {
         let docker = Docker::connect_with_defaults().map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
+        let local = !endpoint.starts_with("tcp://") && !endpoint.starts_with("ssh://");
+        let proxy_off = local
+            && tokio::task::spawn_blocking(local_userland_proxy_off)
+                .await
+                .unwrap_or(false);
+        let tcp_hold = if proxy_off {
+            std::time::Duration::ZERO
+        } else {
+            crate::probe::PROXY_HOLD
+        };
+        tracing::info!(
+            "the engine's userland proxy is {}: TCP health checks hold connections {} ms",
+            if proxy_off { "off" } else { "on or unknown" },
+            tcp_hold.as_millis()
+        );
         let mut rt = DockerRuntime {
             docker,
             platform: platform.to_string(),
             network: String::new(),
+            tcp_hold,
         };
         // Platforms on one machine that start at the same moment take turns, so they do
         // not each create a network of the same name (this engine allows that, and then
@@ -668,7 +706,7 @@ impl Runtime for DockerRuntime {
         addr: SocketAddr,
         check: &HealthCheck,
     ) -> Result<(), crate::probe::ProbeError> {
-        crate::probe::tcp_probe(addr, check).await
+        crate::probe::tcp_probe(addr, check, self.tcp_hold).await
     }
 }
 

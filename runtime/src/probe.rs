@@ -69,16 +69,70 @@ pub enum NotHttp {
     Other(String),
 }
 
-/// Probes `addr` once over the loopback network.
-pub async fn tcp_probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), ProbeError> {
+/// How long a TCP check's connection must stay up to pass, when a userland proxy may
+/// accept for an app that does not listen (see [`tcp_probe`]).
+pub const PROXY_HOLD: Duration = Duration::from_millis(15);
+
+/// Probes `addr` once over the loopback network. A TCP check passes once connected, and
+/// when `hold` is not zero, once the connection then stays up that long: with Docker's
+/// userland proxy (an engine started without `--userland-proxy=false`), the published
+/// port accepts even when nothing listens inside the container, then closes at once (well
+/// under a millisecond here). Without the proxy, such a connect is refused outright, and
+/// the hold is only a cost (see [`userland_proxy_off`]).
+pub async fn tcp_probe(
+    addr: SocketAddr,
+    hc: &HealthCheck,
+    hold: Duration,
+) -> Result<(), ProbeError> {
     let timeout = Duration::from_secs(hc.timeout_s as u64);
-    match tokio::time::timeout(timeout, probe_inner(addr, hc)).await {
+    match tokio::time::timeout(timeout, probe_inner(addr, hc, hold)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::TimedOut {
             check: describe(hc),
             secs: hc.timeout_s,
         }),
     }
+}
+
+/// Whether the local engine publishes ports without its userland proxy, read from the
+/// `dockerd` command line (`--userland-proxy=false`) or `daemon_json`'s
+/// `"userland-proxy": false`. `cmdlines` are the command lines of the host's processes,
+/// NUL-separated as in `/proc/PID/cmdline`. Unknown (another host's engine, no access)
+/// counts as on: the hold is then kept, which is only slower.
+pub fn userland_proxy_off<'a>(
+    cmdlines: impl IntoIterator<Item = &'a [u8]>,
+    daemon_json: Option<&str>,
+) -> bool {
+    let flag = |args: &[&[u8]]| -> Option<bool> {
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(v) = a.strip_prefix(b"--userland-proxy=") {
+                return Some(v == b"false");
+            }
+            if *a == b"--userland-proxy" {
+                return Some(it.next().is_some_and(|v| *v == b"false"));
+            }
+        }
+        None
+    };
+    for c in cmdlines {
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        let is_dockerd = args
+            .first()
+            .is_some_and(|a| a.rsplit(|b| *b == b'/').next() == Some(&b"dockerd"[..]));
+        if !is_dockerd {
+            continue;
+        }
+        if let Some(v) = flag(&args) {
+            return v;
+        }
+        // dockerd without the flag: its daemon.json decides.
+        return daemon_json
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .and_then(|v| v.get("userland-proxy").and_then(|u| u.as_bool()))
+            == Some(false);
+    }
+    false
 }
 
 /// How a check is shown to people: `TCP` or `HTTP GET <path>`.
@@ -89,7 +143,7 @@ pub fn describe(hc: &HealthCheck) -> String {
     }
 }
 
-async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), ProbeError> {
+async fn probe_inner(addr: SocketAddr, hc: &HealthCheck, hold: Duration) -> Result<(), ProbeError> {
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|source| ProbeError::Connect {
@@ -97,13 +151,11 @@ async fn probe_inner(addr: SocketAddr, hc: &HealthCheck) -> Result<(), ProbeErro
             source,
         })?;
     if hc.protocol == HealthProtocol::Tcp {
-        // With Docker's userland proxy (an engine started without
-        // `--userland-proxy=false`), the published port accepts even when nothing listens
-        // inside the container, then closes at once (well under a millisecond here): make
-        // sure the connection stays up a little. 15 ms is the price of every TCP check.
-        // Without the proxy, such a connect is refused outright.
+        if hold.is_zero() {
+            return Ok(());
+        }
         let mut b = [0u8; 1];
-        return match tokio::time::timeout(Duration::from_millis(15), s.read(&mut b)).await {
+        return match tokio::time::timeout(hold, s.read(&mut b)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Err(ProbeError::ClosedAtOnce),
             _ => Ok(()),
         };
@@ -196,9 +248,12 @@ mod tests {
         };
         hc.path = "/healthz".into();
         let ok = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
-        assert!(tcp_probe(ok, &hc).await.is_ok());
+        assert!(tcp_probe(ok, &hc, PROXY_HOLD).await.is_ok());
         let bad = server(b"HTTP/1.1 500 Internal Server Error\r\n\r\n").await;
-        let e = tcp_probe(bad, &hc).await.unwrap_err().to_string();
+        let e = tcp_probe(bad, &hc, PROXY_HOLD)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("HTTP GET /healthz answered 500"), "{e}");
     }
 
@@ -213,7 +268,10 @@ mod tests {
         let mut reply = "x".repeat(79);
         reply.push_str("ééé garbage\n");
         let addr = server(Box::leak(reply.into_bytes().into_boxed_slice())).await;
-        let e = tcp_probe(addr, &hc).await.unwrap_err().to_string();
+        let e = tcp_probe(addr, &hc, PROXY_HOLD)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an HTTP answer"), "{e}");
     }
 
@@ -252,9 +310,67 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(s);
         });
-        assert!(tcp_probe(addr, &hc).await.is_ok());
+        assert!(tcp_probe(addr, &hc, PROXY_HOLD).await.is_ok());
         hold.await.unwrap();
-        let e = tcp_probe(addr, &hc).await.unwrap_err().to_string();
+        let e = tcp_probe(addr, &hc, PROXY_HOLD)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("connect failed"), "{e}");
+    }
+
+    /// With a hold, a port that accepts and closes at once (what the userland proxy does
+    /// when nothing listens) fails; without one it passes at connect, which is right only
+    /// when no proxy stands in front of the app.
+    #[tokio::test]
+    async fn the_hold_catches_an_accept_and_close() {
+        let hc = HealthCheck::default();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let closer = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (s, _) = l.accept().await.unwrap();
+                drop(s);
+            }
+        });
+        let e = tcp_probe(addr, &hc, PROXY_HOLD).await.unwrap_err();
+        assert!(matches!(e, ProbeError::ClosedAtOnce), "{e}");
+        let started = std::time::Instant::now();
+        assert!(tcp_probe(addr, &hc, Duration::ZERO).await.is_ok());
+        assert!(started.elapsed() < PROXY_HOLD, "no hold without a proxy");
+        closer.await.unwrap();
+    }
+
+    #[test]
+    fn the_engines_userland_proxy_setting() {
+        let on = |c: &[&str], j: Option<&str>| {
+            let cmd: Vec<Vec<u8>> = c
+                .iter()
+                .map(|s| s.replace(' ', "\0").into_bytes())
+                .collect();
+            userland_proxy_off(cmd.iter().map(Vec::as_slice), j)
+        };
+        assert!(on(
+            &["/usr/sbin/dockerd --userland-proxy=false -H unix://"],
+            None
+        ));
+        assert!(on(&["bash", "dockerd --userland-proxy false"], None));
+        assert!(!on(&["/usr/sbin/dockerd --userland-proxy=true"], None));
+        assert!(!on(&["/usr/sbin/dockerd -H fd://"], None));
+        assert!(on(
+            &["/usr/sbin/dockerd -H fd://"],
+            Some(r#"{"userland-proxy": false}"#)
+        ));
+        assert!(!on(&["/usr/sbin/dockerd -H fd://"], Some("not json")));
+        // The flag wins over daemon.json; no dockerd here means unknown: on.
+        assert!(!on(
+            &["/usr/sbin/dockerd --userland-proxy=true"],
+            Some(r#"{"userland-proxy": false}"#)
+        ));
+        assert!(!on(
+            &["/usr/bin/containerd"],
+            Some(r#"{"userland-proxy": false}"#)
+        ));
+        assert!(!on(&["/usr/bin/notdockerd --userland-proxy=false"], None));
     }
 }

@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// Where the router listens for app traffic.
     #[arg(long, env = "SLIPWAY_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
     router_addr: SocketAddr,
+    /// Threads of the router's own: each runs a current-thread runtime accepting on the
+    /// router's socket, apart from the control plane's runtime (docs/BENCHMARKS.md,
+    /// "the router on the product path", measured the gain). `0` serves it on the shared
+    /// runtime instead. Default: the CPUs this process may run on.
+    #[arg(long, env = "SLIPWAY_ROUTER_THREADS")]
+    router_threads: Option<usize>,
     /// The platform zone: services answer at `<service>.<zone>`.
     #[arg(long, env = "SLIPWAY_ZONE", default_value = "slipway.localhost")]
     zone: String,
@@ -550,7 +556,21 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let names_follow = tasks.spawn(names.clone().follow(shutdown.clone()));
     let names_check = tasks.spawn(names.clone().check_loop(shutdown.clone()));
     let app = slipway_console::app(api);
-    let router_task = tasks.spawn(router.clone().serve(router_listener, shutdown.clone()));
+    let threads = a.router_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let router_task = if threads == 0 {
+        tasks.spawn(router.clone().serve(router_listener, shutdown.clone()))
+    } else {
+        let ends = router_threads(&router, router_listener, threads, &shutdown)?;
+        tasks.spawn(async move {
+            for end in ends {
+                end.await
+                    .map_err(|_| std::io::Error::other("a router thread panicked"))??;
+            }
+            Ok(())
+        })
+    };
     let api_shutdown = shutdown.clone();
     let api_task = tasks.spawn(async move {
         axum::serve(api_listener, app)
@@ -653,6 +673,47 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
 }
 
 /// Whether task `t` ended within `deadline`; how it ended is logged if badly.
+/// Serves the router on `n` threads of its own, each with a current-thread runtime and
+/// a handle of the one listening socket (the kernel gives each connection to one of
+/// them). Each thread's result arrives on its receiver once it has drained.
+fn router_threads(
+    router: &Arc<Router>,
+    listener: tokio::net::TcpListener,
+    n: usize,
+    shutdown: &CancellationToken,
+) -> Result<Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>>> {
+    let listener = listener
+        .into_std()
+        .context("cannot hand the router's socket to its threads")?;
+    let mut ends = Vec::with_capacity(n);
+    for i in 0..n {
+        let l = listener
+            .try_clone()
+            .context("cannot share the router's socket")?;
+        let (router, stop) = (router.clone(), shutdown.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("router-{i}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let l = tokio::net::TcpListener::from_std(l)?;
+                            router.serve(l, stop).await
+                        })
+                    });
+                if tx.send(served).is_err() {
+                    tracing::debug!("router thread {i} ended after shutdown stopped waiting");
+                }
+            })
+            .context("cannot start a router thread")?;
+        ends.push(rx);
+    }
+    Ok(ends)
+}
+
 async fn within<T: Ended>(deadline: Duration, t: tokio::task::JoinHandle<T>) -> bool {
     match tokio::time::timeout(deadline, t).await {
         Ok(Ok(v)) => {
