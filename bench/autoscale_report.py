@@ -16,6 +16,10 @@ import statistics
 import sys
 
 
+# Both configurations aim at 70% of max_concurrency.
+TARGET = 0.7
+
+
 def worst_lag(run, per):
     ready = run["ready"]
     worst = 0.0
@@ -27,6 +31,10 @@ def worst_lag(run, per):
             return float("inf")
         worst = max(worst, met - t)
     return worst
+
+
+def secs(lag):
+    return "not within the run" if lag == float("inf") else f"{lag:.2f} s"
 
 
 def main():
@@ -41,11 +49,15 @@ def main():
     for label, rs in runs.items():
         per_label = pers[label]
         lags = [worst_lag(r, per_label) for r in rs]
-        for i, (r, lag) in enumerate(zip(rs, lags)):
+        # The count the scaler aims at: utilization at TARGET of max_concurrency.
+        tlags = [worst_lag(r, per_label * TARGET) for r in rs]
+        for i, (r, lag, tlag) in enumerate(zip(rs, lags, tlags)):
             peak = max((n for _, n in r["ready"]), default=0)
-            print(f"{label} round {i + 1}: worst lag {lag:.2f} s, peak {peak} instances, "
+            print(f"{label} round {i + 1}: worst lag {secs(lag)} (to the {TARGET:.0%} target's count "
+                  f"{secs(tlag)}), peak {peak} instances, "
                   f"{r['requests']} requests, {r['failed']} failed {r['errors'][:2]}")
-        print(f"{label}: median worst lag {statistics.median(lags):.2f} s over {len(rs)} rounds, "
+        print(f"{label}: median worst lag {secs(statistics.median(lags))} "
+              f"(to the target's count {secs(statistics.median(tlags))}) over {len(rs)} rounds, "
               f"failed requests {sum(r['failed'] for r in rs)} of {sum(r['requests'] for r in rs)}")
     import matplotlib
     matplotlib.use("Agg")
@@ -56,10 +68,14 @@ def main():
         r = rs[0]
         ct = [t for t, _ in r["clients"]]
         need = [math.ceil(n / per_label) for _, n in r["clients"]]
+        # Held to the end of the run.
+        end = max((t for t, _ in r["ready"]), default=ct[-1])
+        ct.append(end)
+        need.append(need[-1])
         ax.step(ct, need, where="post", label=f"needed: ceil(clients / {per_label})", color="#9a6700")
         ax.step([t for t, _ in r["ready"]], [n for _, n in r["ready"]], where="post",
                 label="ready instances", color="#1f6feb", linewidth=2)
-        ax.set_title(f"{label}: 0 to {r['clients'][-1][1]} clients, worst lag {worst_lag(r, per_label):.2f} s")
+        ax.set_title(f"{label}: 0 to {r['clients'][-1][1]} clients, worst lag {secs(worst_lag(r, per_label))}")
         ax.set_xlabel("seconds since the first request")
         ax.set_ylabel("instances")
         ax.grid(alpha=0.3)

@@ -104,6 +104,15 @@ bare_run_api() {
     docker rm -f "${out#* }" > /dev/null
     echo "${out%% *}"
 }
+# The same, with the configuration of the container Slipway made (saved in the warm-up
+# round): the engine's floor for exactly that container.
+bare_clone_api() {
+    local out
+    sleep 1
+    out="$(python3 "$ROOT/bench/floor.py" clone "$TMP/slipway-container.json" "$CONTENT" 30 "slipway.bench=$RUN_ID")"
+    docker rm -f "${out#* }" > /dev/null
+    echo "${out%% *}"
+}
 bare_stop() { docker stop -t 5 "$CID_COLD" > /dev/null; }
 bare_unpause_cli() {
     local t0 t1
@@ -130,9 +139,11 @@ for r in $(seq 0 "$ROUNDS"); do
     cont="$(docker ps -q --filter "label=slipway.platform=$PLATFORM" --filter "label=slipway.service=cold" | head -1)"
     created="$(docker_time_ms "$(docker inspect -f '{{.Created}}' "$cont")")"
     started="$(docker_time_ms "$(docker inspect -f '{{.State.StartedAt}}' "$cont")")"
+    [[ -s "$TMP/slipway-container.json" ]] || docker inspect "$cont" > "$TMP/slipway-container.json"
     b_cli="$(bare_start_cli)"; bare_stop
     b_api="$(bare_start_api)"; bare_stop
     b_run="$(bare_run_api)"
+    b_same="$(bare_clone_api)"
     # direct TTFB of a started bare container, for the router's per-request share
     docker start "$CID_COLD" > /dev/null
     port="$(host_port "$CID_COLD")"
@@ -151,7 +162,7 @@ for r in $(seq 0 "$ROUNDS"); do
     bp_cli="$(bare_unpause_cli)"; docker pause "$CID_WARM" > /dev/null
     bp_api="$(bare_unpause_api)"; docker pause "$CID_WARM" > /dev/null
 
-    line="cold ttfb $ttfb ms (demand +$(ms_diff "${e_demand:-0}" "$t0"), created +$(ms_diff "$created" "$t0"), started +$(ms_diff "$started" "$t0"), ready +$(ms_diff "${e_ready:-0}" "$t0")); bare start cli $b_cli api $b_api, create+start api $b_run; warm $warm_ttfb, direct $b_direct | paused ttfb $pttfb (unpaused +$(ms_diff "${pe_unpaused:-0}" "$pt0")); bare unpause cli $bp_cli api $bp_api"
+    line="cold ttfb $ttfb ms (demand +$(ms_diff "${e_demand:-0}" "$t0"), created +$(ms_diff "$created" "$t0"), started +$(ms_diff "$started" "$t0"), ready +$(ms_diff "${e_ready:-0}" "$t0")); bare start cli $b_cli api $b_api, create+start api $b_run, same config $b_same; warm $warm_ttfb, direct $b_direct | paused ttfb $pttfb (unpaused +$(ms_diff "${pe_unpaused:-0}" "$pt0")); bare unpause cli $bp_cli api $bp_api"
     if [[ "$r" == 0 ]]; then log "warm-up: $line (not counted)"; continue; fi
     log "round $r: $line"
     record s_cold "$ttfb"
@@ -163,6 +174,7 @@ for r in $(seq 0 "$ROUNDS"); do
     record b_cli "$b_cli"
     record b_api "$b_api"
     record b_run "$b_run"
+    record b_same "$b_same"
     record b_direct "$b_direct"
     record s_paused "$pttfb"
     record s_unpaused "$(ms_diff "$pe_unpaused" "$pt0")"
@@ -188,6 +200,10 @@ pr "bare, tight: Engine API start + inspect + first 200" b_api
 echo "ratio slipway / bare CLI floor: $(ratio "$(median s_cold)" "$(median b_cli)")   slipway / bare API floor: $(ratio "$(median s_cold)" "$(median b_api)")   (aim: <= 1.20x)"
 pr "bare, tight: Engine API create + start + first 200" b_run
 echo "ratio slipway / bare create+start floor: $(ratio "$(median s_cold)" "$(median b_run)")"
+pr "bare, tight: the same with Slipway's container config" b_same
+over() { awk -v a="$(median "$1")" -v b="$(median "$2")" 'BEGIN { printf "%+.1f ms", a - b }'; }
+echo "slipway over its floors: $(over s_cold b_api) over start of a stopped container, $(over s_cold b_run) over create+start, $(over s_cold b_same) over create+start of the same container (aim: <= +20 ms)"
+echo "engine cost of Slipway's container config over a plain one: $(over b_same b_run)"
 pr "reference: slipway TTFB of the next (warm) request" s_warm
 pr "reference: bare TTFB direct to a running container" b_direct
 echo "-- from paused (idle_mode pause)"
@@ -197,3 +213,4 @@ pr "  request -> 'unpaused 1 instance' (log)" s_unpaused
 pr "bare: docker unpause + curl loop" bp_cli
 pr "bare, tight: Engine API unpause + first 200" bp_api
 echo "ratio slipway / bare CLI floor: $(ratio "$(median s_paused)" "$(median bp_cli)")   slipway / bare API floor: $(ratio "$(median s_paused)" "$(median bp_api)")   (aim: median < 50 ms -> $(median s_paused) ms)"
+echo "slipway over a bare unpause: $(over s_paused bp_api) (aim: <= +5 ms)"

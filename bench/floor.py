@@ -3,6 +3,7 @@
 
     floor.py start|unpause CONTAINER_ID MARKER [TIMEOUT_S]
     floor.py run IMAGE MARKER [TIMEOUT_S] LABEL=VALUE
+    floor.py clone INSPECT.json MARKER [TIMEOUT_S] LABEL=VALUE
 
 Times, with time.monotonic(), from just before the Engine API call (POST
 /containers/{id}/start or /unpause over /var/run/docker.sock; for `run`, POST
@@ -10,7 +11,11 @@ Times, with time.monotonic(), from just before the Engine API call (POST
 Slipway does for a new instance) to the first HTTP 200 whose body contains MARKER from
 127.0.0.1:<published port of 8080/tcp> (for start and run, read with GET
 /containers/{id}/json after the start, as Slipway does). `run` prints "ms container-id";
-the caller removes the container. Polls with raw sockets and no
+the caller removes the container. `clone` is `run` with the configuration of another
+container (`docker inspect` output: its image, command, environment, user, host config
+with limits, capabilities and init, and its networks), so the floor is the engine's
+create + start of exactly the container Slipway makes, port published on 127.0.0.1 the
+same way. Polls with raw sockets and no
 sleep, bounded by TIMEOUT_S (default 30) and 100,000 attempts. Prints milliseconds.
 Standard library only; traffic to 127.0.0.1 and the Docker socket only.
 """
@@ -70,11 +75,15 @@ def get(port, marker):
 def main():
     action, cid, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else 30.0
-    if action not in ("start", "unpause", "run"):
-        raise SystemExit("action: start, unpause or run")
+    if action not in ("start", "unpause", "run", "clone"):
+        raise SystemExit("action: start, unpause, run or clone")
+    template = None
+    if action == "clone":
+        with open(cid) as f:
+            template = json.load(f)[0]
     port = published_port(cid) if action == "unpause" else None
     t0 = time.monotonic()
-    if action == "run":
+    if action in ("run", "clone"):
         key, _, value = sys.argv[5].partition("=")
         spec = {
             "Image": cid,
@@ -85,6 +94,18 @@ def main():
                 "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
             },
         }
+        if template is not None:
+            cfg = template["Config"]
+            for k in ("Image", "Cmd", "Entrypoint", "Env", "User", "WorkingDir",
+                      "ExposedPorts", "StopSignal"):
+                if cfg.get(k) is not None:
+                    spec[k] = cfg[k]
+            hc = dict(template["HostConfig"])
+            hc["PortBindings"] = {p: [{"HostIp": "127.0.0.1", "HostPort": ""}]
+                                  for p in (hc.get("PortBindings") or {"8080/tcp": None})}
+            spec["HostConfig"] = hc
+            spec["NetworkingConfig"] = {"EndpointsConfig": {
+                n: {} for n in template["NetworkSettings"]["Networks"]}}
         cid = json.loads(engine("POST", "/containers/create", spec))["Id"]
         action = "start"
         suffix = f" {cid}"

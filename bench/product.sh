@@ -178,7 +178,7 @@ closed() { # target round
 }
 open_loop() { # target round
     local j p50 p99 ok
-    j="$(taskset -c 0 "$OHA" -z "${DUR}s" -q "$RATE" -c 64 --latency-correction --disable-keepalive=false \
+    j="$(taskset -c 0 "$OHA" -z "${DUR}s" -q "$RATE" -c 64 --latency-correction \
         --no-tui --output-format json -H "$HOST_HDR" "http://127.0.0.1:$(port_of "$1")/" 2> "$TMP/oha.err")" ||
         { cat "$TMP/oha.err" >&2; die "oha failed"; }
     p50="$(jq '.latencyPercentiles.p50 * 1e6' <<<"$j")"

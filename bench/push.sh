@@ -67,6 +67,7 @@ for r in $(seq 0 "$ROUNDS"); do
     record s_build "$(ms_diff "$built" "$t0")"
     record s_after "$(ms_diff "$t1" "$built")"
     record b_total "$btotal"
+    record over "$(ms_diff "$total" "$btotal")"
     record b_build "$(ms_diff "$b_built" "$b0")"
     record b_after "$(ms_diff "$b1" "$b_built")"
     log "round $r: slipway ${total} ms (push $(ms_diff "$tp" "$t0"), built at +$(ms_diff "$built" "$t0")), bare ${btotal} ms (built at +$(ms_diff "$b_built" "$b0"))"
@@ -88,3 +89,4 @@ row "git push returned" s_push ""
 row "image built (from t0)" s_build b_build
 row "built -> first new 200" s_after b_after
 row "TOTAL push -> first new 200" s_total b_total
+echo "Slipway's overhead over bare docker build + run + first 200 (per round, median): $(median over) ms ($(minmax over)) (aim: <= 1000 ms)"

@@ -429,11 +429,21 @@ struct ServiceView {
 }
 
 fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
-    let name = row.spec.name.to_string();
     let (status, counts, latest) = api.platform.status(&row)?;
+    Ok(view_of(api, row, status, counts, latest))
+}
+
+fn view_of(
+    api: &Api,
+    row: ServiceRow,
+    status: String,
+    counts: slipway_deployer::InstanceCounts,
+    latest: Option<slipway_store::DeploymentRow>,
+) -> ServiceView {
+    let name = row.spec.name.to_string();
     let git_remote = matches!(row.spec.source, Source::Git { .. })
         .then(|| format!("{}/git/{name}.git", api.api_url));
-    Ok(ServiceView {
+    ServiceView {
         url: service_url(api, &name),
         name,
         status,
@@ -445,7 +455,7 @@ fn view(api: &Api, row: ServiceRow) -> ApiResult<ServiceView> {
         instances: counts,
         latest_deployment: latest,
         spec: row.spec,
-    })
+    }
 }
 
 fn service_url(api: &Api, name: &str) -> String {
@@ -470,11 +480,15 @@ async fn platform(State(api): State<Api>) -> ApiResult<Json<serde_json::Value>> 
 
 #[utoipa::path(get, path = "/v1/services", description = "Every service with its status.", responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
 async fn list_services(State(api): State<Api>) -> ApiResult<Json<Vec<ServiceView>>> {
-    let rows = api.platform.store.services()?;
+    // The parsed rows of the store's snapshot, and one query for every service's newest
+    // deployment: a thousand services list in a few milliseconds.
+    let rows: Vec<ServiceRow> = api.platform.store.snapshot().services().cloned().collect();
     Ok(Json(
-        rows.into_iter()
-            .map(|r| view(&api, r))
-            .collect::<ApiResult<Vec<_>>>()?,
+        api.platform
+            .statuses(rows)?
+            .into_iter()
+            .map(|(row, (status, counts, latest))| view_of(&api, row, status, counts, latest))
+            .collect(),
     ))
 }
 

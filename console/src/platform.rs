@@ -451,19 +451,23 @@ impl Platform {
         let name = row.spec.name.as_str();
         let latest = self.store.deployments(name, 1)?.into_iter().next();
         let counts = self.deployer.counts().remove(name).unwrap_or_default();
-        let status = match (&latest, row.active_revision) {
-            _ if row.paused => "paused".into(),
-            (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
-            (_, None) => match &row.spec.source {
-                Source::Git { .. } => "waiting for a push".into(),
-                Source::Image { .. } => "no revision yet".into(),
-            },
-            (_, Some(_)) if counts.ready > 0 => "running".into(),
-            // Scale to zero's warm idle state (`idle_mode: pause`), not a paused service.
-            (_, Some(_)) if counts.paused > 0 => "idle (warm)".into(),
-            (_, Some(_)) => "scaled to zero".into(),
-        };
-        Ok((status, counts, latest))
+        Ok(status_of(row, counts, latest))
+    }
+
+    /// [`Platform::status`] of every service, with one read of the store and of the
+    /// instance counts for all of them (not one per service).
+    pub fn statuses(&self, rows: Vec<ServiceRow>) -> Result<Vec<(ServiceRow, Status)>> {
+        let mut latest = self.store.latest_deployments()?;
+        let mut counts = self.deployer.counts();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let name = row.spec.name.as_str();
+                let (c, d) = (counts.remove(name).unwrap_or_default(), latest.remove(name));
+                let status = status_of(&row, c, d);
+                (row, status)
+            })
+            .collect())
     }
 
     fn note(&self, service: &str, kind: EventKind, msg: &str) {
@@ -471,6 +475,28 @@ impl Platform {
             tracing::warn!(service, "store: {e}");
         }
     }
+}
+
+/// What a service is doing in a few words, its instance counts and its newest
+/// deployment.
+pub type Status = (String, InstanceCounts, Option<DeploymentRow>);
+
+/// What a service is doing, in a few words, from its row, its instance counts and its
+/// newest deployment.
+fn status_of(row: &ServiceRow, counts: InstanceCounts, latest: Option<DeploymentRow>) -> Status {
+    let status = match (&latest, row.active_revision) {
+        _ if row.paused => "paused".into(),
+        (Some(d), _) if !d.state.is_terminal() => format!("deploying ({})", d.state),
+        (_, None) => match &row.spec.source {
+            Source::Git { .. } => "waiting for a push".into(),
+            Source::Image { .. } => "no revision yet".into(),
+        },
+        (_, Some(_)) if counts.ready > 0 => "running".into(),
+        // Scale to zero's warm idle state (`idle_mode: pause`), not a paused service.
+        (_, Some(_)) if counts.paused > 0 => "idle (warm)".into(),
+        (_, Some(_)) => "scaled to zero".into(),
+    };
+    (status, counts, latest)
 }
 
 /// The revision a rollback deploys: `wanted` if it is kept, otherwise the newest kept

@@ -1327,6 +1327,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every service's newest deployment, in one query (what a list of all services
+    /// shows).
+    pub fn latest_deployments(&self) -> Result<std::collections::HashMap<String, DeploymentRow>> {
+        let db = self.db();
+        let mut st = db.prepare_cached(
+            "SELECT id, service, revision, kind, state, reason, created_ms, updated_ms FROM deployments WHERE id IN (SELECT MAX(id) FROM deployments GROUP BY service)",
+        )?;
+        let rows = st
+            .query_map([], Self::deployment_row)?
+            .map(|r| r.map(|d| (d.service.clone(), d)))
+            .collect::<rusqlite::Result<std::collections::HashMap<_, _>>>()?;
+        Ok(rows)
+    }
+
     /// The newest deployment of a service that is not over, if any.
     pub fn open_deployment(&self, service: &str) -> Result<Option<DeploymentRow>> {
         Ok(self
@@ -1883,6 +1897,11 @@ mod tests {
         s.set_active_revision("web", 1).unwrap();
         s.reset_target("web", 2).unwrap();
         assert_eq!(s.service("web").unwrap().unwrap().target_revision, Some(1));
+        // Every service's newest deployment at once: the same as one query per service.
+        let latest = s.latest_deployments().unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest["web"].id, d2);
+        assert_eq!(latest["web"].id, s.deployments("web", 1).unwrap()[0].id);
     }
 
     #[test]
