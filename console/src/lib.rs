@@ -467,15 +467,86 @@ fn service_url(api: &Api, name: &str) -> String {
     }
 }
 
-#[utoipa::path(get, path = "/v1/platform", description = "The platform: id, zone, router port, API URL, version.", responses((status = 200, description = "the platform", body = Object), (status = 401, body = ErrorBody)))]
-async fn platform(State(api): State<Api>) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(json!({
-        "platform_id": api.platform_id,
-        "zone": api.zone,
-        "router_port": api.router_port,
-        "api_url": api.api_url,
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
+#[utoipa::path(get, path = "/v1/platform", description = "The platform: id, zone, router port, API URL, version.", responses((status = 200, description = "the platform", body = PlatformInfo), (status = 401, body = ErrorBody)))]
+async fn platform(State(api): State<Api>) -> ApiResult<Json<PlatformInfo>> {
+    Ok(Json(PlatformInfo {
+        platform_id: api.platform_id.clone(),
+        zone: api.zone.clone(),
+        router_port: api.router_port,
+        api_url: api.api_url.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// `GET /v1/platform`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PlatformInfo {
+    /// This platform's id (the `slipway.platform` label of its containers).
+    platform_id: String,
+    /// Services answer at `<service>.<zone>`.
+    zone: String,
+    /// The router's HTTP port.
+    router_port: u16,
+    /// The API's base URL.
+    api_url: String,
+    /// Slipway's version.
+    version: &'static str,
+}
+
+/// What a change answers: the service now, and the revision it deploys, if any.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Updated {
+    /// The service as it is now.
+    service: ServiceView,
+    /// The new revision that deploys the change (env, port, CPU, memory); null when the
+    /// change applied at once.
+    revision: Option<i64>,
+}
+
+/// `POST .../deploy`: the build that rebuilds a git service's branch head, or the
+/// revision an image service deploys.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DeployStarted {
+    /// A git service: the branch head is built again.
+    Build {
+        /// The build's id.
+        build: i64,
+        /// The commit it builds.
+        commit: String,
+    },
+    /// An image service: this revision deploys.
+    Revision {
+        /// The revision.
+        revision: i64,
+    },
+}
+
+/// `POST .../rollback`: the revision deployed again and its deployment.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RollbackStarted {
+    /// The revision.
+    revision: i64,
+    /// Its deployment's id.
+    deployment: i64,
+}
+
+/// A secret set or removed: its name and the revision that deploys the change.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SecretChanged {
+    /// The secret's name.
+    name: String,
+    /// The revision that deploys the change (null when nothing runs yet).
+    revision: Option<i64>,
+}
+
+/// `POST .../pause` and `.../resume`: the state now, and whether this call changed it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PauseState {
+    /// Whether the service is paused now.
+    paused: bool,
+    /// Whether this call changed it.
+    changed: bool,
 }
 
 #[utoipa::path(get, path = "/v1/services", description = "Every service with its status.", responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
@@ -543,17 +614,19 @@ async fn show_service(
 
 /// `PATCH /v1/services/{name}` with a JSON merge patch of the spec: the service as it is
 /// now, and `revision` when the change deploys a new one (env, port, CPU, memory).
-#[utoipa::path(patch, path = "/v1/services/{name}", description = "Change settings with a JSON merge patch of the spec; env, port, CPU and memory changes deploy a new revision.", request_body = Object, params(("name" = String, Path, description = "the service")), responses((status = 200, description = "`{service, revision}`", body = Object), (status = 422, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/services/{name}", description = "Change settings with a JSON merge patch of the spec; env, port, CPU and memory changes deploy a new revision.", request_body = Object, params(("name" = String, Path, description = "the service")), responses((status = 200, description = "the service and the revision that deploys the change", body = Updated), (status = 422, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn update_service(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Updated>> {
     let patch: serde_json::Value = json_body(&headers, &body)?;
     let (row, revision) = api.platform.update_service(&name, &patch).await?;
-    let view = serde_json::to_value(view(&api, row)?).map_err(ApiError::internal)?;
-    Ok(Json(json!({ "service": view, "revision": revision })))
+    Ok(Json(Updated {
+        service: view(&api, row)?,
+        revision,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/services/{name}", description = "Delete a service, its instances and everything recorded about it.", params(("name" = String, Path, description = "the service")), responses((status = 204), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
@@ -562,14 +635,14 @@ async fn delete_service(State(api): State<Api>, Path(name): Path<String>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/services/{name}/deploy", description = "Deploy again: the image as it is now, or the branch head rebuilt.", params(("name" = String, Path, description = "the service")), responses((status = 202, description = "`{build, commit}` or `{revision}`", body = Object), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/services/{name}/deploy", description = "Deploy again: the image as it is now, or the branch head rebuilt.", params(("name" = String, Path, description = "the service")), responses((status = 202, description = "`{build, commit}` or `{revision}`", body = DeployStarted), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn deploy(
     State(api): State<Api>,
     Path(name): Path<String>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<DeployStarted>)> {
     let body = match api.platform.deploy(&name).await? {
-        platform::Deployed::Build { build, commit } => json!({ "build": build, "commit": commit }),
-        platform::Deployed::Revision(rev) => json!({ "revision": rev }),
+        platform::Deployed::Build { build, commit } => DeployStarted::Build { build, commit },
+        platform::Deployed::Revision(revision) => DeployStarted::Revision { revision },
     };
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
@@ -580,13 +653,13 @@ struct RollbackBody {
     revision: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/v1/services/{name}/rollback", description = "Deploy a kept revision again (default: the one before the active one).", request_body = RollbackBody, params(("name" = String, Path, description = "the service")), responses((status = 202, body = Object), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/services/{name}/rollback", description = "Deploy a kept revision again (default: the one before the active one).", request_body = RollbackBody, params(("name" = String, Path, description = "the service")), responses((status = 202, body = RollbackStarted), (status = 409, body = ErrorBody), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn rollback(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<RollbackStarted>)> {
     let req: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
@@ -595,7 +668,10 @@ async fn rollback(
     let done = api.platform.rollback(&name, req.revision)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "revision": done.revision, "deployment": done.deployment })),
+        Json(RollbackStarted {
+            revision: done.revision,
+            deployment: done.deployment,
+        }),
     ))
 }
 
@@ -959,48 +1035,54 @@ struct SecretBody {
 
 /// `PUT /v1/services/{name}/secrets/{key}` with `{"value": "..."}`: the value is sealed
 /// and never returned; the answer names the revision that deploys it.
-#[utoipa::path(put, path = "/v1/services/{name}/secrets/{key}", description = "Set a secret (sealed; deploys a new revision).", request_body = SecretBody, params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/services/{name}/secrets/{key}", description = "Set a secret (sealed; deploys a new revision).", request_body = SecretBody, params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = SecretChanged), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn set_secret(
     State(api): State<Api>,
     headers: HeaderMap,
     Path((name, key)): Path<(String, String)>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<SecretChanged>)> {
     let req: SecretBody = json_body(&headers, &body)?;
     let revision = api.platform.set_secret(&name, &key, &req.value).await?;
     Ok((
         StatusCode::OK,
-        Json(json!({ "name": key, "revision": revision })),
+        Json(SecretChanged {
+            name: key,
+            revision,
+        }),
     ))
 }
 
-#[utoipa::path(delete, path = "/v1/services/{name}/secrets/{key}", description = "Remove a secret (deploys a new revision).", params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/services/{name}/secrets/{key}", description = "Remove a secret (deploys a new revision).", params(("name" = String, Path, description = "the service"), ("key" = String, Path, description = "the secret's name")), responses((status = 200, body = SecretChanged), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn unset_secret(
     State(api): State<Api>,
     Path((name, key)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SecretChanged>> {
     let revision = api.platform.unset_secret(&name, &key).await?;
-    Ok(Json(json!({ "name": key, "revision": revision })))
+    Ok(Json(SecretChanged {
+        name: key,
+        revision,
+    }))
 }
 
 /// `POST /v1/services/{name}/pause`: `{"paused": true, "changed": bool}`.
-#[utoipa::path(post, path = "/v1/services/{name}/pause", description = "Pause: instances stop, requests get a 503 page.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
-async fn pause(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(post, path = "/v1/services/{name}/pause", description = "Pause: instances stop, requests get a 503 page.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = PauseState), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+async fn pause(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<Json<PauseState>> {
     let changed = api.platform.pause(&name)?;
-    Ok(Json(json!({ "paused": true, "changed": changed })))
+    Ok(Json(PauseState {
+        paused: true,
+        changed,
+    }))
 }
 
 /// `POST /v1/services/{name}/resume`: `{"paused": false, "changed": bool}`.
-#[utoipa::path(post, path = "/v1/services/{name}/resume", description = "Resume a paused service.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
-async fn resume(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(post, path = "/v1/services/{name}/resume", description = "Resume a paused service.", params(("name" = String, Path, description = "the service")), responses((status = 200, body = PauseState), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+async fn resume(State(api): State<Api>, Path(name): Path<String>) -> ApiResult<Json<PauseState>> {
     let changed = api.platform.resume(&name)?;
-    Ok(Json(json!({ "paused": false, "changed": changed })))
+    Ok(Json(PauseState {
+        paused: false,
+        changed,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1038,13 +1120,20 @@ async fn list_domains(
     Ok(Json(api.platform.domains(&name)?))
 }
 
-#[utoipa::path(delete, path = "/v1/services/{name}/domains/{domain}", description = "Stop serving a domain; its certificate and key are deleted.", params(("name" = String, Path, description = "the service"), ("domain" = String, Path, description = "the domain")), responses((status = 200, body = Object), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/services/{name}/domains/{domain}", description = "Stop serving a domain; its certificate and key are deleted.", params(("name" = String, Path, description = "the service"), ("domain" = String, Path, description = "the domain")), responses((status = 200, body = DomainRemoved), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn remove_domain(
     State(api): State<Api>,
     Path((name, domain)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<DomainRemoved>> {
     api.platform.remove_domain(&name, &domain)?;
-    Ok(Json(json!({ "removed": domain })))
+    Ok(Json(DomainRemoved { removed: domain }))
+}
+
+/// `DELETE .../domains/{domain}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DomainRemoved {
+    /// The domain no longer served.
+    removed: String,
 }
 
 /// `/metrics` on the API address: behind the token like everything else there (scrapers
