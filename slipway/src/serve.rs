@@ -672,7 +672,6 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether task `t` ended within `deadline`; how it ended is logged if badly.
 /// Serves the router on `n` threads of its own, each with a current-thread runtime and
 /// a handle of the one listening socket (the kernel gives each connection to one of
 /// them). Each thread's result arrives on its receiver once it has drained.
@@ -714,6 +713,7 @@ fn router_threads(
     Ok(ends)
 }
 
+/// Whether task `t` ended within `deadline`; how it ended is logged if badly.
 async fn within<T: Ended>(deadline: Duration, t: tokio::task::JoinHandle<T>) -> bool {
     match tokio::time::timeout(deadline, t).await {
         Ok(Ok(v)) => {
