@@ -73,7 +73,7 @@ start_slipway() {
     ROUTER="http://127.0.0.1:$ROUTER_PORT"
     "$BIN" serve --data-dir "$DATA" --api-addr "127.0.0.1:$api_port" \
         --router-addr "127.0.0.1:$ROUTER_PORT" --scaler-tick-ms "$SCALER_TICK_MS" \
-        --dns-addr off --https-addr off \
+        --dns-addr off --https-addr off ${SERVE_ARGS:-} \
         > "$TMP/serve.log" 2>&1 &
     SERVE_PID=$!
     local ok=""

@@ -4,7 +4,7 @@
 # container (through its published 127.0.0.1 port), and the container direct.
 #
 # How to run (root, dockerd running, `bash scripts/setup.sh` done):
-#   bench/product.sh                  # 3 interleaved rounds of 10 s per target
+#   bench/product.sh                  # 5 interleaved rounds of 10 s per target
 #   ROUNDS=5 DUR=10 bench/product.sh
 #   RATE=4000 bench/product.sh        # the open-loop rate (req/s) of the oha runs
 #   SLIPWAY_BIN=target/release/slipway bench/product.sh   # skip the cargo build
@@ -23,7 +23,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap 'cleanup_product' EXIT
 
-ROUNDS="${ROUNDS:-3}"
 DUR="${DUR:-10}"
 RATE="${RATE:-4000}"
 TARGETS="${TARGETS:-direct haproxy slipway nginx}"
@@ -200,10 +199,14 @@ echo "The router on the product path: medians of $ROUNDS interleaved rounds, ${D
 echo "load average before: $LOAD0   after: $LOAD1   ($(nproc) cores; serve args: ${SERVE_ARGS:-none})"
 echo "closed loop: taskset -c 0 wrk -t1 -c64 --latency; open loop: oha -q $RATE -c 64 --latency-correction"
 printf '%-9s %10s %8s %10s %10s | %12s %12s %12s %12s\n' target "req/s" "x nginx" "p50 us" "p99 us" "open p50 us" "open p99 us" "+p50 direct" "+p99 direct"
-dp50="$(median op50_direct)" dp99="$(median op99_direct)"
+# What TARGET adds over direct at p50 or p99 of the open loop ("-" without both).
+added() { # target p50|p99
+    awk -v a="$(median "o$2_$1")" -v b="$(median "o$2_direct")" \
+        'BEGIN { if (a == "-" || b == "-") print "-"; else printf "+%.0f", a - b }'
+}
 for t in $TARGETS; do
-    add50="$(awk -v a="$(median "op50_$t")" -v b="$dp50" 'BEGIN { printf "%.0f", a - b }')"
-    add99="$(awk -v a="$(median "op99_$t")" -v b="$dp99" 'BEGIN { printf "%.0f", a - b }')"
+    add50="$(added "$t" p50)"
+    add99="$(added "$t" p99)"
     printf '%-9s %10s %8s %10s %10s | %12.0f %12.0f %12s %12s\n' "$t" "$(median "rps_$t")" \
         "$(ratio "$(median "rps_$t")" "$(median rps_nginx)")" "$(median "p50_$t")" "$(median "p99_$t")" \
         "$(median "op50_$t")" "$(median "op99_$t")" "$add50" "$add99"
@@ -211,5 +214,5 @@ done
 echo
 echo "slipway req/s: $(ratio "$(median rps_slipway)" "$(median rps_nginx)") nginx (goal >= 1.2x), $(ratio "$(median rps_slipway)" "$(median rps_haproxy)") haproxy (goal >= 1.05x)"
 echo "slipway p99:   $(ratio "$(median p99_slipway)" "$(median p99_nginx)") nginx, $(ratio "$(median p99_slipway)" "$(median p99_haproxy)") haproxy (goal <= 0.9x both)"
-echo "open loop, added over direct: slipway p50 +$(awk -v a="$(median op50_slipway)" -v b="$dp50" 'BEGIN{printf "%.0f", a-b}') us p99 +$(awk -v a="$(median op99_slipway)" -v b="$dp99" 'BEGIN{printf "%.0f", a-b}') us; nginx p50 +$(awk -v a="$(median op50_nginx)" -v b="$dp50" 'BEGIN{printf "%.0f", a-b}') us p99 +$(awk -v a="$(median op99_nginx)" -v b="$dp99" 'BEGIN{printf "%.0f", a-b}') us; haproxy p50 +$(awk -v a="$(median op50_haproxy)" -v b="$dp50" 'BEGIN{printf "%.0f", a-b}') us p99 +$(awk -v a="$(median op99_haproxy)" -v b="$dp99" 'BEGIN{printf "%.0f", a-b}') us"
+echo "open loop, added over direct (us): slipway p50 $(added slipway p50) p99 $(added slipway p99); nginx p50 $(added nginx p50) p99 $(added nginx p99); haproxy p50 $(added haproxy p50) p99 $(added haproxy p99)"
 echo "slipway serve resident memory after the runs: $(awk '/^VmRSS/ {print $2 " KiB"}' "/proc/$SERVE_PID/status")"

@@ -13,6 +13,8 @@
 #   bench/swaps.sh                   # 20 swaps by rollback
 #   SWAPS_BY=push bench/swaps.sh     # 20 swaps by push
 #   SWAPS=10 STEADY_S=15 SLIPWAY_BIN=target/release/slipway bench/swaps.sh
+#   APP=backend bench/swaps.sh       # a keep-alive app (bench_backend) instead of busybox
+#   LOAD_PREFIX="chrt -f 20" ROUTER_RT=10 bench/swaps.sh   # levers: real-time priorities
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
@@ -24,10 +26,32 @@ SWAPS_BY="${SWAPS_BY:-rollback}"
 build_slipway
 log "$(machine_state)"
 start_slipway
+if [[ -n "${ROUTER_RT:-}" ]]; then # a lever: the router's threads at SCHED_FIFO priority ROUTER_RT
+    for t in /proc/"$SERVE_PID"/task/*; do
+        [[ "$(cat "$t/comm")" == router-* ]] && chrt -f -p "$ROUTER_RT" "${t##*/}"
+    done
+    log "router threads at SCHED_FIFO $ROUTER_RT"
+fi
 api POST /v1/services "{\"name\":\"$SVC\",\"health_check\":{\"interval_s\":1},\"network\":{\"drain_timeout_s\":10}}" |
     jq -e .name > /dev/null || die "create failed"
 SITE="$TMP/site"
-make_site_repo "$SITE"
+if [[ "${APP:-site}" == backend ]]; then
+    # A keep-alive app instead of busybox httpd (which closes every connection, so each
+    # request is a new connection through the published port and a fork in the container):
+    # router/examples/bench_backend, as in bench/product.sh, with a marker file that makes
+    # each commit a new image. It answers "ok" whatever the marker.
+    (cd "$ROOT" && cargo build --release -p slipway-router --example bench_backend >&2)
+    mkdir -p "$SITE/public"
+    cp "$ROOT/target/release/examples/bench_backend" "$SITE/"
+    printf 'FROM debian:bookworm-slim\nCOPY bench_backend /bench_backend\nCOPY public/ /public/\nCMD ["/bench_backend", "0.0.0.0:8080"]\n' > "$SITE/Dockerfile"
+    printf '<main>\n</main>\n' > "$SITE/public/index.html"
+    (cd "$SITE" && git init -q -b main && git config user.email bench@localhost &&
+        git config user.name bench && set_marker "$SITE" initial && git add -A && git commit -qm initial)
+    FIRST=ok SECOND=ok
+else
+    make_site_repo "$SITE"
+    FIRST=initial SECOND=second
+fi
 REMOTE="http://127.0.0.1:${API##*:}/git/$SVC.git"
 push() { (cd "$SITE" && SLIPWAY_TOKEN="$TOKEN" HOME="$TMP" git -c "credential.$API.helper=!$BIN git-credential --api $API --data-dir $DATA" push -q -f "$REMOTE" HEAD:main); }
 wait_done() { # deployment count to reach
@@ -40,16 +64,16 @@ wait_done() { # deployment count to reach
     die "deployment $1 did not succeed"
 }
 push
-wait_router_content "$SVC" initial 120 > /dev/null || die "first push never served"
+wait_router_content "$SVC" "$FIRST" 120 > /dev/null || die "first push never served"
 wait_done 1
 commit_marker "$SITE" second
 push
-wait_router_content "$SVC" second 120 > /dev/null || die "second push never served"
+wait_router_content "$SVC" "$SECOND" 120 > /dev/null || die "second push never served"
 wait_done 2
 done_count=2
 
 STOP="$TMP/stop"
-python3 "$ROOT/bench/swapload.py" 127.0.0.1 "$ROUTER_PORT" "$SVC" "$STOP" 900 > "$TMP/lat.tsv" 2> "$TMP/load.err" &
+${LOAD_PREFIX:-} python3 "$ROOT/bench/swapload.py" 127.0.0.1 "$ROUTER_PORT" "$SVC" "$STOP" 900 > "$TMP/lat.tsv" 2> "$TMP/load.err" &
 LOAD_PID=$!
 sleep "$STEADY_S"
 SWAP_START="$(python3 -c 'import time; print(time.time())')"

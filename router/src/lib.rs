@@ -77,6 +77,9 @@ pub struct RouterConfig {
     /// the rest to hyper. Default true; false sends every request through hyper, which
     /// the tests use to keep both paths honest.
     pub fast_path: bool,
+    /// Most idle keep-alive connections kept per instance (each path keeps its own list).
+    /// Default 256; 0 opens a new connection to the instance for every request.
+    pub pool_max_idle: usize,
 }
 
 impl RouterConfig {
@@ -94,6 +97,7 @@ impl Default for RouterConfig {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             fast_path: true,
+            pool_max_idle: pool::DEFAULT_MAX_IDLE,
         }
     }
 }
@@ -364,6 +368,7 @@ impl Router {
                         route.name.clone(),
                         ir.addr,
                         self.background.clone(),
+                        self.config.pool_max_idle,
                     ));
                     reg.instances.insert(ir.id.clone(), Arc::clone(&i));
                     i

@@ -36,8 +36,9 @@ use crate::buffer::Buf;
 use crate::error::ProxyError;
 use crate::state::Background;
 
-/// Most idle HTTP/1.1 connections kept per instance.
-const MAX_IDLE: usize = 256;
+/// Most idle HTTP/1.1 connections kept per instance unless the router is told otherwise
+/// ([`crate::RouterConfig::pool_max_idle`]).
+pub(crate) const DEFAULT_MAX_IDLE: usize = 256;
 /// Idle connections older than this are closed rather than reused.
 const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 /// How long a pooled connection may take to report ready before we open a fresh one.
@@ -179,16 +180,19 @@ pub(crate) struct RawConn {
 pub(crate) struct Pool {
     addr: SocketAddr,
     background: Background,
+    /// Most idle connections kept, per kind (hyper's and the fast path's).
+    max_idle: usize,
     idle: Mutex<Vec<(H1Conn, Instant)>>,
     raw: Mutex<Vec<(RawConn, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, background: Background) -> Self {
+    pub fn new(addr: SocketAddr, background: Background, max_idle: usize) -> Self {
         Pool {
             addr,
             background,
+            max_idle,
             idle: Mutex::new(Vec::new()),
             raw: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
@@ -216,7 +220,7 @@ impl Pool {
     /// Return a fast-path connection whose last response ended cleanly and exactly.
     pub fn put_raw(&self, conn: RawConn) {
         if let Ok(mut idle) = self.raw.lock() {
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.max_idle {
                 idle.push((conn, Instant::now()));
             }
         }
@@ -240,7 +244,7 @@ impl Pool {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.max_idle {
                 idle.push((conn, Instant::now()));
             }
         }
@@ -274,7 +278,7 @@ impl Pool {
         // Copied only when a pooled connection is about to be tried.
         let mut head: Option<Request<Outgoing>> = None;
         // Bounded: every iteration consumes one idle connection.
-        for _ in 0..=MAX_IDLE {
+        for _ in 0..=self.max_idle {
             let Some(mut conn) = self.pop_idle() else {
                 break;
             };

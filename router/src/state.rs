@@ -158,7 +158,13 @@ where
 }
 
 impl InstanceState {
-    pub fn new(id: String, service: String, addr: SocketAddr, background: Background) -> Self {
+    pub fn new(
+        id: String,
+        service: String,
+        addr: SocketAddr,
+        background: Background,
+        pool_max_idle: usize,
+    ) -> Self {
         InstanceState {
             id,
             service,
@@ -167,7 +173,7 @@ impl InstanceState {
             requests_total: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             drained: Notify::new(),
-            pool: Pool::new(addr, background),
+            pool: Pool::new(addr, background, pool_max_idle),
         }
     }
 
@@ -248,6 +254,7 @@ mod tests {
             "s".into(),
             "127.0.0.1:1".parse().unwrap(),
             Background::default(),
+            crate::pool::DEFAULT_MAX_IDLE,
         ));
         let a = inst.try_take(&svc, 2).unwrap();
         let b = inst.try_take(&svc, 2).unwrap();

@@ -191,6 +191,42 @@ async fn keep_alive_connections_are_reused() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// `pool_max_idle: 0` keeps no connection to the instance: every request opens its own,
+/// on both paths (the setting `bench/product.sh` measures as a lever).
+#[tokio::test]
+async fn a_pool_of_zero_keeps_no_connection() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let b = raw_backend(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            for _ in 0..10 {
+                if read_head(&mut s).await.is_empty() {
+                    return;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let t = start_router(RouterConfig {
+        pool_max_idle: 0,
+        ..RouterConfig::default()
+    })
+    .await;
+    t.router
+        .upsert_service(route("web", vec![instance("a", b)]));
+    for _ in 0..3 {
+        assert_eq!(get(t.addr, HOST, "/").await.body.unwrap(), "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
 /// An instance that answers the first request on a connection, then reads the second and
 /// closes without answering: the close reaches the router only after it has sent the
 /// request on its pooled connection. A GET (idempotent, no body) is sent again on a new

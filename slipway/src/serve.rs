@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// runtime instead. Default: the CPUs this process may run on.
     #[arg(long, env = "SLIPWAY_ROUTER_THREADS")]
     router_threads: Option<usize>,
+    /// Most idle keep-alive connections the router keeps to each instance; 0 opens one per
+    /// request. More than the clients in flight at once gains nothing (docs/BENCHMARKS.md,
+    /// "the router on the product path", measured it).
+    #[arg(long, env = "SLIPWAY_ROUTER_POOL_IDLE", default_value_t = 256)]
+    router_pool_idle: usize,
     /// The platform zone: services answer at `<service>.<zone>`.
     #[arg(long, env = "SLIPWAY_ZONE", default_value = "slipway.localhost")]
     zone: String,
@@ -278,6 +283,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     let router = Router::new(RouterConfig {
         zone: zone.clone(),
+        pool_max_idle: a.router_pool_idle,
         ..RouterConfig::default()
     });
     let deployer = Deployer::new(
