@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 bash scripts/install-browser.sh
+bash scripts/install-sshd.sh
 
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check

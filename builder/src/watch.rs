@@ -9,7 +9,8 @@ use std::path::Path;
 pub enum Credentials {
     /// None: a public repository or a local path.
     None,
-    /// `user:password`, or a token (user `x-access-token`), for https.
+    /// `user:password`, or a token (user `x-access-token`), for https; a private key (the
+    /// user from the URL, else `git`) for ssh.
     Secret(String),
 }
 
@@ -34,6 +35,20 @@ pub struct FetchError {
     pub message: String,
 }
 
+/// git2's message, with what to do where libgit2's own says only what went wrong.
+fn with_hint(e: &git2::Error) -> String {
+    let message = e.message();
+    if e.class() == git2::ErrorClass::Ssh && message.contains("hostkey") {
+        // libgit2 checks the host key against the known_hosts of the user running us.
+        format!(
+            "{message}: add the host's key to ~/.ssh/known_hosts of the user running \
+             `slipway serve` (for example `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`)"
+        )
+    } else {
+        message.to_string()
+    }
+}
+
 /// Whether `url` is a local repository (`file://` or an absolute path).
 pub fn is_local(url: &str) -> bool {
     url.to_ascii_lowercase().starts_with("file://") || url.starts_with('/')
@@ -51,7 +66,7 @@ pub fn fetch(
     let fail = |e: git2::Error| FetchError {
         url: url.to_string(),
         branch: branch.to_string(),
-        message: e.message().to_string(),
+        message: with_hint(&e),
     };
     let r = match git2::Repository::open_bare(repo) {
         Ok(r) => r,
@@ -112,6 +127,27 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_host_key_says_what_to_do() {
+        let e = git2::Error::new(
+            git2::ErrorCode::Certificate,
+            git2::ErrorClass::Ssh,
+            "invalid or unknown remote ssh hostkey",
+        );
+        let m = with_hint(&e);
+        assert!(
+            m.starts_with("invalid or unknown remote ssh hostkey: add"),
+            "{m}"
+        );
+        assert!(m.contains("ssh-keyscan"), "{m}");
+        let other = git2::Error::new(
+            git2::ErrorCode::Auth,
+            git2::ErrorClass::Ssh,
+            "authentication failed",
+        );
+        assert_eq!(with_hint(&other), "authentication failed");
+    }
 
     fn git(dir: &Path, args: &[&str]) {
         let st = std::process::Command::new("git")

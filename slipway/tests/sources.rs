@@ -929,3 +929,152 @@ async fn an_idle_preview_is_deleted() {
         .await;
     assert_eq!(s, 404);
 }
+
+/// Debian's sshd on a 127.0.0.1 port of its own, with a host key and an authorized key
+/// made for the test; killed when dropped.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    host_pub: String,
+    user_key: String,
+}
+
+impl Sshd {
+    fn start(dir: &std::path::Path) -> Sshd {
+        std::fs::create_dir_all(dir).unwrap();
+        // sshd's privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        for key in ["host", "user"] {
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
+                .arg(dir.join(key))
+                .output()
+                .expect("ssh-keygen (scripts/install-sshd.sh installs it)");
+            assert!(out.status.success(), "{out:?}");
+        }
+        std::fs::copy(dir.join("user.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let config = format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("/usr/sbin/sshd (scripts/install-sshd.sh installs it)");
+        let mut up = false;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(up, "sshd did not listen on 127.0.0.1:{port}");
+        Sshd {
+            child,
+            port,
+            host_pub: std::fs::read_to_string(dir.join("host.pub")).unwrap(),
+            user_key: std::fs::read_to_string(dir.join("user")).unwrap(),
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Over ssh, with the key a Slipway secret: a service watches a bare repository served by
+/// a real sshd on 127.0.0.1. The host key is checked against `~/.ssh/known_hosts` of the
+/// user running `slipway serve`: while the host is unknown the poll fails with that reason
+/// in the activity log; once it is known the branch deploys, and a new commit follows. The
+/// private key never appears in the activity log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_watch_with_a_key_secret() {
+    let home = std::env::temp_dir().join(format!(
+        "slipway-ssh-home-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let p = Platform::start_with_env(&[("HOME", home.to_str().unwrap())]).await;
+    let sshd = Sshd::start(&p.dir.join("sshd"));
+
+    let bare = p.dir.join("upstream.git");
+    git(
+        &p.dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    let work = p.dir.join("work");
+    site_repo(&work, "over ssh");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, bare.display());
+    let body = json!({ "value": sshd.user_key }).to_string();
+    p.create(
+        json!({"name": "viassh", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2, "credentials": "GIT_KEY"},
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    let (s, v) = p
+        .call(
+            "PUT",
+            "/v1/services/viassh/secrets/GIT_KEY",
+            Some(&body),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The host is not in known_hosts yet: refused, and the log says why.
+    p.wait_activity(
+        "viassh",
+        "unknown remote ssh hostkey",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        p.activity("viassh").await.contains("~/.ssh/known_hosts"),
+        "no hint"
+    );
+    let builds = p.get_json("/v1/services/viassh/builds").await;
+    assert_eq!(builds.as_array().unwrap().len(), 0, "{builds}");
+
+    // `ssh-keyscan -p PORT 127.0.0.1 >> ~/.ssh/known_hosts` would write this line.
+    let mut parts = sshd.host_pub.split_whitespace();
+    let (kind, key) = (parts.next().unwrap(), parts.next().unwrap());
+    std::fs::write(
+        home.join(".ssh/known_hosts"),
+        format!("[127.0.0.1]:{} {kind} {key}\n", sshd.port),
+    )
+    .unwrap();
+    p.wait_content("viassh", "over ssh", Duration::from_secs(90))
+        .await;
+    site_repo(&work, "second over ssh");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+    p.wait_content("viassh", "second over ssh", Duration::from_secs(60))
+        .await;
+    let builds = p.get_json("/v1/services/viassh/builds").await;
+    assert_eq!(builds[0]["commit"], head(&work), "{builds}");
+
+    let activity = p.activity("viassh").await;
+    let key_line = sshd.user_key.lines().nth(1).unwrap();
+    assert!(!activity.contains(key_line), "the key leaked: {activity}");
+    let sshd_log = std::fs::read_to_string(p.dir.join("sshd/sshd.log")).unwrap();
+    assert!(
+        sshd_log.contains("Accepted publickey for root"),
+        "{sshd_log}"
+    );
+    drop(sshd);
+    let _ = std::fs::remove_dir_all(&home);
+}
