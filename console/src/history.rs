@@ -94,7 +94,8 @@ pub async fn run(
         let instances = ready();
         // The first tick only sets the baseline.
         for (slot, res_s) in [(0usize, every_s as i64), (1, 60)] {
-            if slot == 1 && !n.is_multiple_of(per_minute) {
+            // Sampling every 60 s, slot 0 is the minute series already.
+            if slot == 1 && (every_s == 60 || !n.is_multiple_of(per_minute)) {
                 continue;
             }
             if n > 0 {
@@ -119,6 +120,46 @@ pub async fn run(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Sampling at 10 s, the 10 s series gets every tick after the first and the minute
+    /// series one point a minute; sampling at 60 s, the minute series gets one point per
+    /// tick, not two.
+    #[tokio::test(start_paused = true)]
+    async fn each_series_gets_one_point_per_period() {
+        for (every_s, ticks, want_10, want_60) in [(10u64, 13u64, 12usize, 2usize), (60, 4, 0, 3)] {
+            let store = Arc::new(Store::memory().unwrap());
+            store
+                .create_service(&slipway_core::ServiceSpec::new(
+                    slipway_core::ServiceName::parse("web").unwrap(),
+                ))
+                .unwrap();
+            let router = Router::new(slipway_router::RouterConfig::default());
+            router.upsert_service(slipway_router::ServiceRoute::new("web", vec![]));
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn(run(
+                store.clone(),
+                router,
+                every_s,
+                HashMap::new,
+                shutdown.clone(),
+            ));
+            // The interval's first tick is at once; `ticks` ticks in all, then a half period.
+            tokio::time::sleep(Duration::from_secs(every_s * (ticks - 1) + every_s / 2)).await;
+            shutdown.cancel();
+            task.await.unwrap();
+            let since = 0;
+            assert_eq!(
+                store.metrics("web", 10, since).unwrap().len(),
+                want_10,
+                "every {every_s} s, 10 s series"
+            );
+            assert_eq!(
+                store.metrics("web", 60, since).unwrap().len(),
+                want_60,
+                "every {every_s} s, minute series"
+            );
+        }
+    }
 
     #[test]
     fn quantiles_from_buckets() {

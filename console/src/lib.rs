@@ -1007,7 +1007,13 @@ async fn webhook(
     }
     match hooks::pushed_ref(&headers, &body) {
         hooks::Pushed::Ping => return Ok((StatusCode::OK, Json(json!({"ok": "pong"})))),
-        hooks::Pushed::Ref(r) if r != format!("refs/heads/{branch}") => {
+        // A branch that gets a preview polls too: the poll makes, updates or removes it.
+        hooks::Pushed::Ref(r)
+            if r != format!("refs/heads/{branch}")
+                && !r
+                    .strip_prefix("refs/heads/")
+                    .is_some_and(|b| row.spec.previews.as_ref().is_some_and(|p| p.matches(b))) =>
+        {
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"ignored": format!("a push to {r}, not to {branch}")})),

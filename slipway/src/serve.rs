@@ -345,8 +345,10 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     };
     router.set_https_port(https_port);
     // The console through the router (`console.<zone>`, a reserved name no service can
-    // take): its one "instance" is the API itself.
-    {
+    // take), once HTTPS is on: its one "instance" is the API itself. Without HTTPS the
+    // admin token would cross the router's plain-HTTP address, so the name is not routed
+    // (the console stays on the API address).
+    if https_port.is_some() {
         let mut api_at = api_listener.local_addr()?;
         if api_at.ip().is_unspecified() {
             api_at.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
@@ -359,7 +361,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             }],
         );
         // The admin token is typed there: over plain HTTP it is sent to HTTPS.
-        route.https_redirect = https_port.is_some();
+        route.https_redirect = true;
         router.upsert_service(route);
     }
     let dns = slipway_dns::Handler::new();

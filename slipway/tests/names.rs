@@ -921,3 +921,25 @@ async fn a_failed_issuance_is_retried_with_backoff_and_shown() {
         .args(["rmi", &tag])
         .output();
 }
+
+/// Without HTTPS the router does not serve the console at `console.<zone>`: the admin
+/// token would cross its plain-HTTP address. The console stays on the API address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_https_the_console_is_not_routed() {
+    let p = Platform::start_with_env(&[("SLIPWAY_HTTPS_ADDR", "off")]).await;
+    let (status, body) = get_host_via(&p.http, p.router_port, &format!("console.{ZONE}"), "/")
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("<title>Slipway</title>"), "{body}");
+    let req = hyper::Request::get(format!("{}/", p.api))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = p.http.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let page = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&page).contains("<title>Slipway</title>"));
+}

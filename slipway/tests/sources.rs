@@ -1078,3 +1078,66 @@ async fn ssh_watch_with_a_key_secret() {
     drop(sshd);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A webhook for a push to a preview branch polls at once (the poll interval here is an
+/// hour): the preview appears without waiting. A push to a branch that gets no preview is
+/// acknowledged and ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_for_a_preview_branch_polls_at_once() {
+    let p = Platform::start_with_env(&[("SLIPWAY_ALLOW_FILE_URLS", "true")]).await;
+    let src = p.dir.join("upstream");
+    site_repo(&src, "hooked main");
+    let url = format!("file://{}", src.display());
+    p.create(
+        json!({"name": "hooked", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 3600, "webhook_secret": "HOOK"},
+        "previews": {"branches": "feature/*", "idle_s": 0},
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    let (s, v) = p
+        .call(
+            "PUT",
+            "/v1/services/hooked/secrets/HOOK",
+            Some(&json!({"value": "hook-s3cret"}).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    p.wait_content("hooked", "hooked main", Duration::from_secs(60))
+        .await;
+    git(&src, &["checkout", "-q", "-b", "feature/fast"]);
+    site_repo(&src, "fast preview");
+    git(&src, &["checkout", "-q", "main"]);
+    let hook = |r: &str| {
+        let req = hyper::Request::post(format!("{}/hooks/hooked", p.api))
+            .header("x-gitlab-token", "hook-s3cret")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                json!({ "ref": r }).to_string(),
+            )))
+            .unwrap();
+        let http = p.http.clone();
+        async move {
+            let resp = http.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, body) = hook("refs/heads/other").await;
+    assert_eq!(s, 202, "{body}");
+    assert!(body.contains("ignored"), "{body}");
+    let (s, body) = hook("refs/heads/feature/fast").await;
+    assert_eq!(s, 202, "{body}");
+    assert!(body.contains("polling"), "{body}");
+    p.wait_content(
+        "feature-fast--hooked",
+        "fast preview",
+        Duration::from_secs(60),
+    )
+    .await;
+}
