@@ -34,6 +34,9 @@ pub struct AcmeConfig {
     pub check_every: Duration,
     /// The first retry delay after a failure; it doubles up to an hour.
     pub retry_after: Duration,
+    /// `*.<zone>`, when the platform zone's own names get a certificate too (by DNS-01,
+    /// answered by Slipway's DNS server, which the zone must be delegated to).
+    pub zone_wildcard: Option<Domain>,
 }
 
 /// A certificate's validity, read from its first PEM certificate.
@@ -117,8 +120,9 @@ impl Acme {
             .await
     }
 
-    /// Looks at every active domain once: issues a certificate where there is none or it
-    /// is due for renewal (unless backing off after a failure).
+    /// Looks at every active domain once, and at the zone's own wildcard when it has
+    /// one: issues a certificate where there is none or it is due for renewal (unless
+    /// backing off after a failure).
     pub async fn check_all(&self) {
         let rows: Vec<DomainRow> = self
             .store
@@ -127,56 +131,78 @@ impl Acme {
             .filter(|d| d.state == DomainState::Active)
             .cloned()
             .collect();
-        let now = slipway_core::now_unix_ms();
         for row in rows {
-            let name = row.domain.to_string();
-            let existing = self.names.stored_cert(&row.domain);
-            let renewing = match &existing {
-                Some((chain, _)) => match validity(chain) {
-                    Ok((from, to)) if !due(from, to, now) => continue,
-                    Ok(_) => true,
-                    Err(_) => false,
-                },
-                None => false,
-            };
-            let waiting = self
-                .backoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&name)
-                .is_some_and(|(_, at)| Instant::now() < *at);
-            if waiting {
-                continue;
-            }
-            match self.issue(&row.domain).await {
-                // Removed (or claimed again) while the order ran: keep nothing of it.
-                Ok(_) if !self.still_claimed(&row) => continue,
-                Ok((chain, key)) => {
-                    self.backoff
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&name);
-                    let until = validity(chain.as_bytes()).map(|(_, to)| to).ok();
-                    if let Err(e) =
-                        self.names
-                            .install_cert(&row.domain, chain.as_bytes(), key.as_bytes())
-                    {
-                        self.failed(&row, &e).await;
-                        continue;
+            self.check_one(&row.domain, Some(&row)).await;
+        }
+        if let Some(zone) = self.config.zone_wildcard.clone() {
+            self.check_one(&zone, None).await;
+        }
+    }
+
+    /// One name: a claimed domain (`row`), or the zone's own wildcard (`None`).
+    async fn check_one(&self, domain: &Domain, row: Option<&DomainRow>) {
+        let name = domain.to_string();
+        let now = slipway_core::now_unix_ms();
+        let existing = self.names.stored_cert(domain);
+        let renewing = match &existing {
+            Some((chain, key)) => match validity(chain) {
+                Ok((from, to)) if !due(from, to, now) => {
+                    // The zone's certificate is no domain row, so the start-up load does
+                    // not serve it: the first look does.
+                    if row.is_none() && !self.names.router().certs().has(&name) {
+                        match self.names.router().certs().set(&name, chain, key) {
+                            Ok(()) => self
+                                .names
+                                .set_zone_cert(&format!("issued by ACME; expires {}", fmt_ms(to))),
+                            Err(e) => tracing::warn!("{e}"),
+                        }
                     }
-                    let when = until.map(fmt_ms).unwrap_or_default();
-                    let status = format!("issued by ACME; expires {when}");
-                    if let Err(e) = self.store.set_domain_cert(&row.domain, &status, until) {
-                        tracing::warn!("store: {e}");
-                    }
-                    let what = if renewing { "renewed" } else { "issued" };
-                    self.log(
-                        &row.service,
-                        &format!("certificate for {name} {what} (expires {when})"),
-                    );
+                    return;
                 }
-                Err(e) => self.failed(&row, &e).await,
+                Ok(_) => true,
+                Err(_) => false,
+            },
+            None => false,
+        };
+        let waiting = self
+            .backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .is_some_and(|(_, at)| Instant::now() < *at);
+        if waiting {
+            return;
+        }
+        match self.issue(domain).await {
+            // Removed (or claimed again) while the order ran: keep nothing of it.
+            Ok(_) if row.is_some_and(|r| !self.still_claimed(r)) => {}
+            Ok((chain, key)) => {
+                self.backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                let until = validity(chain.as_bytes()).map(|(_, to)| to).ok();
+                if let Err(e) = self
+                    .names
+                    .install_cert(domain, chain.as_bytes(), key.as_bytes())
+                {
+                    self.failed(domain, row, &e).await;
+                    return;
+                }
+                let when = until.map(fmt_ms).unwrap_or_default();
+                self.set_status(
+                    domain,
+                    row,
+                    &format!("issued by ACME; expires {when}"),
+                    until,
+                );
+                let what = if renewing { "renewed" } else { "issued" };
+                self.log(
+                    row,
+                    &format!("certificate for {name} {what} (expires {when})"),
+                );
             }
+            Err(e) => self.failed(domain, row, &e).await,
         }
     }
 
@@ -187,8 +213,8 @@ impl Acme {
             .any(|d| d.domain == row.domain && d.token == row.token)
     }
 
-    async fn failed(&self, row: &DomainRow, why: &str) {
-        let name = row.domain.to_string();
+    async fn failed(&self, domain: &Domain, row: Option<&DomainRow>, why: &str) {
+        let name = domain.to_string();
         let delay = {
             let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
             let n = b.get(&name).map_or(0, |(n, _)| *n) + 1;
@@ -203,17 +229,35 @@ impl Acme {
         );
         let until = self
             .names
-            .stored_cert(&row.domain)
+            .stored_cert(domain)
             .and_then(|(c, _)| validity(&c).ok().map(|v| v.1));
-        if let Err(e) = self.store.set_domain_cert(&row.domain, &status, until) {
-            tracing::warn!("store: {e}");
-        }
-        self.log(&row.service, &format!("certificate for {name} {status}"));
+        self.set_status(domain, row, &status, until);
+        self.log(row, &format!("certificate for {name} {status}"));
     }
 
-    fn log(&self, service: &str, msg: &str) {
-        tracing::info!(service, "{msg}");
-        if let Err(e) = self.store.event(service, EventKind::Domain, msg) {
+    /// A domain's certificate status goes to its row; the zone's to `GET /v1/platform`.
+    fn set_status(
+        &self,
+        domain: &Domain,
+        row: Option<&DomainRow>,
+        status: &str,
+        until: Option<i64>,
+    ) {
+        if row.is_none() {
+            self.names.set_zone_cert(status);
+        } else if let Err(e) = self.store.set_domain_cert(domain, status, until) {
+            tracing::warn!("store: {e}");
+        }
+    }
+
+    /// A domain's news goes to its service's activity log; the zone's to the server's log.
+    fn log(&self, row: Option<&DomainRow>, msg: &str) {
+        let Some(row) = row else {
+            tracing::info!("{msg}");
+            return;
+        };
+        tracing::info!(service = %row.service, "{msg}");
+        if let Err(e) = self.store.event(&row.service, EventKind::Domain, msg) {
             tracing::warn!("store: {e}");
         }
     }

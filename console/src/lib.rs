@@ -475,6 +475,7 @@ async fn platform(State(api): State<Api>) -> ApiResult<Json<PlatformInfo>> {
         router_port: api.router_port,
         api_url: api.api_url.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        zone_certificate: api.platform.names.zone_cert(),
     }))
 }
 
@@ -491,6 +492,9 @@ pub struct PlatformInfo {
     api_url: String,
     /// Slipway's version.
     version: &'static str,
+    /// The certificate of the zone's own names over HTTPS: `self-signed`, or with
+    /// `--acme-zone` what became of `*.<zone>` from the ACME CA.
+    zone_certificate: String,
 }
 
 /// What a change answers: the service now, and the revision it deploys, if any.

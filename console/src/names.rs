@@ -126,6 +126,9 @@ pub struct Names {
     /// Failed checks in a row of each active domain: one lookup that fails (a resolver
     /// timing out) does not take a domain offline; [`MISSES_TO_FAIL`] in a row do.
     misses: Mutex<BTreeMap<String, u32>>,
+    /// What became of the platform zone's own certificate (`*.<zone>`, by ACME when
+    /// `slipway serve --acme-zone`), as `GET /v1/platform` shows it.
+    zone_cert: Mutex<String>,
 }
 
 /// Failed checks in a row after which an active domain is failed and not served.
@@ -148,6 +151,7 @@ impl Names {
             check: Arc::new(tokio::sync::Notify::new()),
             publishing: Mutex::new(()),
             misses: Mutex::new(BTreeMap::new()),
+            zone_cert: Mutex::new("self-signed".into()),
         });
         names.publish();
         names
@@ -178,6 +182,19 @@ impl Names {
                 }
             }
         }
+    }
+
+    /// The platform zone's own certificate's status.
+    pub fn zone_cert(&self) -> String {
+        self.zone_cert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what became of the platform zone's own certificate.
+    pub fn set_zone_cert(&self, status: &str) {
+        *self.zone_cert.lock().unwrap_or_else(|p| p.into_inner()) = status.to_string();
     }
 
     /// The router (for ACME HTTP-01 answers).

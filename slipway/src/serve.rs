@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// of the host's roots (a test CA such as pebble's).
     #[arg(long, env = "SLIPWAY_ACME_CA_FILE")]
     acme_ca_file: Option<PathBuf>,
+    /// The platform zone's own names (`<service>.<zone>`, `console.<zone>`) get one
+    /// wildcard certificate, `*.<zone>`, from the ACME CA too, by DNS-01 answered by
+    /// Slipway's DNS server: the zone must be delegated to it. Needs --acme-directory.
+    #[arg(long, env = "SLIPWAY_ACME_ZONE")]
+    acme_zone: bool,
     /// Seconds between looks at certificates (renewal when a third of the life is left).
     #[arg(long, env = "SLIPWAY_ACME_CHECK_S", default_value_t = 3600)]
     acme_check_s: u64,
@@ -544,6 +549,17 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         ))
     };
     names.load_certs();
+    if a.acme_zone && a.acme_directory.is_none() {
+        anyhow::bail!("--acme-zone needs --acme-directory (the ACME CA that issues it)");
+    }
+    let zone_wildcard = if a.acme_zone {
+        Some(
+            slipway_core::Domain::parse(&format!("*.{zone}"))
+                .map_err(|e| anyhow::anyhow!("--acme-zone: {e}"))?,
+        )
+    } else {
+        None
+    };
     let acme_task = a.acme_directory.as_ref().map(|dir| {
         let acme = slipway_console::acme::Acme::new(
             slipway_console::acme::AcmeConfig {
@@ -553,6 +569,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
                 account_file: data.join("acme").join("account.json"),
                 check_every: Duration::from_secs(a.acme_check_s.max(1)),
                 retry_after: Duration::from_secs(a.acme_retry_s.max(1)),
+                zone_wildcard,
             },
             store.clone(),
             names.clone(),

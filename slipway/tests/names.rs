@@ -594,6 +594,7 @@ async fn certificates_come_from_an_acme_ca_and_renew() {
         ("SLIPWAY_ACME_CA_FILE", ca.to_str().unwrap()),
         ("SLIPWAY_ACME_CHECK_S", "2"),
         ("SLIPWAY_ACME_RETRY_S", "2"),
+        ("SLIPWAY_ACME_ZONE", "true"),
     ])
     .await;
     let peb = pebble(dir, acme_port, p.router_port, p.dns_port, 30);
@@ -734,6 +735,22 @@ async fn certificates_come_from_an_acme_ca_and_renew() {
     assert!(certificate(&p, "www.example.test")
         .await
         .starts_with("issued by ACME; expires"));
+    // The zone's own names: `*.<zone>` by DNS-01 at `_acme-challenge.<zone>`, answered by
+    // Slipway's DNS server, serves `web.<zone>` with a certificate pebble vouches for.
+    wait_for(
+        "the zone's certificate",
+        Duration::from_secs(90),
+        || async {
+            p.get_json("/v1/platform").await["zone_certificate"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("issued by ACME; expires"))
+        },
+    )
+    .await;
+    for version in ["--http2", "--http1.1"] {
+        let (_, body) = curl_https(&p, &format!("web.{ZONE}"), &root, version);
+        assert!(body.contains("served over https"), "{body}");
+    }
     // HSTS on HTTPS answers.
     let head = std::process::Command::new("curl")
         .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
