@@ -124,6 +124,43 @@ pub struct Builder {
     remove: std::sync::OnceLock<Remove>,
     /// Reads registries' manifest digests (made at first use).
     registry: std::sync::OnceLock<registry::RegistryClient>,
+    /// Services whose repository is being fetched now: one fetch per repository at a
+    /// time, even when an earlier one outlived [`FETCH_TIMEOUT`].
+    fetching: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// How long a watched repository's fetch is waited for before the poll fails. libgit2
+/// has no timeout of its own here (setting one is unsafe global state), so a remote that
+/// accepts and never answers would otherwise hold its poll forever; the fetch itself runs
+/// on until the remote lets go, and the service is not fetched again meanwhile.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A service's place in [`Builder::fetching`], given back when the fetch ends.
+struct Fetching {
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    service: String,
+}
+
+impl Fetching {
+    fn take(set: &Arc<Mutex<std::collections::HashSet<String>>>, service: &str) -> Option<Self> {
+        let fresh = set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.to_string());
+        fresh.then(|| Fetching {
+            set: set.clone(),
+            service: service.to_string(),
+        })
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.service);
+    }
 }
 
 /// Deletes a service the way the API does (record, instances, routes).
@@ -150,6 +187,7 @@ impl Builder {
             queue: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
+            fetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
         })
     }
 
@@ -954,13 +992,28 @@ impl Builder {
             Some(_) => Some(git::branches(&repo).await?),
             None => None,
         };
-        let (url, branch, dir) = (url.clone(), branch.clone(), repo.clone());
+        let Some(turn) = Fetching::take(&self.fetching, service) else {
+            return Err(SourceError::Fetch(format!(
+                "fetching branch {branch} of {url}: the previous fetch has not finished"
+            )));
+        };
+        let (shown, url, branch, dir) = (url.clone(), url.clone(), branch.clone(), repo.clone());
         let all = spec.previews.is_some();
-        let head =
-            tokio::task::spawn_blocking(move || watch::fetch(&dir, &url, &branch, &creds, all))
-                .await
+        let fetch = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            watch::fetch(&dir, &url, &branch, &creds, all)
+        });
+        let head = match tokio::time::timeout(FETCH_TIMEOUT, fetch).await {
+            Ok(done) => done
                 .map_err(|e| SourceError::Fetch(e.to_string()))?
-                .map_err(|e| SourceError::Fetch(e.to_string()))?;
+                .map_err(|e| SourceError::Fetch(e.to_string()))?,
+            Err(_) => {
+                return Err(SourceError::Fetch(format!(
+                    "fetching {shown}: no answer within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                )))
+            }
+        };
         if let (Some(before), Some(previews)) = (before, &spec.previews) {
             self.previews_after_push(spec, previews, &repo, before)
                 .await;
@@ -1019,7 +1072,7 @@ impl Builder {
         let me = self.clone();
         self.tasks.spawn(async move {
             let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
-            let mut failing: HashMap<String, String> = HashMap::new();
+            let failing: Arc<Mutex<HashMap<String, String>>> = Arc::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut turns = 0u64;
             loop {
@@ -1044,22 +1097,37 @@ impl Builder {
                         continue;
                     };
                     let name = row.spec.name.to_string();
-                    if due.get(&name).is_some_and(|t| *t > now) {
+                    let in_flight = me
+                        .fetching
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&name);
+                    if in_flight || due.get(&name).is_some_and(|t| *t > now) {
                         continue;
                     }
                     due.insert(name.clone(), now + Duration::from_secs(u64::from(*poll_s)));
-                    match me.poll_source(&row.spec, "poll").await {
-                        Ok(_) => {
-                            failing.remove(&name);
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            if failing.get(&name) != Some(&msg) {
-                                me.log(&name, EventKind::Build, &format!("poll: {msg}"));
-                                failing.insert(name, msg);
+                    // Each poll on its own task: a remote that is slow to answer holds
+                    // only its own service's polls.
+                    let (me2, failing, spec) = (me.clone(), failing.clone(), row.spec.clone());
+                    me.tasks.spawn(async move {
+                        let polled = tokio::select! {
+                            r = me2.poll_source(&spec, "poll") => r,
+                            () = me2.shutdown.cancelled() => return,
+                        };
+                        let mut failing = failing.lock().unwrap_or_else(|p| p.into_inner());
+                        match polled {
+                            Ok(_) => {
+                                failing.remove(&name);
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                if failing.get(&name) != Some(&msg) {
+                                    me2.log(&name, EventKind::Build, &format!("poll: {msg}"));
+                                    failing.insert(name, msg);
+                                }
                             }
                         }
-                    }
+                    });
                 }
             }
         });

@@ -50,6 +50,9 @@ fn main() {
         Cmd::Serve(a) => rt.block_on(serve::serve(*a)),
         Cmd::Client(c) => rt.block_on(cli::run(*c)),
     };
+    // A blocking task still running (a fetch whose remote holds it past its deadline)
+    // does not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Err(e) = result {
         eprintln!("slipway: {e:#}");
         std::process::exit(1);

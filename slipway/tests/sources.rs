@@ -1141,3 +1141,44 @@ async fn a_webhook_for_a_preview_branch_polls_at_once() {
     )
     .await;
 }
+
+/// A watched remote that accepts connections and never answers holds only its own
+/// service's polls: another watched service's new commit still deploys at its next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_never_answers_holds_only_its_own_polls() {
+    // Accepts and keeps every connection open, saying nothing (bounded: 64 connections).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 64 {
+            match silent.accept().await {
+                Ok((s, _)) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let mut p = Platform::start_with_env(&[("SLIPWAY_ALLOW_FILE_URLS", "true")]).await;
+    // First in the store's order, so the old serial loop reached it first.
+    p.create(json!({"name": "aaa-silent", "port": 8000,
+        "source": {"type": "git", "url": format!("http://127.0.0.1:{silent_port}/r.git"), "poll_s": 2}}))
+        .await;
+    let src = p.dir.join("upstream");
+    site_repo(&src, "first answer");
+    let url = format!("file://{}", src.display());
+    p.create(
+        json!({"name": "zzz-fine", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("zzz-fine", "first answer", Duration::from_secs(60))
+        .await;
+    site_repo(&src, "second answer");
+    p.wait_content("zzz-fine", "second answer", Duration::from_secs(45))
+        .await;
+    // The fetch that never ends does not hold the server's exit either.
+    let (took, exited) = p.terminate(Duration::from_secs(45));
+    assert!(exited, "slipway serve did not exit within {took:?} of SIGTERM");
+    holder.abort();
+}
