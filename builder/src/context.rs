@@ -69,6 +69,11 @@ pub struct Context {
     pub from: String,
     /// The apprunner.yaml, when that is what builds.
     pub apprunner: Option<AppRunnerConfig>,
+    /// The image whose user the final stage runs as, when the CA bundle is removed at
+    /// the end (as root) and no `USER` of the Dockerfile says who to switch back to: the
+    /// caller reads that image's user and builds the context again with it (see
+    /// [`build_context`]'s `base_user`).
+    pub user_from: Option<String>,
 }
 
 /// Why a pushed tree cannot be built.
@@ -97,6 +102,7 @@ pub fn build_context(
     tree: &[u8],
     settings: &BuildSettings,
     opts: &BuildOptions,
+    base_user: Option<&str>,
 ) -> Result<Context, ContextError> {
     let dir = settings.dir.trim_matches('/');
     let prefix = if dir.is_empty() {
@@ -161,7 +167,12 @@ pub fn build_context(
             None,
         )
     };
-    let text = rewrite_dockerfile(&text, opts, settings.keep_ca);
+    let user_from = if opts.ca.is_some() && !settings.keep_ca {
+        inherited_user_image(&text, opts)
+    } else {
+        None
+    };
+    let text = rewrite_dockerfile(&text, opts, settings.keep_ca, base_user);
 
     let mut out = tar::Builder::new(Vec::new());
     for e in &entries {
@@ -185,6 +196,7 @@ pub fn build_context(
         tar: out.into_inner()?,
         from,
         apprunner: config,
+        user_from,
     })
 }
 
@@ -216,6 +228,73 @@ fn from_image(line: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Where the last stage's user comes from when it sets none itself.
+enum Inherited {
+    /// The last `USER` line of an earlier stage it is built `FROM`.
+    Line(String),
+    /// The configured user of this image (through the aliases).
+    Image(String),
+}
+
+/// Walks from the last stage through the earlier stages it is built `FROM`; None when the
+/// last stage sets its own `USER` or the chain starts from `scratch`.
+fn inherited_user(text: &str, opts: &BuildOptions) -> Option<Inherited> {
+    // Per stage: its base image (or the earlier stage it names), its name, its last USER.
+    let mut stages: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    for l in text.lines() {
+        if let Some((a, b)) = from_image(l) {
+            let mut rest = l[b..].split_whitespace();
+            let name = match (rest.next(), rest.next()) {
+                (Some(k), Some(n)) if k.eq_ignore_ascii_case("AS") => Some(n.to_ascii_lowercase()),
+                _ => None,
+            };
+            stages.push((l[a..b].to_string(), name, None));
+        } else if is_instruction(l, "USER") {
+            if let Some(last) = stages.last_mut() {
+                last.2 = Some(l.trim().to_string());
+            }
+        }
+    }
+    let mut at = stages.len().checked_sub(1)?;
+    if stages[at].2.is_some() {
+        return None;
+    }
+    // Bounded: each step goes to an earlier stage.
+    for _ in 0..stages.len() {
+        let (image, _, user) = &stages[at];
+        if let Some(line) = user {
+            return Some(Inherited::Line(line.clone()));
+        }
+        let lower = image.to_ascii_lowercase();
+        match stages[..at]
+            .iter()
+            .rposition(|s| s.1.as_deref() == Some(lower.as_str()))
+        {
+            Some(earlier) => at = earlier,
+            None if lower == "scratch" => return None,
+            None => {
+                let image = opts
+                    .aliases
+                    .get(image)
+                    .cloned()
+                    .unwrap_or_else(|| image.clone());
+                return Some(Inherited::Image(image));
+            }
+        }
+    }
+    None
+}
+
+/// The image whose configured user the last stage runs as: None when a `USER` in the
+/// last stage, or in an earlier stage it is built `FROM`, sets it, or when it starts from
+/// `scratch`.
+pub fn inherited_user_image(text: &str, opts: &BuildOptions) -> Option<String> {
+    match inherited_user(text, opts)? {
+        Inherited::Image(image) => Some(image),
+        Inherited::Line(_) => None,
+    }
+}
+
 fn is_instruction(line: &str, name: &str) -> bool {
     let t = line.trim_start();
     t.get(..name.len())
@@ -226,8 +305,15 @@ fn is_instruction(line: &str, name: &str) -> bool {
 /// Resolves `FROM` images through the aliases and, with a CA bundle, makes every stage
 /// that runs commands trust it: the bundle is copied in after the stage's `FROM`, the
 /// usual TLS variables point at it as build arguments (not in the image's environment),
-/// and unless `keep_ca`, the last stage removes it again.
-pub fn rewrite_dockerfile(text: &str, opts: &BuildOptions, keep_ca: bool) -> String {
+/// and unless `keep_ca`, the last stage removes it again, as root, and switches back to
+/// the stage's own `USER`, or else to `base_user` (the user its base image runs as, see
+/// [`inherited_user_image`]).
+pub fn rewrite_dockerfile(
+    text: &str,
+    opts: &BuildOptions,
+    keep_ca: bool,
+    base_user: Option<&str>,
+) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let froms: Vec<usize> = (0..lines.len())
         .filter(|i| from_image(lines[*i]).is_some())
@@ -292,10 +378,16 @@ pub fn rewrite_dockerfile(text: &str, opts: &BuildOptions, keep_ca: bool) -> Str
         out.push_str(&format!("RUN [\"rm\", \"-f\", \"{CA_PATH}\"]\n"));
         out.push_str(last_shell[last].unwrap_or("SHELL [\"/bin/sh\", \"-c\"]"));
         out.push('\n');
-        if let Some(user) = last_user[last] {
-            out.push_str(user);
-            out.push('\n');
+        match (last_user[last], inherited_user(text, opts)) {
+            (Some(user), _) => out.push_str(user),
+            (None, Some(Inherited::Line(user))) => out.push_str(&user),
+            (None, _) => {
+                if let Some(user) = base_user.filter(|u| !u.is_empty()) {
+                    out.push_str(&format!("USER {user}"));
+                }
+            }
         }
+        out.push('\n');
     }
     out
 }
@@ -348,7 +440,13 @@ mod tests {
             ("secret/key", "k"),
             (".git/HEAD", "ref"),
         ]);
-        let ctx = build_context(&t, &BuildSettings::default(), &BuildOptions::default()).unwrap();
+        let ctx = build_context(
+            &t,
+            &BuildSettings::default(),
+            &BuildOptions::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             names(&ctx.tar),
             vec![".dockerignore", "index.html", "Dockerfile"]
@@ -362,6 +460,7 @@ mod tests {
             &tar_of(&[("index.html", "hi")]),
             &BuildSettings::default(),
             &BuildOptions::default(),
+            None,
         )
         .unwrap_err();
         assert!(
@@ -377,21 +476,21 @@ mod tests {
     fn the_dockerfile_wins_unless_the_settings_say_apprunner() {
         let t = tar_of(&[("Dockerfile", "FROM busybox\n"), ("apprunner.yaml", YAML)]);
         let opts = BuildOptions::default();
-        let d = build_context(&t, &BuildSettings::default(), &opts).unwrap();
+        let d = build_context(&t, &BuildSettings::default(), &opts, None).unwrap();
         assert_eq!(d.from, "Dockerfile");
         assert!(d.apprunner.is_none());
         let settings = BuildSettings {
             config: BuildConfig::Apprunner,
             ..Default::default()
         };
-        let a = build_context(&t, &settings, &opts).unwrap();
+        let a = build_context(&t, &settings, &opts, None).unwrap();
         assert_eq!(a.from, "apprunner.yaml");
         assert_eq!(a.apprunner.unwrap().port, 8000);
         assert!(dockerfile_of(&a.tar).contains("FROM python:3.11-slim AS build"));
         // Only the yaml: it builds whatever the setting.
         let only = tar_of(&[("apprunner.yml", YAML)]);
         assert_eq!(
-            build_context(&only, &BuildSettings::default(), &opts)
+            build_context(&only, &BuildSettings::default(), &opts, None)
                 .unwrap()
                 .from,
             "apprunner.yml"
@@ -413,14 +512,14 @@ mod tests {
             dir: "services/web".into(),
             ..Default::default()
         };
-        let ctx = build_context(&t, &web, &BuildOptions::default()).unwrap();
+        let ctx = build_context(&t, &web, &BuildOptions::default(), None).unwrap();
         assert_eq!(names(&ctx.tar), vec!["index.html", "Dockerfile"]);
         assert_eq!(ctx.from, "services/web/Dockerfile");
         let api = BuildSettings {
             dir: "services/api/".into(),
             ..Default::default()
         };
-        let e = build_context(&t, &api, &BuildOptions::default()).unwrap_err();
+        let e = build_context(&t, &api, &BuildOptions::default(), None).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("services/api/apprunner.yaml line 2: runtime: \"nodejs20\""),
@@ -430,7 +529,7 @@ mod tests {
             dir: "docs".into(),
             ..Default::default()
         };
-        let e = build_context(&t, &none, &BuildOptions::default()).unwrap_err();
+        let e = build_context(&t, &none, &BuildOptions::default(), None).unwrap_err();
         assert!(e.to_string().contains("in directory docs"), "{e}");
     }
 
@@ -441,19 +540,65 @@ mod tests {
             .insert("python:3.9-alpine".into(), "python:3.11-slim".into());
         opts.ca = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
         let text = "# syntax comment\nFROM --platform=linux/amd64 python:3.9-alpine AS build\nRUN pip install x\nfrom scratch AS assets\nCOPY a /a\nFROM python:3.9-alpine\nCOPY --from=build /app /app\nRUN pip install y\nUSER app\nCMD [\"python\"]\n";
-        let d = rewrite_dockerfile(text, &opts, false);
+        let d = rewrite_dockerfile(text, &opts, false, None);
         assert!(d.contains("FROM --platform=linux/amd64 python:3.11-slim AS build\nCOPY .slipway-build-ca.pem /usr/local/share/slipway-build-ca.pem\nARG SSL_CERT_FILE="), "{d}");
         // A stage that runs nothing gets nothing (it may have no shell at all).
         assert!(d.contains("from scratch AS assets\nCOPY a /a\n"), "{d}");
         assert_eq!(d.matches("COPY .slipway-build-ca.pem").count(), 2, "{d}");
         assert!(d.contains("SHELL [\"/bin/sh\",\"-c\",\"unset PIP_CERT; export SSL_CERT_FILE=/usr/local/share/slipway-build-ca.pem REQUESTS_CA_BUNDLE="), "{d}");
         assert!(d.ends_with("CMD [\"python\"]\nUSER root\nRUN [\"rm\", \"-f\", \"/usr/local/share/slipway-build-ca.pem\"]\nSHELL [\"/bin/sh\", \"-c\"]\nUSER app\n"), "{d}");
-        let kept = rewrite_dockerfile(text, &opts, true);
+        let kept = rewrite_dockerfile(text, &opts, true, None);
         assert!(!kept.contains("rm\", \"-f"));
         // No CA: only the aliases change anything.
         opts.ca = None;
-        let plain = rewrite_dockerfile(text, &opts, false);
+        let plain = rewrite_dockerfile(text, &opts, false, None);
         assert_eq!(plain, text.replace("python:3.9-alpine", "python:3.11-slim"));
+    }
+
+    /// Without a USER of its own the final stage inherits its base's user: the clean-up,
+    /// which runs as root, switches back to it; a USER anywhere in the chain of stages
+    /// is what is kept instead.
+    #[test]
+    fn the_ca_clean_up_gives_the_base_image_its_user_back() {
+        let mut opts = BuildOptions {
+            ca: Some(b"x".to_vec()),
+            ..Default::default()
+        };
+        opts.aliases
+            .insert("app-base".into(), "registry.local/app-base:1".into());
+        let text = "FROM app-base\nRUN make\n";
+        assert_eq!(
+            inherited_user_image(text, &opts).as_deref(),
+            Some("registry.local/app-base:1")
+        );
+        let d = rewrite_dockerfile(text, &opts, false, Some("nobody"));
+        assert!(d.ends_with("USER root\nRUN [\"rm\", \"-f\", \"/usr/local/share/slipway-build-ca.pem\"]\nSHELL [\"/bin/sh\", \"-c\"]\nUSER nobody\n"), "{d}");
+        // Through stages: `final` is built FROM `base`, which is FROM app-base.
+        let staged = "FROM app-base AS base\nRUN a\nFROM golang AS build\nRUN b\nFROM base AS final\nRUN c\n";
+        assert_eq!(
+            inherited_user_image(staged, &opts).as_deref(),
+            Some("registry.local/app-base:1")
+        );
+        let with_user = "FROM app-base AS base\nUSER app\nFROM base\nRUN c\n";
+        assert_eq!(inherited_user_image(with_user, &opts), None);
+        // ... and that stage's USER is the one switched back to.
+        let d = rewrite_dockerfile(with_user, &opts, false, None);
+        assert!(d.ends_with("USER app\n"), "{d}");
+        assert_eq!(
+            inherited_user_image("FROM scratch\nCOPY x /\n", &opts),
+            None
+        );
+        // The Dockerfile's own USER wins over the base's.
+        let own = rewrite_dockerfile(
+            "FROM app-base\nUSER app\nRUN x\n",
+            &opts,
+            false,
+            Some("nobody"),
+        );
+        assert!(
+            own.ends_with("USER app\n") && !own.contains("USER nobody"),
+            "{own}"
+        );
     }
 
     proptest::proptest! {
@@ -464,10 +609,11 @@ mod tests {
                 ca: Some(b"x".to_vec()),
                 ..Default::default()
             };
-            let d = rewrite_dockerfile(&text, &opts, false);
+            let d = rewrite_dockerfile(&text, &opts, false, None);
             for l in text.lines() {
                 proptest::prop_assert!(d.contains(l));
             }
+            let _ = inherited_user_image(&text, &opts);
         }
     }
 }

@@ -674,9 +674,27 @@ impl Builder {
             })?;
         let settings = spec.build.clone();
         let options = self.options.clone();
-        let ctx =
-            tokio::task::spawn_blocking(move || context::build_context(&tree, &settings, &options))
+        let again = options.ca.is_some().then(|| tree.clone());
+        let (s2, o2) = (settings.clone(), options.clone());
+        let mut ctx = tokio::task::spawn_blocking(move || {
+            context::build_context(&tree, &settings, &options, None)
+        })
+        .await??;
+        // The CA bundle is removed as root at the end: switch back to the user the base
+        // image runs as, when no USER of the Dockerfile's says it.
+        if let (Some(image), Some(tree)) = (ctx.user_from.clone(), again) {
+            if let Some(user) = self
+                .runtime
+                .image_user(&image)
+                .await?
+                .filter(|u| !u.is_empty())
+            {
+                ctx = tokio::task::spawn_blocking(move || {
+                    context::build_context(&tree, &s2, &o2, Some(&user))
+                })
                 .await??;
+            }
+        }
         self.build_log(build_id, &format!("building from {}\n", ctx.from));
         if let Some(cfg) = &ctx.apprunner {
             // Every secret run.secrets names must exist: the build says so, not the

@@ -304,6 +304,14 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn image_user(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => Ok(Some(img.config.and_then(|c| c.user).unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), RuntimeError> {
         let opts = TagImageOptionsBuilder::default()
             .repo(repo)

@@ -378,6 +378,11 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().refs.get(reference).cloned())
     }
 
+    async fn image_user(&self, reference: &str) -> Result<Option<String>, RuntimeError> {
+        // The fake's images set no user.
+        Ok(self.lock().refs.get(reference).map(|_| String::new()))
+    }
+
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), RuntimeError> {
         let mut s = self.lock();
         let id = s

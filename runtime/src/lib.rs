@@ -235,6 +235,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The id of an image, or None when there is no such image.
     async fn image_id(&self, reference: &str) -> Result<Option<String>, RuntimeError>;
 
+    /// The user an image's containers run as (its `USER`, empty for the default, root),
+    /// or None when there is no such image.
+    async fn image_user(&self, reference: &str) -> Result<Option<String>, RuntimeError>;
+
     /// Tags `image` as `repo:tag`.
     async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), RuntimeError>;
 

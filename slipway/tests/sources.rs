@@ -1179,6 +1179,67 @@ async fn a_remote_that_never_answers_holds_only_its_own_polls() {
         .await;
     // The fetch that never ends does not hold the server's exit either.
     let (took, exited) = p.terminate(Duration::from_secs(45));
-    assert!(exited, "slipway serve did not exit within {took:?} of SIGTERM");
+    assert!(
+        exited,
+        "slipway serve did not exit within {took:?} of SIGTERM"
+    );
     holder.abort();
+}
+
+/// With the build CA injected, the bundle is removed at the end as root; an image whose
+/// base runs as a user of its own (and whose Dockerfile says no `USER`) still runs as
+/// that user, not as root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_clean_up_keeps_the_base_images_user() {
+    let bundle =
+        std::env::var("SSL_CERT_FILE").unwrap_or("/etc/ssl/certs/ca-certificates.crt".into());
+    let p = Platform::start_with_env(&[("SLIPWAY_BUILD_CA_FILE", &bundle)]).await;
+    let base_dir = p.dir.join("nobody-base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    std::fs::write(
+        base_dir.join("Dockerfile"),
+        "FROM busybox:latest\nUSER nobody\n",
+    )
+    .unwrap();
+    let base = format!("slipway-test-nobody:{}", p.platform_id);
+    docker(&["build", "-q", "-t", &base, base_dir.to_str().unwrap()]);
+    p.create(
+        json!({"name": "asuser", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    let repo = Repo::new(&p, None, "asuser");
+    repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nRUN id -un\nCOPY index.html /www/\nCMD exec httpd -f -p $PORT -h /www\n"
+        ),
+    );
+    repo.write("index.html", "served as nobody");
+    repo.commit("as nobody");
+    repo.push();
+    p.wait_content("asuser", "served as nobody", Duration::from_secs(120))
+        .await;
+    let revs = p.get_json("/v1/services/asuser/revisions").await;
+    let image = revs[0]["image"].as_str().unwrap().to_string();
+    let user = docker(&["image", "inspect", "-f", "{{.Config.User}}", &image]);
+    assert_eq!(user.trim(), "nobody", "the final image's user");
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "ls",
+            &image,
+            "/usr/local/share/",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("slipway-build-ca"),
+        "the CA stayed"
+    );
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &base])
+        .output();
 }
