@@ -1243,3 +1243,49 @@ async fn the_ca_clean_up_keeps_the_base_images_user() {
         .args(["rmi", &base])
         .output();
 }
+
+/// A preview inherits its parent's secrets with the rest of its settings: its instances
+/// get the parent's value, and its secrets list shows the name (never the value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_inherits_its_parents_secrets() {
+    let p = Platform::start().await;
+    p.create(
+        json!({"name": "par", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "previews": {"branches": "feature/*", "idle_s": 0}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    let canary = format!("inherited-{}", p.platform_id);
+    let (s, v) = p
+        .call(
+            "PUT",
+            "/v1/services/par/secrets/PARENT_TOKEN",
+            Some(&json!({ "value": canary }).to_string()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let repo = Repo::new(&p, None, "par");
+    repo.write(
+        "Dockerfile",
+        "FROM busybox:latest\nCMD mkdir -p /www && printf %s \"$PARENT_TOKEN\" | sha256sum > /www/index.html && exec httpd -f -p $PORT -h /www\n",
+    );
+    repo.commit("app");
+    repo.push();
+    p.wait_content("par", &sha256_hex(&canary), Duration::from_secs(120))
+        .await;
+    git(&repo.dir, &["checkout", "-q", "-b", "feature/inherit"]);
+    repo.write("extra.txt", "a change on the branch");
+    repo.commit("branch");
+    git(&repo.dir, &["push", "-q", "slipway", "feature/inherit"]);
+    p.wait_content(
+        "feature-inherit--par",
+        &sha256_hex(&canary),
+        Duration::from_secs(120),
+    )
+    .await;
+    let listed = p
+        .get_json("/v1/services/feature-inherit--par/secrets")
+        .await;
+    assert!(listed.to_string().contains("PARENT_TOKEN"), "{listed}");
+    assert!(!listed.to_string().contains(&canary), "{listed}");
+}

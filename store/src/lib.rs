@@ -1415,55 +1415,81 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// A service's secrets, names and when they were set: never their values.
-    pub fn secrets(&self, service: &str) -> Result<Vec<SecretRow>> {
+    /// Whose secrets a service sees, nearest first: its own, then, for a preview, its
+    /// parent's (a preview inherits the parent's secrets; one of its own of the same
+    /// name wins).
+    fn secret_owners(&self, service: &str) -> Vec<String> {
+        let mut owners = vec![service.to_string()];
+        if let Some(parent) = self
+            .snapshot()
+            .service(service)
+            .and_then(|r| r.spec.preview_of.clone())
+        {
+            owners.push(parent);
+        }
+        owners
+    }
+
+    /// One owner's secrets, sealed, in name order.
+    fn sealed_secrets(&self, owner: &str) -> Result<Vec<(String, i64, Vec<u8>)>> {
         let db = self.db();
-        let mut st =
-            db.prepare("SELECT name, set_ms FROM secrets WHERE service = ?1 ORDER BY name")?;
+        let mut st = db
+            .prepare("SELECT name, set_ms, sealed FROM secrets WHERE service = ?1 ORDER BY name")?;
         let rows = st
-            .query_map([service], |r| {
-                Ok(SecretRow {
-                    name: r.get(0)?,
-                    set_ms: r.get(1)?,
-                })
-            })?
+            .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
+    /// The secrets a service sees, by name, with their owner: see [`Self::secret_owners`].
+    fn visible_secrets(
+        &self,
+        service: &str,
+    ) -> Result<std::collections::BTreeMap<String, (String, i64, Vec<u8>)>> {
+        let mut out = std::collections::BTreeMap::new();
+        for owner in self.secret_owners(service) {
+            for (name, set_ms, sealed) in self.sealed_secrets(&owner)? {
+                out.entry(name).or_insert((owner.clone(), set_ms, sealed));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A service's secrets (a preview's include its parent's), names and when they were
+    /// set: never their values.
+    pub fn secrets(&self, service: &str) -> Result<Vec<SecretRow>> {
+        Ok(self
+            .visible_secrets(service)?
+            .into_iter()
+            .map(|(name, (_, set_ms, _))| SecretRow { name, set_ms })
+            .collect())
+    }
+
     /// One secret's value (credentials, a webhook's key), if it is set.
     pub fn secret(&self, service: &str, name: &str) -> Result<Option<String>> {
-        let sealed: Option<Vec<u8>> = self
-            .db()
-            .query_row(
-                "SELECT sealed FROM secrets WHERE service = ?1 AND name = ?2",
-                params![service, name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        sealed
-            .map(|s| {
-                let value = self.vault.open_value(service, name, &s)?;
-                Ok(String::from_utf8_lossy(&value).into_owned())
-            })
-            .transpose()
+        for owner in self.secret_owners(service) {
+            let sealed: Option<Vec<u8>> = self
+                .db()
+                .query_row(
+                    "SELECT sealed FROM secrets WHERE service = ?1 AND name = ?2",
+                    params![owner, name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(s) = sealed {
+                let value = self.vault.open_value(&owner, name, &s)?;
+                return Ok(Some(String::from_utf8_lossy(&value).into_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// A service's secrets with their values, for its instances' environment only.
     pub fn secret_values(&self, service: &str) -> Result<Vec<(String, String)>> {
-        let sealed: Vec<(String, Vec<u8>)> = {
-            let db = self.db();
-            let mut st =
-                db.prepare("SELECT name, sealed FROM secrets WHERE service = ?1 ORDER BY name")?;
-            let rows = st
-                .query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            rows
-        };
-        sealed
+        self.visible_secrets(service)?
             .into_iter()
-            .map(|(name, sealed)| {
-                let value = self.vault.open_value(service, &name, &sealed)?;
+            .map(|(name, (owner, _, sealed))| {
+                let value = self.vault.open_value(&owner, &name, &sealed)?;
                 Ok((name, String::from_utf8_lossy(&value).into_owned()))
             })
             .collect()
