@@ -298,6 +298,10 @@ pub struct EventRow {
     pub deployment: Option<i64>,
 }
 
+/// A secret as a service sees it: its owner (the service or a preview's parent), when
+/// it was set, its sealed value.
+type VisibleSecret = (String, i64, Vec<u8>);
+
 /// A secret as the API shows it: its name and when it was set, never its value.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SecretRow {
@@ -1441,11 +1445,12 @@ impl Store {
         Ok(rows)
     }
 
-    /// The secrets a service sees, by name, with their owner: see [`Self::secret_owners`].
+    /// The secrets a service sees, by name: owner, when set, sealed value; see
+    /// [`Self::secret_owners`].
     fn visible_secrets(
         &self,
         service: &str,
-    ) -> Result<std::collections::BTreeMap<String, (String, i64, Vec<u8>)>> {
+    ) -> Result<std::collections::BTreeMap<String, VisibleSecret>> {
         let mut out = std::collections::BTreeMap::new();
         for owner in self.secret_owners(service) {
             for (name, set_ms, sealed) in self.sealed_secrets(&owner)? {
