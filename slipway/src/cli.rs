@@ -479,15 +479,37 @@ impl Api {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()))
         };
         if !status.is_success() {
+            // Scripts get the API's own error document on stdout; people get a line on
+            // stderr either way.
+            if self.json && v.get("error").is_some() {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
             let e = &v["error"];
             let msg = match (e["message"].as_str(), e["field"].as_str()) {
                 (Some(m), Some(f)) if !m.contains(f) => format!("{m} (field {f})"),
                 (Some(m), _) => m.to_string(),
                 _ => v.to_string(),
             };
-            bail!("{} {}", status.as_u16(), msg);
+            bail!(
+                "{} {}{}",
+                status.as_u16(),
+                msg,
+                next_step(status.as_u16(), &msg)
+            );
         }
         Ok(v)
+    }
+}
+
+/// What to do about an API error, where its message alone does not say.
+fn next_step(status: u16, msg: &str) -> &'static str {
+    match status {
+        401 => ": the token is wrong; `slipway login` saves the right one",
+        404 if msg.starts_with("no service named") => ": `slipway list` shows the services",
+        409 if msg.ends_with("already exists") => {
+            ": choose another name, or change that service with `slipway update`"
+        }
+        _ => "",
     }
 }
 

@@ -165,10 +165,37 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
         "{followed}"
     );
 
+    // `slipway deploy` builds the same broken head again and waits: it exits non-zero
+    // with the reason too.
+    let out = p.cli(&["deploy", "cli"]);
+    assert!(!out.status.success(), "a failed deploy exited 0");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        (err.contains("rolled back") || err.contains("failed")) && err.contains("exit"),
+        "{err}"
+    );
+
     // Errors say what to do, in both modes.
     let out = p.cli(&["status", "nosuch"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no service named nosuch"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("no service named nosuch") && err.contains("`slipway list` shows"),
+        "{err}"
+    );
+    // With --json the API's error document is on stdout for scripts.
+    let out = p.cli(&["status", "nosuch", "--json"]);
+    assert!(!out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(doc["error"]["message"], "no service named nosuch", "{doc}");
+    let out = p.cli(&["create", "cli"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("already exists") && err.contains("choose another name"),
+        "{err}"
+    );
     let out = p.cli(&["update", "cli", r#"{"scaling": {"max_size": 0}}"#]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
