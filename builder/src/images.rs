@@ -42,9 +42,21 @@ pub fn registry_ref(image: &str) -> Option<RegistryRef> {
     if name.is_empty() || tag.is_empty() {
         return None;
     }
+    // Docker Hub's API host is not its name, and its official images live under
+    // `library/` (`docker.io/nginx` is `registry-1.docker.io/library/nginx`).
+    let (host, name) = if first == "docker.io" || first == "index.docker.io" {
+        let name = if name.contains('/') {
+            name.to_string()
+        } else {
+            format!("library/{name}")
+        };
+        ("registry-1.docker.io".to_string(), name)
+    } else {
+        (first.to_string(), name.to_string())
+    };
     Some(RegistryRef {
-        host: first.to_string(),
-        name: name.to_string(),
+        host,
+        name,
         tag: tag.to_string(),
     })
 }
@@ -263,6 +275,16 @@ mod tests {
         assert_eq!(registry_ref("busybox:latest"), None);
         assert_eq!(registry_ref("library/busybox"), None);
         assert_eq!(registry_ref("127.0.0.1:5000/app@sha256:abc"), None);
+        // Docker Hub by its full name: its API host, official images under library/.
+        assert_eq!(
+            registry_ref("docker.io/nginx:1.27"),
+            Some(RegistryRef {
+                host: "registry-1.docker.io".into(),
+                name: "library/nginx".into(),
+                tag: "1.27".into()
+            })
+        );
+        assert_eq!(registry_ref("docker.io/team/app").unwrap().name, "team/app");
         assert_eq!(with_tag("busybox"), "busybox:latest");
         assert_eq!(with_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
         assert_eq!(with_tag("127.0.0.1:5000/app:v2"), "127.0.0.1:5000/app:v2");
