@@ -701,10 +701,13 @@ async fn deployments(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Entries after this id.
     #[serde(default)]
     after: i64,
+    /// At most this many (1 to 1000, default 200).
     #[serde(default = "default_limit")]
     limit: i64,
     /// Only the steps of this deployment.
@@ -714,7 +717,7 @@ fn default_limit() -> i64 {
     200
 }
 
-#[utoipa::path(get, path = "/v1/services/{name}/events", description = "The activity log (`after`: an id; `limit`: 1 to 1000).", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query, description = "entries after this id"), ("limit" = Option<i64>, Query, description = "at most this many"), ("deployment" = Option<i64>, Query, description = "only the steps of this deployment")), responses((status = 200, body = [EventRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/events", description = "The activity log (`after`: an id; `limit`: 1 to 1000).", params(("name" = String, Path, description = "the service"), EventsQuery), responses((status = 200, body = [EventRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn events(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -730,7 +733,8 @@ async fn events(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LogsQuery {
     /// Lines after this id.
@@ -760,7 +764,8 @@ impl LogsQuery {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MetricsQuery {
     /// `1h` (default), `6h`, `24h` or `7d`.
@@ -769,7 +774,7 @@ struct MetricsQuery {
 
 /// `GET /v1/services/{name}/metrics?period=1h|6h|24h|7d`: the service's history, one
 /// point per interval (the finest kept for periods up to a day, 1 min beyond).
-#[utoipa::path(get, path = "/v1/services/{name}/metrics", description = "The metrics history for a period (`1h`, `6h`, `24h`, `7d`).", params(("name" = String, Path, description = "the service"), ("period" = Option<String>, Query, description = "1h (default), 6h, 24h or 7d")), responses((status = 200, description = "the points of the period", body = MetricsHistory), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/metrics", description = "The metrics history for a period (`1h`, `6h`, `24h`, `7d`).", params(("name" = String, Path, description = "the service"), MetricsQuery), responses((status = 200, description = "the points of the period", body = MetricsHistory), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn metrics_history(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -813,7 +818,7 @@ pub struct MetricsHistory {
 
 /// `GET /v1/services/{name}/logs`: the app's own output (every instance's stdout and
 /// stderr), oldest first, searchable by time and text.
-#[utoipa::path(get, path = "/v1/services/{name}/logs", description = "The app's own output, oldest first.", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query), ("since" = Option<i64>, Query, description = "ms since the epoch"), ("until" = Option<i64>, Query), ("q" = Option<String>, Query, description = "text to find"), ("instance" = Option<String>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, body = [AppLogRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/logs", description = "The app's own output, oldest first.", params(("name" = String, Path, description = "the service"), LogsQuery), responses((status = 200, body = [AppLogRow]), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn app_logs(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -831,7 +836,7 @@ async fn app_logs(
 /// `GET /v1/services/{name}/logs/stream`: the same lines as server-sent events (`data:`
 /// one JSON line each, `id:` its cursor), then every new one as it is kept; a client
 /// that reconnects with `Last-Event-ID` (or `?after=`) goes on from there.
-#[utoipa::path(get, path = "/v1/services/{name}/logs/stream", description = "The app's output as server-sent events.", params(("name" = String, Path, description = "the service"), ("after" = Option<i64>, Query), ("since" = Option<i64>, Query, description = "ms since the epoch"), ("until" = Option<i64>, Query), ("q" = Option<String>, Query, description = "text to find"), ("instance" = Option<String>, Query), ("limit" = Option<u32>, Query)), responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services/{name}/logs/stream", description = "The app's output as server-sent events.", params(("name" = String, Path, description = "the service"), LogsQuery), responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service", body = ErrorBody)))]
 async fn app_logs_stream(
     State(api): State<Api>,
     Path(name): Path<String>,

@@ -127,3 +127,40 @@ fn every_route_is_documented() {
     let spec = &doc["components"]["schemas"]["ServiceSpec"];
     assert!(spec["properties"]["scaling"].is_object(), "{spec}");
 }
+
+/// The query parameters of the events, logs and metrics routes come from the handlers'
+/// query types (`IntoParams`), none required.
+#[test]
+fn query_parameters_come_from_the_query_types() {
+    let doc: serde_json::Value =
+        serde_json::to_value(<slipway_console::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+    for (path, want) in [
+        (
+            "/v1/services/{name}/events",
+            vec!["after", "limit", "deployment"],
+        ),
+        (
+            "/v1/services/{name}/logs",
+            vec!["after", "since", "until", "q", "instance", "limit"],
+        ),
+        (
+            "/v1/services/{name}/logs/stream",
+            vec!["after", "since", "until", "q", "instance", "limit"],
+        ),
+        ("/v1/services/{name}/metrics", vec!["period"]),
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no parameters"));
+        let query: Vec<&serde_json::Value> = params.iter().filter(|p| p["in"] == "query").collect();
+        let names: Vec<&str> = query.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, want, "{path}");
+        for p in query {
+            assert_ne!(p["required"], true, "{path}: {p}");
+            assert!(
+                p["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{path}: {p}"
+            );
+        }
+    }
+}
