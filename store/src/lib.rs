@@ -1660,6 +1660,54 @@ mod tests {
     use super::*;
     use slipway_core::ServiceName;
 
+    /// 10 s points are kept for 24 h and 1 min points for 7 days; older ones go at the
+    /// next write of their resolution; points of a service that does not exist are not kept.
+    #[test]
+    fn metrics_history_is_bounded_by_resolution() {
+        let s = Store::memory().unwrap();
+        s.create_service(&spec("web")).unwrap();
+        let now = now_unix_ms();
+        let point = |ago_ms: i64| MetricPoint {
+            at_ms: now - ago_ms,
+            requests: 1,
+            s2xx: 1,
+            s4xx: 0,
+            s5xx: 0,
+            p50_ms: Some(1.0),
+            p99_ms: Some(2.0),
+            instances: 1,
+        };
+        let hour = 3600 * 1000;
+        let web = |p: MetricPoint| ("web".to_string(), p);
+        s.record_metrics(
+            10,
+            &[web(point(25 * hour)), web(point(23 * hour)), web(point(0))],
+        )
+        .unwrap();
+        s.record_metrics(
+            60,
+            &[
+                web(point(8 * 24 * hour)),
+                web(point(6 * 24 * hour)),
+                web(point(0)),
+            ],
+        )
+        .unwrap();
+        let ages = |res: i64| -> Vec<i64> {
+            s.metrics("web", res, 0)
+                .unwrap()
+                .iter()
+                .map(|p| (now - p.at_ms) / hour)
+                .collect()
+        };
+        assert_eq!(ages(10), [23, 0]);
+        assert_eq!(ages(60), [6 * 24, 0]);
+        // Points of a service that is not there are not kept.
+        s.record_metrics(10, &[("gone".to_string(), point(0))])
+            .unwrap();
+        assert!(s.metrics("gone", 10, 0).unwrap().is_empty());
+    }
+
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec::new(ServiceName::parse(name).unwrap())
     }
