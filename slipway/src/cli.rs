@@ -320,6 +320,10 @@ pub struct LogsArgs {
     /// With --app: only lines older than DURATION ago (with --since, a time range).
     #[arg(long, requires = "app")]
     until: Option<String>,
+    /// With --app: only this instance's lines (the `instance` of each line; `slipway logs
+    /// NAME --app --json` shows them).
+    #[arg(long, requires = "app")]
+    instance: Option<String>,
     /// Keep printing new lines (of the running build, or of the activity log) until
     /// interrupted; with --build, until the build ends.
     #[arg(long, short = 'f')]
@@ -872,6 +876,9 @@ async fn logs(a: LogsArgs) -> Result<()> {
         }
         if let Some(d) = &a.until {
             query.push_str(&format!("&until={}", now - duration_ms("--until", d)?));
+        }
+        if let Some(i) = &a.instance {
+            query.push_str(&format!("&instance={}", url_encode(i)));
         }
         // Without -f, --json prints the API's one array.
         let mut all = Vec::new();

@@ -105,6 +105,34 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     ])))
     .unwrap();
     assert_eq!(none, json!([]));
+    // One instance's lines: the instance that printed it, or none for another.
+    let instance = lines[0]["instance"].as_str().unwrap().to_string();
+    let mine: Value = serde_json::from_str(&ok(&p.cli(&[
+        "logs",
+        "cli",
+        "--app",
+        "--json",
+        "--instance",
+        &instance,
+    ])))
+    .unwrap();
+    assert!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["line"] == "hello-from-cli"),
+        "{mine}"
+    );
+    let other: Value = serde_json::from_str(&ok(&p.cli(&[
+        "logs",
+        "cli",
+        "--app",
+        "--json",
+        "--instance",
+        "no-such-instance",
+    ])))
+    .unwrap();
+    assert_eq!(other, json!([]));
     let out = p.cli(&["logs", "cli", "--app", "--until", "soon"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--until \"soon\""));
     // Metrics in both modes.
