@@ -1289,3 +1289,130 @@ async fn a_preview_inherits_its_parents_secrets() {
     assert!(listed.to_string().contains("PARENT_TOKEN"), "{listed}");
     assert!(!listed.to_string().contains(&canary), "{listed}");
 }
+
+/// git's smart HTTP over HTTPS on 127.0.0.1 (`git http-backend` behind a small Python
+/// server with a certificate from a test CA, which `slipway serve` trusts through
+/// OpenSSL's `SSL_CERT_FILE`, as an operator's CA store would): the watched branch
+/// deploys, and a new commit follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_watch_against_a_git_server_on_loopback() {
+    let dir = std::env::temp_dir().join(format!(
+        "slipway-https-git-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_test_ca(&dir, "git", "DNS:localhost,IP:127.0.0.1");
+    std::fs::write(dir.join("serve.py"), HTTPS_GIT_SERVER).unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("python3")
+        .arg(dir.join("serve.py"))
+        .arg(port.to_string())
+        .arg(dir.join("git.pem"))
+        .arg(dir.join("git.key"))
+        .env("GIT_PROJECT_ROOT", dir.join("repos"))
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up, "the https git server did not listen");
+
+    let bare = dir.join("repos/up.git");
+    git(
+        &dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    let work = dir.join("work");
+    site_repo(&work, "over https");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+
+    let ca = dir.join("ca.pem");
+    let p = Platform::start_with_env(&[("SSL_CERT_FILE", ca.to_str().unwrap())]).await;
+    let url = format!("https://127.0.0.1:{port}/up.git");
+    p.create(
+        json!({"name": "tls", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "git", "url": url, "poll_s": 2}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("tls", "over https", Duration::from_secs(90))
+        .await;
+    site_repo(&work, "second over https");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+    p.wait_content("tls", "second over https", Duration::from_secs(60))
+        .await;
+    let builds = p.get_json("/v1/services/tls/builds").await;
+    assert_eq!(builds[0]["commit"], head(&work), "{builds}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTPS server for `git http-backend` (standard library only): each request runs
+/// the backend as a CGI and is answered with a Content-Length (chunked request bodies are
+/// read), on HTTP/1.1 keep-alive connections.
+const HTTPS_GIT_SERVER: &str = r#"import http.server, ssl, subprocess, sys, os
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+os.environ.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.backend()
+
+    def do_POST(self):
+        self.backend()
+
+    def body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            for _ in range(100000):
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            return data
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def backend(self):
+        path, _, query = self.path.partition("?")
+        data = self.body()
+        env = dict(os.environ, REQUEST_METHOD=self.command, PATH_INFO=path, QUERY_STRING=query,
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""), CONTENT_LENGTH=str(len(data)),
+                   GIT_PROTOCOL=self.headers.get("Git-Protocol", ""), REMOTE_ADDR="127.0.0.1")
+        if self.headers.get("Content-Encoding", "") == "gzip":
+            env["HTTP_CONTENT_ENCODING"] = "gzip"
+        out = subprocess.run(["git", "http-backend"], input=data, env=env, capture_output=True).stdout
+        sep = min((i for i in (out.find(b"\r\n\r\n"), out.find(b"\n\n")) if i >= 0), default=len(out))
+        head, rest = out[:sep], out[sep:].lstrip(b"\r\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            k, _, v = line.partition(":")
+            if k.lower() == "status":
+                status = int(v.split()[0])
+            elif k:
+                headers.append((k, v.strip()))
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
+
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+"#;
