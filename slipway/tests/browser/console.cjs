@@ -37,6 +37,16 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
   }
 }
 
+// Polls `check` from here (the page's CSP forbids evaluated functions) until it holds.
+async function until(what, check) {
+  const end = Date.now() + STEP_MS;
+  while (Date.now() < end) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  fail(`${what}: not within ${STEP_MS} ms`);
+}
+
 (async () => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({
@@ -155,6 +165,24 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
     await expectText(page.getByTestId("deployments").locator("tr").nth(1), "succeeded", "the rollback's outcome");
     await shot(page, "08-rolled-back");
 
+    // Settings: a bad value gets the API's message by the form; a good one is saved.
+    const settings = JSON.parse(await page.getByTestId("settings-json").inputValue());
+    settings.scaling.max_size = 0;
+    await page.getByTestId("settings-json").fill(JSON.stringify(settings));
+    await page.getByTestId("settings-save").click();
+    await expectText(page.getByTestId("settings-error"), "scaling.max_size", "the settings' validation message");
+    settings.scaling.max_size = 3;
+    await page.getByTestId("settings-json").fill(JSON.stringify(settings));
+    const saved = page.waitForResponse((r) => r.request().method() === "PATCH" && r.url().endsWith("/v1/services/site"), { timeout: STEP_MS });
+    await page.getByTestId("settings-save").click();
+    const savedStatus = (await saved).status();
+    if (savedStatus !== 200) fail(`saving the settings answered ${savedStatus}`);
+    // Drawn again from the service after a reload: the saved value.
+    await page.reload();
+    await page.getByTestId("settings-json").waitFor({ timeout: STEP_MS });
+    await until("the saved max_size shown after a reload", async () =>
+      JSON.parse(await page.getByTestId("settings-json").inputValue()).scaling.max_size === 3);
+
     // A git service's build output, searchable.
     await page.goto(`${CONSOLE}#/s/${BUILT}`);
     await expectText(page.getByTestId("build-pick"), "succeeded", "the build list");
@@ -164,6 +192,14 @@ async function expectText(locator, text, what, timeout = STEP_MS) {
     const blog = (await page.getByTestId("build-log").textContent()).split("\n").slice(1).filter((l) => l.trim());
     if (!blog.length || blog.some((l) => !l.includes("build-marker"))) fail(`the build search kept other lines: ${JSON.stringify(blog)}`);
     await shot(page, "10-build-log");
+    // Deploy builds the branch head again: a new build shows up in the list.
+    const before = await page.getByTestId("build-pick").locator("option").count();
+    const deployed = page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/deploy"), { timeout: STEP_MS });
+    await page.getByTestId("deploy").click();
+    const deployStatus = (await deployed).status();
+    if (deployStatus >= 300) fail(`Deploy answered ${deployStatus}`);
+    await until("a new build in the list after Deploy", async () =>
+      (await page.getByTestId("build-pick").locator("option").count()) > before);
     // Back on the first service: a log search by time range (the last 7 days hold its
     // requests' lines).
     await page.goto(`${CONSOLE}#/s/site`);
