@@ -399,6 +399,8 @@ function serviceView(name) {
   const range = h("select", { "data-testid": "log-range" },
     [["", "any time"], ["900", "last 15 minutes"], ["3600", "last hour"], ["86400", "last 24 hours"], ["604800", "last 7 days"]]
       .map(([v, t]) => h("option", { value: v }, t)));
+  // The range's end: empty is now.
+  const until = h("input", { type: "datetime-local", title: "until (empty: now)", "data-testid": "log-until" });
   const logLine = (l) => h("span", { class: l.stream === "stderr" ? "err" : "" }, `${when(l.at_ms)} r${l.revision} ${l.line}\n`);
   const follow = () => {
     const es = new EventSource(`/v1/services/${enc}/logs/stream`);
@@ -411,12 +413,17 @@ function serviceView(name) {
     streams.push(es);
   };
   const findLogs = async () => {
-    const since = range.value ? `&since=${Date.now() - Number(range.value) * 1000}` : "";
-    const rows = await api("GET", `/v1/services/${enc}/logs?limit=5000&q=${encodeURIComponent(search.value)}${since}`).catch(() => []);
+    const end = until.value ? new Date(until.value).getTime() : Date.now();
+    const since = range.value ? `&since=${end - Number(range.value) * 1000}` : "";
+    const upTo = until.value ? `&until=${end}` : "";
+    const rows = await api("GET", `/v1/services/${enc}/logs?limit=5000&q=${encodeURIComponent(search.value)}${since}${upTo}`).catch(() => []);
     applog.replaceChildren(...(rows.length ? rows.map(logLine) : [h("span", { class: "muted" }, "No lines match.\n")]));
   };
   search.addEventListener("keydown", (e) => { if (e.key === "Enter") findLogs(); });
+  // A cleared search shows every line again, those that came meanwhile included.
+  search.addEventListener("input", () => { if (!search.value) findLogs(); });
   range.addEventListener("change", findLogs);
+  until.addEventListener("change", findLogs);
   // The activity log, live (server-sent events).
   const events = new EventSource(`/v1/services/${enc}/events/stream`);
   events.onmessage = (e) => {
@@ -486,7 +493,7 @@ function serviceView(name) {
     h("div", { class: "grid" },
       h("div", { class: "card" }, h("h2", {}, "Activity"), activity),
       h("div", { class: "card" }, h("h2", {}, "Builds"), h("div", { class: "actions" }, buildPick, buildSearch), build)),
-    h("div", { class: "card" }, h("h2", {}, "Application logs"), h("div", { class: "actions" }, search, range), applog),
+    h("div", { class: "card" }, h("h2", {}, "Application logs"), h("div", { class: "actions" }, search, range, until), applog),
     domains, secrets, settings);
   every(3000, refresh);
   every(10000, drawCharts);

@@ -210,6 +210,17 @@ async function until(what, check) {
     const since = Number(new URL((await asked).url()).searchParams.get("since"));
     if (Math.abs(Date.now() - 7 * 86400e3 - since) > 120e3) fail(`the 7-day range asked for lines since ${since}`);
     await expectText(page.getByTestId("app-logs"), "GET /", "a time-range log search");
+    // A range that ends two days ago holds none of them.
+    const ago = new Date(Date.now() - 2 * 86400e3);
+    const pad = (n) => String(n).padStart(2, "0");
+    const local = `${ago.getFullYear()}-${pad(ago.getMonth() + 1)}-${pad(ago.getDate())}T${pad(ago.getHours())}:${pad(ago.getMinutes())}`;
+    const ended = page.waitForRequest((r) => /\/logs\?.*until=\d+/.test(r.url()), { timeout: STEP_MS });
+    await page.getByTestId("log-until").fill(local);
+    const untilAsked = Number(new URL((await ended).url()).searchParams.get("until"));
+    if (Math.abs(ago.getTime() - untilAsked) > 120e3) fail(`the range's end asked for lines until ${untilAsked}`);
+    await expectText(page.getByTestId("app-logs"), "No lines match", "a range that ends before the app ran");
+    await page.getByTestId("log-until").fill("");
+    await expectText(page.getByTestId("app-logs"), "GET /", "the range ending now again");
 
     // On a phone.
     await page.setViewportSize({ width: 390, height: 844 });
