@@ -120,7 +120,7 @@ for r in $(seq 0 "$ROUNDS"); do
     if [[ -n "$prev_rev" ]]; then
         after="$(last_event_id "$SVC")"
         t0="$(now_ms)"
-        out="$(SLIPWAY_TOKEN="$TOKEN" "$BIN" rollback "$SVC" "$prev_rev" --api "$API")"
+        out="$(SLIPWAY_TOKEN="$TOKEN" "$BIN" rollback "$SVC" "$prev_rev" --no-wait --api "$API")"
         tcli="$(now_ms)"
         rdep="$(sed -n 's/.*(deployment \([0-9]*\)).*/\1/p' <<<"$out")"
         [[ -n "$rdep" ]] || die "rollback said: $out"

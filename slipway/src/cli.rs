@@ -280,6 +280,12 @@ pub struct RollbackArgs {
     name: String,
     /// The revision to go back to.
     revision: Option<i64>,
+    /// Return once the rollback is started instead of waiting for its outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
     #[command(flatten)]
     conn: Conn,
 }
@@ -701,13 +707,23 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
             let v = api
                 .call("POST", &format!("/v1/services/{}/rollback", a.name), body)
                 .await?;
-            if api.human(&v) {
+            if a.no_wait {
+                if api.human(&v) {
+                    println!(
+                        "rolling back to revision {} (deployment {}); `slipway wait {}` waits for it",
+                        v["revision"], v["deployment"], a.name
+                    );
+                }
+                return Ok(());
+            }
+            if !api.json {
                 println!(
                     "rolling back to revision {} (deployment {})",
                     v["revision"], v["deployment"]
                 );
             }
-            Ok(())
+            // Like `deploy`: a spinner until the outcome, non-zero if it fails.
+            wait_for_outcome(&api, &a.name, a.timeout, None).await
         }
         ClientCmd::Revisions(a) => {
             let api = Api::new(&a.conn)?;

@@ -242,6 +242,9 @@ async fn failing_deployments_leave_the_old_version_serving() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It waited for the outcome, as `deploy` does.
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("revision 1 is live"), "{said}");
     p.wait_content("safe", "version good", Duration::from_secs(30))
         .await;
     let builds_after = p
