@@ -81,6 +81,9 @@ pub(crate) struct Worker {
     retry_at: Option<Instant>,
     /// The service is paused by its user: no instances, the router answers 503.
     service_paused: bool,
+    /// The spec the route was last published from: a change of it (network settings,
+    /// `max_concurrency`, ...) is published at the next turn, instances changed or not.
+    route_spec: Option<ServiceSpec>,
     /// Instances out of the route that finish their in-flight requests, then stop. Owned
     /// by the worker: a deleted service's are cut short (the delete sweeps by label).
     draining: tokio::task::JoinSet<()>,
@@ -160,6 +163,7 @@ impl Worker {
             next_start: Instant::now(),
             retry_at: None,
             service_paused: false,
+            route_spec: None,
             draining: tokio::task::JoinSet::new(),
         }
     }
@@ -195,8 +199,11 @@ impl Worker {
                 self.service_paused = row.paused;
                 published = false;
             }
-            if !published && (row.active_revision.is_some() || row.paused) {
+            if (!published || self.route_spec.as_ref() != Some(&spec))
+                && (row.active_revision.is_some() || row.paused)
+            {
                 self.publish(&spec);
+                self.route_spec = Some(spec.clone());
                 published = true;
             }
             if row.paused {

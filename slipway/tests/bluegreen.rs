@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::load::Load;
-use support::{Platform, Repo};
+use support::{build_site_image, wait_for, Platform, Repo};
 
 const HEALTHY: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n";
 const SLOW: &str =
@@ -480,4 +480,59 @@ async fn crash_loops_back_off_instead_of_busy_looping() {
         activity.contains("exited with code 9") && activity.contains("giving up"),
         "{activity}"
     );
+}
+
+/// `PATCH` of `network` and `health_check` applies to the running service without a new
+/// revision: the router redirects plain HTTP at once after `https_redirect`, and an HTTP
+/// check of a path the app does not serve takes its instance out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_and_health_check_changes_apply_to_the_running_service() {
+    let p = Platform::start().await;
+    let tag = format!("slipway-test-patch:{}", p.platform_id);
+    build_site_image(&p, &tag, "patched live");
+    p.create(
+        json!({"name": "live", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "source": {"type": "image", "image": tag}, "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    p.wait_content("live", "patched live", Duration::from_secs(60))
+        .await;
+    let patch = |body: serde_json::Value| {
+        let p = &p;
+        async move {
+            let (s, v) = p
+                .call("PATCH", "/v1/services/live", Some(&body.to_string()), None)
+                .await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(
+                v["revision"],
+                serde_json::Value::Null,
+                "a new revision: {v}"
+            );
+        }
+    };
+    patch(json!({"network": {"https_redirect": true}})).await;
+    wait_for(
+        "plain HTTP to be redirected",
+        Duration::from_secs(10),
+        || async { matches!(p.get("live", "/").await, Ok((308, _))) },
+    )
+    .await;
+    patch(json!({"network": {"https_redirect": false}})).await;
+    p.wait_content("live", "patched live", Duration::from_secs(10))
+        .await;
+    patch(
+        json!({"health_check": {"protocol": "http", "path": "/no-such-page",
+        "unhealthy_threshold": 1}}),
+    )
+    .await;
+    p.wait_activity(
+        "live",
+        "failed 1 health checks in a row",
+        Duration::from_secs(30),
+    )
+    .await;
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
 }
