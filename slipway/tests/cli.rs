@@ -254,6 +254,30 @@ async fn commands_print_for_people_or_json_and_fail_with_the_reason() {
     assert_eq!(v["paused"], true);
     let v: Value = serde_json::from_str(&ok(&p.cli(&["resume", "cli", "--json"]))).unwrap();
     assert_eq!(v["paused"], false);
+    let json_of = |args: &[&str]| -> Value {
+        let out = ok(&p.cli(args));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let v = json_of(&["env", "set", "cli", "MODE=json", "--json"]);
+    assert_eq!(v["service"]["spec"]["env"]["MODE"], "json", "{v}");
+    assert!(v["revision"].is_number(), "{v}");
+    let v = json_of(&["env", "list", "cli", "--json"]);
+    assert_eq!(v["MODE"], "json", "{v}");
+    let v = json_of(&["secrets", "list", "cli", "--json"]);
+    assert!(v.is_array(), "{v}");
+    let v = json_of(&["domains", "add", "cli", "www.cli.test", "--json"]);
+    assert_eq!(v["domain"], "www.cli.test", "{v}");
+    let v = json_of(&["domains", "list", "cli", "--json"]);
+    assert_eq!(v[0]["domain"], "www.cli.test", "{v}");
+    // rollback waits and prints the deployment it waited for.
+    let v = json_of(&["rollback", "cli", "1", "--json"]);
+    assert_eq!(
+        (v["kind"].as_str(), v["state"].as_str()),
+        (Some("rollback"), Some("succeeded")),
+        "{v}"
+    );
+    let v = json_of(&["delete", "made-by-json", "--json"]);
+    assert_eq!(v["deleted"], "made-by-json", "{v}");
 }
 
 /// `login` saves the API address (later commands need no --api) and sets git up;
