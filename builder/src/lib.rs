@@ -124,9 +124,10 @@ pub struct Builder {
     remove: std::sync::OnceLock<Remove>,
     /// Reads registries' manifest digests (made at first use).
     registry: std::sync::OnceLock<registry::RegistryClient>,
-    /// Services whose repository is being fetched now: one fetch per repository at a
-    /// time, even when an earlier one outlived [`FETCH_TIMEOUT`].
-    fetching: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// One lock per watched repository: one fetch of it at a time (a webhook or `slipway
+    /// deploy` during a poll waits for it), even when an earlier one outlived
+    /// [`FETCH_TIMEOUT`] (its guard is held until the fetch really ends).
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How long a watched repository's fetch is waited for before the poll fails. libgit2
@@ -134,34 +135,6 @@ pub struct Builder {
 /// accepts and never answers would otherwise hold its poll forever; the fetch itself runs
 /// on until the remote lets go, and the service is not fetched again meanwhile.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A service's place in [`Builder::fetching`], given back when the fetch ends.
-struct Fetching {
-    set: Arc<Mutex<std::collections::HashSet<String>>>,
-    service: String,
-}
-
-impl Fetching {
-    fn take(set: &Arc<Mutex<std::collections::HashSet<String>>>, service: &str) -> Option<Self> {
-        let fresh = set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service.to_string());
-        fresh.then(|| Fetching {
-            set: set.clone(),
-            service: service.to_string(),
-        })
-    }
-}
-
-impl Drop for Fetching {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.service);
-    }
-}
 
 /// Deletes a service the way the API does (record, instances, routes).
 pub type Remove = Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -187,7 +160,7 @@ impl Builder {
             queue: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
-            fetching: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            fetching: Mutex::new(HashMap::new()),
         })
     }
 
@@ -220,6 +193,31 @@ impl Builder {
             &self.repos,
             spec.preview_of.as_deref().unwrap_or(spec.name.as_str()),
         )
+    }
+
+    /// The lock of `service`'s repository fetches.
+    fn fetch_lock(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(service.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The user `image` runs as, when it is not root: read from the engine, after a pull
+    /// if the image is not there yet (the build would pull it anyway). None when it
+    /// cannot be known (a `FROM` built from build arguments, no registry): the clean-up
+    /// then switches back to no one, as before.
+    async fn base_user(&self, image: &str) -> Option<String> {
+        if image.contains('$') {
+            return None;
+        }
+        let mut user = self.runtime.image_user(image).await.ok()?;
+        if user.is_none() && self.runtime.pull(image, None).await.is_ok() {
+            user = self.runtime.image_user(image).await.ok()?;
+        }
+        user.filter(|u| !u.is_empty() && u != "root" && u != "0")
     }
 
     /// Creates the service's repository (for git sources).
@@ -683,12 +681,7 @@ impl Builder {
         // The CA bundle is removed as root at the end: switch back to the user the base
         // image runs as, when no USER of the Dockerfile's says it.
         if let (Some(image), Some(tree)) = (ctx.user_from.clone(), again) {
-            if let Some(user) = self
-                .runtime
-                .image_user(&image)
-                .await?
-                .filter(|u| !u.is_empty())
-            {
+            if let Some(user) = self.base_user(&image).await {
                 ctx = tokio::task::spawn_blocking(move || {
                     context::build_context(&tree, &s2, &o2, Some(&user))
                 })
@@ -1006,14 +999,17 @@ impl Builder {
             }
         };
         let repo = git::repo_dir(&self.repos, service);
+        let lock = self.fetch_lock(service);
+        let Ok(turn) = tokio::time::timeout(FETCH_TIMEOUT, lock.lock_owned()).await else {
+            return Err(SourceError::Fetch(format!(
+                "fetching branch {branch} of {url}: the previous fetch has not finished in {} s",
+                FETCH_TIMEOUT.as_secs()
+            )));
+        };
+        // The branches as this fetch finds them (after any fetch before it).
         let before = match &spec.previews {
             Some(_) => Some(git::branches(&repo).await?),
             None => None,
-        };
-        let Some(turn) = Fetching::take(&self.fetching, service) else {
-            return Err(SourceError::Fetch(format!(
-                "fetching branch {branch} of {url}: the previous fetch has not finished"
-            )));
         };
         let (shown, url, branch, dir) = (url.clone(), url.clone(), branch.clone(), repo.clone());
         let all = spec.previews.is_some();
@@ -1115,11 +1111,7 @@ impl Builder {
                         continue;
                     };
                     let name = row.spec.name.to_string();
-                    let in_flight = me
-                        .fetching
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&name);
+                    let in_flight = me.fetch_lock(&name).try_lock().is_err();
                     if in_flight || due.get(&name).is_some_and(|t| *t > now) {
                         continue;
                     }

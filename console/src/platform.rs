@@ -128,6 +128,9 @@ impl Platform {
     /// service whose creation fails is left behind.
     pub async fn create_service(&self, spec: ServiceSpec) -> Result<ServiceRow> {
         spec.validate()?;
+        if spec.preview_of.is_some() {
+            return Err(preview_of_is_ours().into());
+        }
         self.builder.check_source(&spec)?;
         self.store.create_service(&spec)?;
         let name = spec.name.to_string();
@@ -159,8 +162,29 @@ impl Platform {
         self.builder.forget(name).await;
     }
 
-    /// Deletes a service: its record at once, then its instances, routes and repository.
+    /// Deletes a service: its record at once, then its instances, routes and repository;
+    /// and its previews, which build from that repository and use its secrets.
     pub async fn delete_service(&self, name: &str) -> Result<()> {
+        let row = self.service(name)?;
+        let name = row.spec.name.as_str();
+        let previews: Vec<String> = self
+            .store
+            .snapshot()
+            .services()
+            .filter(|r| r.spec.preview_of.as_deref() == Some(name))
+            .map(|r| r.spec.name.to_string())
+            .collect();
+        self.delete_one(name).await?;
+        for p in previews {
+            match self.delete_one(&p).await {
+                Ok(()) | Err(PlatformError::NoService(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_one(&self, name: &str) -> Result<()> {
         let row = self.service(name)?;
         let name = row.spec.name.as_str();
         let domains = self.store.domains(name)?;
@@ -215,6 +239,9 @@ impl Platform {
             }
         })?;
         spec.validate()?;
+        if spec.preview_of != row.spec.preview_of {
+            return Err(preview_of_is_ours().into());
+        }
         if spec == row.spec {
             return Ok((row, None));
         }
@@ -539,6 +566,16 @@ pub fn rollback_target(
                     ))
                 })
         }
+    }
+}
+
+/// `preview_of` is Slipway's: it links a preview to the service whose repository and
+/// secrets it uses, so no request may set or change it.
+fn preview_of_is_ours() -> SpecError {
+    SpecError {
+        field: "preview_of".into(),
+        message: "set by Slipway on the previews it makes; a request cannot set or change it"
+            .into(),
     }
 }
 

@@ -493,6 +493,7 @@ async fn updates_merge_into_the_spec_and_env_changes_make_a_revision() {
         (json!({"name": "other"}), "name"),
         (json!({"colour": "blue"}), "colour"),
         (json!([1, 2]), "body"),
+        (json!({"preview_of": "other"}), "preview_of"),
     ] {
         let (s, v) = rig
             .api(Method::PATCH, "/v1/services/web", Some(patch.clone()))
@@ -502,6 +503,16 @@ async fn updates_merge_into_the_spec_and_env_changes_make_a_revision() {
     }
     let (_, v) = rig.api(Method::GET, "/v1/services/web", None).await;
     assert_eq!(v["spec"]["scaling"]["max_size"], 7);
+    // Nor can a new service say it previews another (its repository and secrets).
+    let (s, v) = rig
+        .api(
+            Method::POST,
+            "/v1/services",
+            Some(json!({"name": "sneaky", "preview_of": "web"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["field"], "preview_of", "{v}");
     let (s, _) = rig
         .api(Method::PATCH, "/v1/services/nope", Some(json!({})))
         .await;

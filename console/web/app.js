@@ -405,8 +405,9 @@ function serviceView(name) {
   const follow = () => {
     const es = new EventSource(`/v1/services/${enc}/logs/stream`);
     es.onmessage = (e) => {
-      // While a search shows its results, live lines wait (an empty search shows all).
-      if (search.value) return;
+      // While a search or a past range shows its results, live lines wait (clearing
+      // them shows all).
+      if (search.value || until.value) return;
       applog.append(logLine(JSON.parse(e.data)));
       applog.scrollTop = applog.scrollHeight;
     };

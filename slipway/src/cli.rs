@@ -722,8 +722,9 @@ pub async fn run(cmd: ClientCmd) -> Result<()> {
                     v["revision"], v["deployment"]
                 );
             }
-            // Like `deploy`: a spinner until the outcome, non-zero if it fails.
-            wait_for_outcome(&api, &a.name, a.timeout, None).await
+            // Like `deploy`: a spinner until the outcome, non-zero if it fails; its own
+            // deployment's, whatever a build in progress does.
+            wait_for(&api, &a.name, a.timeout, None, v["deployment"].as_i64()).await
         }
         ClientCmd::Revisions(a) => {
             let api = Api::new(&a.conn)?;
@@ -1197,6 +1198,18 @@ async fn login(conn: &Conn) -> Result<()> {
 /// to end, with a spinner on a terminal; Ok when it succeeded, an error with the reason
 /// when the build or the deployment failed.
 async fn wait_for_outcome(api: &Api, name: &str, timeout_s: u64, build: Option<i64>) -> Result<()> {
+    wait_for(api, name, timeout_s, build, None).await
+}
+
+/// Waits for a build (the one given, or one in progress) and then the deployment it makes,
+/// or, with `deployment`, for that deployment alone (a rollback's).
+async fn wait_for(
+    api: &Api,
+    name: &str,
+    timeout_s: u64,
+    build: Option<i64>,
+    deployment: Option<i64>,
+) -> Result<()> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
@@ -1210,7 +1223,7 @@ async fn wait_for_outcome(api: &Api, name: &str, timeout_s: u64, build: Option<i
     // The build first: the one asked for, or one in progress when we started. A build
     // that had already failed before is not this wait's business.
     let mut watching = build.is_some();
-    while std::time::Instant::now() < deadline {
+    while deployment.is_none() && std::time::Instant::now() < deadline {
         let builds = api
             .call("GET", &format!("/v1/services/{name}/builds"), None)
             .await?;
@@ -1268,7 +1281,11 @@ async fn wait_for_outcome(api: &Api, name: &str, timeout_s: u64, build: Option<i
         let deps = api
             .call("GET", &format!("/v1/services/{name}/deployments"), None)
             .await?;
-        let Some(d) = deps.as_array().and_then(|d| d.first()).cloned() else {
+        let picked = deps.as_array().and_then(|d| match deployment {
+            Some(id) => d.iter().find(|x| x["id"].as_i64() == Some(id)),
+            None => d.first(),
+        });
+        let Some(d) = picked.cloned() else {
             bar.finish_and_clear();
             bail!("{name} has no deployment to wait for: push or `slipway deploy {name}` first");
         };

@@ -1288,6 +1288,13 @@ async fn a_preview_inherits_its_parents_secrets() {
         .await;
     assert!(listed.to_string().contains("PARENT_TOKEN"), "{listed}");
     assert!(!listed.to_string().contains(&canary), "{listed}");
+    // Deleting the parent deletes its previews: nothing is left pointing at its name.
+    let (s, v) = p.call("DELETE", "/v1/services/par", None, None).await;
+    assert!(s < 300, "{s}: {v}");
+    let (s, _) = p
+        .call("GET", "/v1/services/feature-inherit--par", None, None)
+        .await;
+    assert_eq!(s, 404);
 }
 
 /// git's smart HTTP over HTTPS on 127.0.0.1 (`git http-backend` behind a small Python
