@@ -179,6 +179,7 @@ struct ErrorDetail {
         builds,
         app_logs,
         app_logs_stream,
+        build_stream,
         metrics_history,
         secrets,
         set_secret,
@@ -223,6 +224,7 @@ pub fn app(api: Api) -> Router {
         .route("/v1/services/{name}/events", get(events))
         .route("/v1/services/{name}/events/stream", get(events_stream))
         .route("/v1/services/{name}/builds", get(builds))
+        .route("/v1/services/{name}/builds/{id}/stream", get(build_stream))
         .route("/v1/services/{name}/logs", get(app_logs))
         .route("/v1/services/{name}/metrics", get(metrics_history))
         .route("/v1/services/{name}/logs/stream", get(app_logs_stream))
@@ -968,6 +970,77 @@ async fn builds(
 ) -> ApiResult<Json<Vec<slipway_store::BuildRow>>> {
     let row = load(&api, &name)?;
     Ok(Json(api.platform.store.builds(row.spec.name.as_str(), 20)?))
+}
+
+/// `GET /v1/services/{name}/builds/{id}/stream`: one build's output as server-sent
+/// events, as it is written: each `data:` a JSON `{"text": ...}` of the output since the
+/// last (the event id is the byte offset after it; `Last-Event-ID` resumes there), then
+/// one `end` event `{"state": ...}` once the build is over. Bounded: it ends after three
+/// hours (longer than any build may run).
+#[utoipa::path(get, path = "/v1/services/{name}/builds/{id}/stream", description = "One build's output as server-sent events while it runs, then an `end` event with its state.", params(("name" = String, Path, description = "the service"), ("id" = i64, Path, description = "the build")), responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, description = "bad input", body = ErrorBody), (status = 401, description = "no or wrong token", body = ErrorBody), (status = 404, description = "no such service or build", body = ErrorBody)))]
+async fn build_stream(
+    State(api): State<Api>,
+    Path((name, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let row = load(&api, &name)?;
+    let service = row.spec.name.to_string();
+    let store = api.platform.store.clone();
+    if store.build(&service, id)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "service {service} has no build {id}: `slipway logs {service} --build` lists them"
+            ),
+        ));
+    }
+    let from: usize = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3 * 3600);
+    // State: bytes sent so far, and whether the end was sent.
+    let stream = futures_util::stream::unfold((from, false), move |(sent, ended)| {
+        let (store, service) = (store.clone(), service.clone());
+        async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let b = match store.build(&service, id) {
+                    Ok(Some(b)) => b,
+                    _ => return None, // gone with its service, or the store failed
+                };
+                let done = !slipway_core::BuildState::UNFINISHED.contains(&b.state);
+                // A char boundary at or before the end: the log only grows.
+                let mut at = sent.min(b.log.len());
+                while !b.log.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if at < b.log.len() {
+                    let event = Event::default()
+                        .id(b.log.len().to_string())
+                        .data(json!({ "text": &b.log[at..] }).to_string());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (b.log.len(), false),
+                    ));
+                }
+                if done || tokio::time::Instant::now() >= deadline {
+                    let event = Event::default()
+                        .event("end")
+                        .data(json!({ "state": b.state }).to_string());
+                    return Some((Ok(event), (sent, true)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `POST /hooks/{name}`: a GitHub-style push webhook (`X-Hub-Signature-256:

@@ -363,6 +363,25 @@ function serviceView(name) {
   let builds = [];
   const buildPick = h("select", { "data-testid": "build-pick" });
   const buildSearch = h("input", { placeholder: "find in the build's output", "data-testid": "build-search" });
+  // A running build's output arrives as server-sent events while no search is on.
+  let live = null;
+  const running = (b) => b.state === "running" || b.state === "queued";
+  const streamBuild = (b) => {
+    if (live && live.id === b.id) return;
+    if (live) live.es.close();
+    const es = new EventSource(`/v1/services/${enc}/builds/${b.id}/stream`);
+    let text = "";
+    es.onmessage = (e) => {
+      text += JSON.parse(e.data).text;
+      if (!buildSearch.value && String(b.id) === buildPick.value) {
+        build.textContent = `build ${b.id} of ${b.commit} (running)\n${text}`;
+        build.scrollTop = build.scrollHeight;
+      }
+    };
+    es.addEventListener("end", () => { es.close(); live = null; drawBuild(); });
+    live = { id: b.id, es };
+    streams.push(es);
+  };
   const drawBuild = async () => {
     builds = await api("GET", `/v1/services/${enc}/builds`).catch(() => builds);
     const keep = buildPick.value;
@@ -371,12 +390,14 @@ function serviceView(name) {
     const b = builds.find((x) => String(x.id) === buildPick.value) || builds[0];
     if (!b) { build.textContent = "No builds."; return; }
     const needle = buildSearch.value.toLowerCase();
+    if (running(b) && !needle) { streamBuild(b); return; }
     const lines = b.log.split("\n").filter((l) => !needle || l.toLowerCase().includes(needle));
     build.textContent = `build ${b.id} of ${b.commit} (${b.state})${needle ? `: ${lines.length} line(s) holding "${buildSearch.value}"` : ""}\n${lines.join("\n")}`;
   };
   buildPick.addEventListener("change", drawBuild);
   buildSearch.addEventListener("input", drawBuild);
-  timers.push(setInterval(() => { if (builds.some((b) => b.state === "running" || b.state === "queued")) drawBuild(); }, 1000));
+  // A search over a running build reads it again each second (the stream shows it all).
+  timers.push(setInterval(() => { if (buildSearch.value && builds.some(running)) drawBuild(); }, 1000));
   // Charts.
   const period = h("select", { "data-testid": "metrics-period" }, ["1h", "6h", "24h", "7d"].map((p) => h("option", { value: p }, p)));
   const drawCharts = async () => {

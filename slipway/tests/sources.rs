@@ -1423,3 +1423,61 @@ ctx.load_cert_chain(cert, key)
 httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
 httpd.serve_forever()
 "#;
+
+/// A running build's output streams as server-sent events as it is written, then an
+/// `end` event gives its state; an unknown build is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_builds_output_streams() {
+    let p = Platform::start().await;
+    p.create(
+        json!({"name": "streamed", "port": 8000, "cpu": "0.25 vCPU", "memory": "0.5 GB",
+        "health_check": {"interval_s": 1}}),
+    )
+    .await;
+    let repo = Repo::new(&p, None, "streamed");
+    let marker = format!("{}", fastrand::u32(..));
+    repo.write(
+        "Dockerfile",
+        &format!("FROM busybox:latest\nRUN echo stream-begin-{marker} && sleep 3 && echo stream-finish-{marker}\nCMD exec httpd -f -p $PORT -h /\n"),
+    );
+    repo.commit("slow build");
+    repo.push();
+    // Bounded: 600 looks, 100 ms apart.
+    let mut id = None;
+    for _ in 0..600 {
+        let b = p.get_json("/v1/services/streamed/builds").await;
+        if b[0]["state"] == "running" || b[0]["state"] == "queued" {
+            id = b[0]["id"].as_i64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the build never ran");
+    let url = format!("{}/v1/services/streamed/builds/{id}/stream", p.api);
+    let out = std::process::Command::new("curl")
+        .args(["-sSN", "--max-time", "120", "-H"])
+        .arg(format!("authorization: Bearer {}", p.token))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let begin = text.find(&format!("stream-begin-{marker}"));
+    let finish = text.find(&format!("stream-finish-{marker}"));
+    let end = text.find("event: end");
+    assert!(
+        begin.is_some() && finish.is_some() && end.is_some() && begin < finish && finish < end,
+        "{text}"
+    );
+    assert!(text[end.unwrap()..].contains("succeeded"), "{text}");
+    // More than one data event: it arrived while the build ran, not in one piece.
+    assert!(text.matches("data: ").count() >= 3, "{text}");
+    let (s, v) = p
+        .call(
+            "GET",
+            "/v1/services/streamed/builds/999999/stream",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+}

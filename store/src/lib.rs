@@ -1642,6 +1642,18 @@ impl Store {
         Ok(())
     }
 
+    /// One build of a service, if it has it.
+    pub fn build(&self, service: &str, id: i64) -> Result<Option<BuildRow>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT id, service, commit_sha, state, log, created_ms FROM builds WHERE service = ?1 AND id = ?2",
+                params![service, id],
+                Self::build_row,
+            )
+            .optional()?)
+    }
+
     /// A service's builds, newest first.
     pub fn builds(&self, service: &str, limit: i64) -> Result<Vec<BuildRow>> {
         let db = self.db();
