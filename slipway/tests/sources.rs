@@ -1312,17 +1312,19 @@ async fn https_watch_against_a_git_server_on_loopback() {
     make_test_ca(&dir, "git", "DNS:localhost,IP:127.0.0.1");
     std::fs::write(dir.join("serve.py"), HTTPS_GIT_SERVER).unwrap();
     let port = free_port();
-    let mut server = std::process::Command::new("python3")
-        .arg(dir.join("serve.py"))
-        .arg(port.to_string())
-        .arg(dir.join("git.pem"))
-        .arg(dir.join("git.key"))
-        .env("GIT_PROJECT_ROOT", dir.join("repos"))
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let _server = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(dir.join("serve.py"))
+            .arg(port.to_string())
+            .arg(dir.join("git.pem"))
+            .arg(dir.join("git.key"))
+            .env("GIT_PROJECT_ROOT", dir.join("repos"))
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let mut up = false;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -1358,9 +1360,17 @@ async fn https_watch_against_a_git_server_on_loopback() {
         .await;
     let builds = p.get_json("/v1/services/tls/builds").await;
     assert_eq!(builds[0]["commit"], head(&work), "{builds}");
-    let _ = server.kill();
-    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when dropped, so a failing test leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// An HTTPS server for `git http-backend` (standard library only): each request runs
