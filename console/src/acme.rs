@@ -145,20 +145,8 @@ impl Acme {
         let now = slipway_core::now_unix_ms();
         let existing = self.names.stored_cert(domain);
         let renewing = match &existing {
-            Some((chain, key)) => match validity(chain) {
-                Ok((from, to)) if !due(from, to, now) => {
-                    // The zone's certificate is no domain row, so the start-up load does
-                    // not serve it: the first look does.
-                    if row.is_none() && !self.names.router().certs().has(&name) {
-                        match self.names.router().certs().set(&name, chain, key) {
-                            Ok(()) => self
-                                .names
-                                .set_zone_cert(&format!("issued by ACME; expires {}", fmt_ms(to))),
-                            Err(e) => tracing::warn!("{e}"),
-                        }
-                    }
-                    return;
-                }
+            Some((chain, _)) => match validity(chain) {
+                Ok((from, to)) if !due(from, to, now) => return,
                 Ok(_) => true,
                 Err(_) => false,
             },
@@ -348,6 +336,17 @@ impl Acme {
     /// Looks every `check_every` (and whenever the store changes, so a newly active domain
     /// gets its certificate at once) until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        // The zone's kept certificate is no domain row, so `Names::load_certs` does not
+        // serve it at start: this does.
+        if let Some(zone) = &self.config.zone_wildcard {
+            if self.names.load_cert(zone) {
+                if let Some((chain, _)) = self.names.stored_cert(zone) {
+                    if let Ok((_, to)) = validity(&chain) {
+                        self.names.set_zone_cert(&issued(to));
+                    }
+                }
+            }
+        }
         let mut changes = self.store.changes();
         loop {
             tokio::select! {
@@ -366,6 +365,11 @@ impl Acme {
 enum Published {
     Txt(String),
     Http(String),
+}
+
+/// The status of a certificate issued by the CA that expires at `to` (ms).
+fn issued(to: i64) -> String {
+    format!("issued by ACME; expires {}", fmt_ms(to))
 }
 
 /// A time in ms since the epoch as `2026-12-02T18:00:00Z`.

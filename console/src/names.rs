@@ -245,10 +245,20 @@ impl Names {
     /// Serves the kept certificates of every claimed domain (at start).
     pub fn load_certs(&self) {
         for row in self.store.snapshot().domains() {
-            if let Some((chain, key)) = self.stored_cert(&row.domain) {
-                if let Err(e) = self.router.certs().set(row.domain.as_str(), &chain, &key) {
-                    tracing::warn!("{e}");
-                }
+            self.load_cert(&row.domain);
+        }
+    }
+
+    /// Serves `d`'s kept certificate, if it has one; true when it does.
+    pub fn load_cert(&self, d: &Domain) -> bool {
+        let Some((chain, key)) = self.stored_cert(d) else {
+            return false;
+        };
+        match self.router.certs().set(d.as_str(), &chain, &key) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
             }
         }
     }

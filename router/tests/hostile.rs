@@ -163,8 +163,9 @@ async fn content_length_with_transfer_encoding_is_dropped_and_connection_not_reu
     );
 }
 
-#[tokio::test]
-async fn keep_alive_connections_are_reused() {
+/// A backend answering `ok` to up to 10 requests per connection, and the count of the
+/// connections it accepted.
+async fn counting_keep_alive_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     let b = raw_backend(move |mut s| {
@@ -184,6 +185,12 @@ async fn keep_alive_connections_are_reused() {
         }
     })
     .await;
+    (b, accepted)
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused() {
+    let (b, accepted) = counting_keep_alive_backend().await;
     let t = router_for(b, Duration::from_secs(5)).await;
     for _ in 0..3 {
         assert_eq!(get(t.addr, HOST, "/").await.body.unwrap(), "ok");
@@ -195,25 +202,7 @@ async fn keep_alive_connections_are_reused() {
 /// on both paths (the setting `bench/product.sh` measures as a lever).
 #[tokio::test]
 async fn a_pool_of_zero_keeps_no_connection() {
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let b = raw_backend(move |mut s| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            for _ in 0..10 {
-                if read_head(&mut s).await.is_empty() {
-                    return;
-                }
-                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
+    let (b, accepted) = counting_keep_alive_backend().await;
     let t = start_router(RouterConfig {
         pool_max_idle: 0,
         ..RouterConfig::default()

@@ -933,7 +933,7 @@ async fn an_idle_preview_is_deleted() {
 /// Debian's sshd on a 127.0.0.1 port of its own, with a host key and an authorized key
 /// made for the test; killed when dropped.
 struct Sshd {
-    child: std::process::Child,
+    _child: KillOnDrop,
     port: u16,
     host_pub: String,
     user_key: String,
@@ -969,28 +969,13 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .expect("/usr/sbin/sshd (scripts/install-sshd.sh installs it)");
-        let mut up = false;
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(up, "sshd did not listen on 127.0.0.1:{port}");
+        wait_listening(port, "sshd");
         Sshd {
-            child,
+            _child: KillOnDrop(child),
             port,
             host_pub: std::fs::read_to_string(dir.join("host.pub")).unwrap(),
             user_key: std::fs::read_to_string(dir.join("user")).unwrap(),
         }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1325,15 +1310,7 @@ async fn https_watch_against_a_git_server_on_loopback() {
             .spawn()
             .unwrap(),
     );
-    let mut up = false;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(up, "the https git server did not listen");
+    wait_listening(port, "the https git server");
 
     let bare = dir.join("repos/up.git");
     git(
@@ -1361,16 +1338,6 @@ async fn https_watch_against_a_git_server_on_loopback() {
     let builds = p.get_json("/v1/services/tls/builds").await;
     assert_eq!(builds[0]["commit"], head(&work), "{builds}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A child process killed when dropped, so a failing test leaves no server behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// An HTTPS server for `git http-backend` (standard library only): each request runs

@@ -439,6 +439,28 @@ pub async fn get_host_via(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// A child process killed when dropped, so a failing test leaves no server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (at most 5 s) until something accepts TCP connections on 127.0.0.1:`port`;
+/// panics naming `what` otherwise.
+pub fn wait_listening(port: u16, what: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port}");
+}
+
 /// Polls `cond` until it holds; panics with `what` after `within`.
 pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut cond: F)
 where
