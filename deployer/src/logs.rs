@@ -2,12 +2,14 @@
 //! are written and kept in the store (bounded per service, oldest out first), so they
 //! outlive the instance: across restarts, scale to zero and crashes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use slipway_runtime::RuntimeError;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
 
@@ -15,12 +17,21 @@ use crate::Ctx;
 const BATCH: usize = 256;
 /// How long a line may wait to be written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How long a removal waits for a stopped container's follower to read the rest.
+const LAST_WORDS: Duration = Duration::from_secs(3);
 
 /// The followers: one task per container, owned by one tracker.
 #[derive(Default)]
 pub(crate) struct Followers {
-    following: Mutex<HashSet<String>>,
+    /// Per followed container, cancelled when its follower is done.
+    following: Mutex<HashMap<String, CancellationToken>>,
     pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl Followers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.following.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Ctx {
@@ -32,15 +43,13 @@ impl Ctx {
         instance: &str,
         container: &str,
     ) {
+        let done = CancellationToken::new();
         {
-            let mut f = self
-                .logs
-                .following
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !f.insert(container.to_string()) {
+            let mut f = self.logs.lock();
+            if f.contains_key(container) {
                 return;
             }
+            f.insert(container.to_string(), done.clone());
         }
         let (ctx, service, instance, container) = (
             Arc::clone(self),
@@ -50,12 +59,42 @@ impl Ctx {
         );
         self.logs.tasks.spawn(async move {
             ctx.follow(&service, revision, &instance, &container).await;
-            ctx.logs
-                .following
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&container);
+            ctx.logs.lock().remove(&container);
+            done.cancel();
         });
+    }
+
+    /// Stops a container (`grace_s` 0 kills it), lets its follower read the last of its
+    /// output (at most [`LAST_WORDS`]), then removes it: the engine's copy of a
+    /// container's output goes with the container, and a busy engine may not have
+    /// answered the follower yet.
+    pub(crate) async fn stop_and_remove(
+        &self,
+        container: &str,
+        grace_s: i32,
+    ) -> Result<(), RuntimeError> {
+        let followed = self.logs.lock().get(container).cloned();
+        match followed {
+            Some(done) => match self.runtime.stop(container, grace_s).await {
+                Ok(()) => {
+                    if tokio::time::timeout(LAST_WORDS, done.cancelled())
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(container, "its log follower took too long");
+                    }
+                }
+                // Removal kills it anyway; what was read is kept.
+                Err(e) => tracing::debug!(container, "stop: {e}"),
+            },
+            None if grace_s > 0 => {
+                if let Err(e) = self.runtime.stop(container, grace_s).await {
+                    tracing::debug!(container, "stop: {e}");
+                }
+            }
+            None => {}
+        }
+        self.runtime.remove(container).await
     }
 
     /// Keeps what a stopped container wrote (its stream ends by itself), waiting at most

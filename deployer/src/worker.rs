@@ -550,7 +550,12 @@ impl Worker {
     }
 
     async fn remove_all(&self, insts: &[Instance]) {
-        let results = join_all(insts.iter().map(|i| self.ctx.runtime.remove(&i.container))).await;
+        let results = join_all(
+            insts
+                .iter()
+                .map(|i| self.ctx.stop_and_remove(&i.container, 0)),
+        )
+        .await;
         for (i, r) in insts.iter().zip(results) {
             if let Err(e) = r {
                 tracing::warn!(instance = %i.id, "removing an instance: {e}");
@@ -732,18 +737,13 @@ impl Worker {
             ),
         )
         .await;
-        let router = self.ctx.router.clone();
-        let runtime = self.ctx.runtime.clone();
         join_all(old.iter().map(|i| {
-            let router = router.clone();
-            let runtime = runtime.clone();
+            let ctx = &self.ctx;
             async move {
-                if !i.paused && !router.wait_drained(&i.id, drain).await {
+                if !i.paused && !ctx.router.wait_drained(&i.id, drain).await {
                     tracing::warn!(instance = %i.id, "drain deadline passed with requests in flight");
                 }
-                if let Err(e) =
-                    slipway_runtime::stop_and_remove(&*runtime, &i.container, STOP_GRACE_S).await
-                {
+                if let Err(e) = ctx.stop_and_remove(&i.container, STOP_GRACE_S).await {
                     tracing::warn!(instance = %i.id, "removing a drained instance: {e}");
                 }
             }
@@ -916,14 +916,13 @@ impl Worker {
     /// Stops an instance that left the route once its in-flight requests finish (at
     /// most `drain`), without holding up the worker.
     fn retire(&mut self, inst: Instance, drain: Duration) {
-        let router = self.ctx.router.clone();
-        let runtime = self.ctx.runtime.clone();
+        let ctx = Arc::clone(&self.ctx);
         self.draining.spawn(async move {
-            if !drain.is_zero() && !router.wait_drained(&inst.id, drain).await {
+            if !drain.is_zero() && !ctx.router.wait_drained(&inst.id, drain).await {
                 tracing::warn!(instance = %inst.id, "drain deadline passed with requests in flight");
             }
             let grace = if drain.is_zero() { 0 } else { STOP_GRACE_S };
-            if let Err(e) = slipway_runtime::stop_and_remove(&*runtime, &inst.container, grace).await {
+            if let Err(e) = ctx.stop_and_remove(&inst.container, grace).await {
                 tracing::warn!(instance = %inst.id, "removing a retired instance: {e}");
             }
         });

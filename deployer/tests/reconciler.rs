@@ -701,3 +701,31 @@ async fn app_output_is_kept_even_from_a_container_that_died_at_once() {
         "the crash's last words stay readable: {kept:?}"
     );
 }
+
+/// An instance that dies before it is healthy, on an engine slow to answer the log
+/// follower: its container is removed only after the follower read what it wrote.
+#[tokio::test(start_paused = true)]
+async fn output_of_an_instance_that_died_before_healthy_outlives_a_slow_follower() {
+    let rig = Rig::new();
+    rig.create(&spec("talk", serde_json::json!({})));
+    rig.deployer.start().await.unwrap();
+    let mut dies = Script::dies_after(Duration::from_millis(50), 3);
+    dies.health = slipway_runtime::fake::Health::NoListener;
+    dies.logs = "booting\nlast words before the crash".into();
+    dies.logs_answer_after = Some(Duration::from_millis(1500));
+    let (r1, d1) = rig.push("talk", dies);
+    assert_eq!(rig.done(d1).await, DeploymentState::RolledBack);
+    rig.until("its container to go", || rig.rt.containers().is_empty())
+        .await;
+    let kept: Vec<(i64, String)> = rig
+        .store
+        .app_logs("talk", &Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.revision, l.line))
+        .collect();
+    assert!(
+        kept.contains(&(r1, "last words before the crash".to_string())),
+        "the crash's last words stay readable: {kept:?}"
+    );
+}

@@ -514,84 +514,7 @@ impl Runtime for DockerRuntime {
             .since(i32::try_from(since_ms.max(0) / 1000).unwrap_or(i32::MAX))
             .build();
         let frames = self.docker.logs(container_id, Some(opts));
-        struct State {
-            frames: futures_util::stream::BoxStream<
-                'static,
-                Result<bollard::container::LogOutput, bollard::errors::Error>,
-            >,
-            out: Vec<u8>,
-            err: Vec<u8>,
-            ready: std::collections::VecDeque<crate::LogLine>,
-            since_ms: i64,
-        }
-        let state = State {
-            frames: Box::pin(frames),
-            out: Vec::new(),
-            err: Vec::new(),
-            ready: Default::default(),
-            since_ms,
-        };
-        let stream = futures_util::stream::unfold(state, |mut st| async move {
-            loop {
-                if let Some(l) = st.ready.pop_front() {
-                    return Some((Ok(l), st));
-                }
-                let Some(frame) = st.frames.next().await else {
-                    // The container stopped: a last line without its newline is still a
-                    // line (a crash's last words often are).
-                    for (stderr, carry) in [(false, &mut st.out), (true, &mut st.err)] {
-                        if !carry.is_empty() {
-                            let text = output::bounded_line(carry);
-                            carry.clear();
-                            let (at_ms, line) = match output::docker_timestamp(&text) {
-                                Some((at, rest)) => (at, rest.to_string()),
-                                None => (slipway_core::now_unix_ms(), text),
-                            };
-                            if at_ms > st.since_ms {
-                                st.ready.push_back(crate::LogLine {
-                                    at_ms,
-                                    stderr,
-                                    line,
-                                });
-                            }
-                        }
-                    }
-                    match st.ready.pop_front() {
-                        Some(l) => return Some((Ok(l), st)),
-                        None => return None,
-                    }
-                };
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => return Some((Err(RuntimeError::Client(e)), st)),
-                };
-                let (stderr, bytes) = match frame {
-                    bollard::container::LogOutput::StdErr { message } => (true, message),
-                    bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message } => (false, message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
-                };
-                let carry = if stderr { &mut st.err } else { &mut st.out };
-                let since = st.since_ms;
-                let ready = &mut st.ready;
-                output::split_lines(carry, &bytes, |text| {
-                    let (at_ms, line) = match output::docker_timestamp(&text) {
-                        Some((at, rest)) => (at, rest.to_string()),
-                        None => (slipway_core::now_unix_ms(), text),
-                    };
-                    // `since` is in whole seconds: lines of that second already kept
-                    // come again.
-                    if at_ms > since {
-                        ready.push_back(crate::LogLine {
-                            at_ms,
-                            stderr,
-                            line,
-                        });
-                    }
-                });
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(log_lines(Box::pin(frames), since_ms))
     }
 
     async fn logs_tail(&self, container_id: &str, lines: usize) -> String {
@@ -725,4 +648,172 @@ fn since_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// The engine's log frames (with timestamps) as lines, from after `since_ms`.
+fn log_lines(
+    frames: futures_util::stream::BoxStream<
+        'static,
+        Result<bollard::container::LogOutput, bollard::errors::Error>,
+    >,
+    since_ms: i64,
+) -> crate::LogStream {
+    struct State {
+        frames: futures_util::stream::BoxStream<
+            'static,
+            Result<bollard::container::LogOutput, bollard::errors::Error>,
+        >,
+        out: Vec<u8>,
+        err: Vec<u8>,
+        ready: std::collections::VecDeque<crate::LogLine>,
+        since_ms: i64,
+        /// The engine's stream broke: sent after what was read before it.
+        broke: Option<RuntimeError>,
+        ended: bool,
+    }
+    impl State {
+        fn push(&mut self, stderr: bool, text: String) {
+            let (at_ms, line) = match output::docker_timestamp(&text) {
+                Some((at, rest)) => (at, rest.to_string()),
+                None => (slipway_core::now_unix_ms(), text),
+            };
+            // `since` is in whole seconds: lines of that second already kept come
+            // again.
+            if at_ms > self.since_ms {
+                self.ready.push_back(crate::LogLine {
+                    at_ms,
+                    stderr,
+                    line,
+                });
+            }
+        }
+
+        /// The stream ended (the container stopped) or broke: a last line without
+        /// its newline is still a line (a crash's last words often are).
+        fn end(&mut self) {
+            self.ended = true;
+            for stderr in [false, true] {
+                let carry = if stderr { &mut self.err } else { &mut self.out };
+                if !carry.is_empty() {
+                    let text = output::bounded_line(carry);
+                    carry.clear();
+                    self.push(stderr, text);
+                }
+            }
+        }
+    }
+    let state = State {
+        frames: Box::pin(frames),
+        out: Vec::new(),
+        err: Vec::new(),
+        ready: Default::default(),
+        since_ms,
+        broke: None,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(l) = st.ready.pop_front() {
+                return Some((Ok(l), st));
+            }
+            if st.ended {
+                return st.broke.take().map(|e| (Err(e), st));
+            }
+            let frame = match st.frames.next().await {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    st.broke = Some(RuntimeError::Client(e));
+                    st.end();
+                    continue;
+                }
+                None => {
+                    st.end();
+                    continue;
+                }
+            };
+            let (stderr, bytes) = match frame {
+                bollard::container::LogOutput::StdErr { message } => (true, message),
+                bollard::container::LogOutput::StdOut { message }
+                | bollard::container::LogOutput::Console { message } => (false, message),
+                bollard::container::LogOutput::StdIn { .. } => continue,
+            };
+            let mut lines = Vec::new();
+            let carry = if stderr { &mut st.err } else { &mut st.out };
+            output::split_lines(carry, &bytes, |text| lines.push(text));
+            for text in lines {
+                st.push(stderr, text);
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::container::LogOutput;
+
+    async fn lines_of(
+        frames: Vec<Result<LogOutput, bollard::errors::Error>>,
+    ) -> Vec<Result<(bool, String), String>> {
+        let stream = log_lines(Box::pin(futures_util::stream::iter(frames)), 0);
+        stream
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|r| r.map(|l| (l.stderr, l.line)).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn out(text: &str) -> Result<LogOutput, bollard::errors::Error> {
+        Ok(LogOutput::StdOut {
+            message: text.as_bytes().to_vec().into(),
+        })
+    }
+
+    fn err(text: &str) -> Result<LogOutput, bollard::errors::Error> {
+        Ok(LogOutput::StdErr {
+            message: text.as_bytes().to_vec().into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_last_line_without_newline_is_kept_when_the_stream_ends() {
+        let got = lines_of(vec![
+            out("2026-12-03T08:12:13.000000001Z booting\n"),
+            err("2026-12-03T08:12:13.100000000Z last words"),
+        ])
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                Ok((false, "booting".into())),
+                Ok((true, "last words".into()))
+            ]
+        );
+    }
+
+    /// The engine's stream can break as the container goes (it is removed while being
+    /// followed): what was read before the break is still sent, then the error.
+    #[tokio::test]
+    async fn a_last_line_without_newline_is_kept_when_the_stream_breaks() {
+        let got = lines_of(vec![
+            out("2026-12-03T08:12:13.000000001Z booting\n"),
+            out("2026-12-03T08:12:13.100000000Z last words"),
+            Err(bollard::errors::Error::DockerStreamError {
+                error: "connection reset".into(),
+            }),
+            out("2026-12-03T08:12:14.000000000Z never read\n"),
+        ])
+        .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], Ok((false, "booting".into())));
+        assert_eq!(got[1], Ok((false, "last words".into())));
+        assert!(
+            got[2]
+                .as_ref()
+                .is_err_and(|e| e.contains("connection reset")),
+            "{got:?}"
+        );
+    }
 }

@@ -50,6 +50,9 @@ pub struct Script {
     pub logs: String,
     /// `start` itself fails with this engine error.
     pub start_error: Option<String>,
+    /// The engine answers a log follower this late (a busy engine): a container removed
+    /// meanwhile has taken its output with it.
+    pub logs_answer_after: Option<Duration>,
 }
 
 impl Default for Script {
@@ -61,6 +64,7 @@ impl Default for Script {
             exit_later: 1,
             logs: String::new(),
             start_error: None,
+            logs_answer_after: None,
         }
     }
 }
@@ -563,6 +567,14 @@ impl Runtime for FakeRuntime {
         container_id: &str,
         since_ms: i64,
     ) -> Result<crate::LogStream, RuntimeError> {
+        let late = self
+            .lock()
+            .containers
+            .get(container_id)
+            .and_then(|c| c.script.logs_answer_after);
+        if let Some(late) = late {
+            tokio::time::sleep(late).await;
+        }
         let lines = {
             let s = self.lock();
             let Some(c) = s.containers.get(container_id) else {

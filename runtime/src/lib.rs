@@ -310,18 +310,3 @@ pub trait Runtime: Send + Sync + 'static {
         check: &HealthCheck,
     ) -> Result<(), crate::probe::ProbeError>;
 }
-
-/// Stops (SIGTERM, then SIGKILL after `grace_s`; at once when 0) and removes a container.
-pub async fn stop_and_remove(
-    rt: &dyn Runtime,
-    container_id: &str,
-    grace_s: i32,
-) -> Result<(), RuntimeError> {
-    if grace_s > 0 {
-        if let Err(e) = rt.stop(container_id, grace_s).await {
-            // Removal kills it anyway.
-            tracing::debug!(container = container_id, "stop: {e}");
-        }
-    }
-    rt.remove(container_id).await
-}
