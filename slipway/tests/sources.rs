@@ -403,8 +403,9 @@ async fn a_watched_branch_deploys_each_new_commit() {
     p.wait_content("watched", "first commit", Duration::from_secs(60))
         .await;
     site_repo(&src, "second commit");
-    // One poll interval (2 s) plus a busybox build and a blue/green swap.
-    p.wait_content("watched", "second commit", Duration::from_secs(30))
+    // One poll interval (2 s) plus a busybox build and a blue/green swap: seconds alone,
+    // longer beside the other tests on two cores (30 s timed out once).
+    p.wait_content("watched", "second commit", Duration::from_secs(90))
         .await;
     assert!(p.activity("watched").await.contains("poll: new commit"));
     // Pushes to the hosted remote are refused for a watched service.
