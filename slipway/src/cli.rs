@@ -489,25 +489,97 @@ impl Api {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()))
         };
         if !status.is_success() {
-            // Scripts get the API's own error document on stdout; people get a line on
-            // stderr either way.
-            if self.json && v.get("error").is_some() {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            }
-            let e = &v["error"];
-            let msg = match (e["message"].as_str(), e["field"].as_str()) {
-                (Some(m), Some(f)) if !m.contains(f) => format!("{m} (field {f})"),
-                (Some(m), _) => m.to_string(),
-                _ => v.to_string(),
-            };
-            bail!(
-                "{} {}{}",
-                status.as_u16(),
-                msg,
-                next_step(status.as_u16(), &msg)
-            );
+            return Err(self.error(status, &v));
         }
         Ok(v)
+    }
+
+    /// An API error as the CLI reports it. Scripts get the API's own error document on
+    /// stdout; people get a line on stderr either way.
+    fn error(&self, status: hyper::StatusCode, v: &Value) -> anyhow::Error {
+        if self.json && v.get("error").is_some() {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+        let e = &v["error"];
+        let msg = match (e["message"].as_str(), e["field"].as_str()) {
+            (Some(m), Some(f)) if !m.contains(f) => format!("{m} (field {f})"),
+            (Some(m), _) => m.to_string(),
+            _ => v.to_string(),
+        };
+        anyhow!(
+            "{} {}{}",
+            status.as_u16(),
+            msg,
+            next_step(status.as_u16(), &msg)
+        )
+    }
+
+    /// Follows the server-sent events at `path`, handing each to `on` until it answers
+    /// `false`. A stream that breaks or ends is opened again where it left off
+    /// (`Last-Event-ID`) a second later, at most 30 times in a row without an event in
+    /// between; an API error (the service was deleted: 404) ends it.
+    async fn follow(
+        &self,
+        path: &str,
+        mut on: impl FnMut(&crate::sse::Event) -> Result<bool>,
+    ) -> Result<()> {
+        let uri = format!("{}{path}", self.base);
+        let mut last_id: Option<String> = None;
+        let mut broke = 0;
+        loop {
+            let mut req = hyper::Request::builder()
+                .method("GET")
+                .uri(&uri)
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("accept", "text/event-stream");
+            if let Some(id) = &last_id {
+                req = req.header("last-event-id", id);
+            }
+            let why = match self
+                .client
+                .request(req.body(Full::new(Bytes::new()))?)
+                .await
+            {
+                Ok(resp) if !resp.status().is_success() => {
+                    let status = resp.status();
+                    let bytes = resp.into_body().collect().await?.to_bytes();
+                    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                    });
+                    return Err(self.error(status, &v));
+                }
+                Ok(resp) => {
+                    let mut body = resp.into_body();
+                    let mut parser = crate::sse::Parser::default();
+                    let mut events = Vec::new();
+                    let why = loop {
+                        let frame = match body.frame().await {
+                            Some(Ok(f)) => f,
+                            Some(Err(e)) => break e.to_string(),
+                            None => break "the stream ended".to_string(),
+                        };
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        parser.push(&data, &mut events)?;
+                        for ev in events.drain(..) {
+                            broke = 0;
+                            last_id = ev.id.clone().or(last_id);
+                            if !on(&ev)? {
+                                return Ok(());
+                            }
+                        }
+                    };
+                    why
+                }
+                Err(e) => format!("cannot reach the API at {}: {e}", self.base),
+            };
+            broke += 1;
+            if broke > 30 {
+                bail!("gave up following {path}: {why}");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }
 
@@ -840,48 +912,11 @@ fn json_line(v: &Value) {
 
 async fn logs(a: LogsArgs) -> Result<()> {
     let api = Api::new(&a.conn)?;
-    let poll = std::time::Duration::from_millis(500);
     if a.build {
-        let path = format!("/v1/services/{}/builds", a.name);
-        let mut printed = 0usize;
-        let mut header = false;
-        // Bounded: a build has a timeout (at most two hours), so does this loop.
-        for _ in 0..(2 * 3600 * 2 + 120) {
-            let v = api.call("GET", &path, None).await?;
-            let b = v
-                .as_array()
-                .and_then(|b| b.first())
-                .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))?;
-            let state = s(b, "state");
-            let done = !a.follow || (state != "running" && state != "queued");
-            if api.json {
-                // The build as the API gives it, once it is over (or now, unfollowed).
-                if done {
-                    println!("{}", serde_json::to_string_pretty(b)?);
-                    return Ok(());
-                }
-                tokio::time::sleep(poll).await;
-                continue;
-            }
-            if !header {
-                println!("build {} of commit {}", b["id"], s(b, "commit"));
-                header = true;
-            }
-            let log = b["log"].as_str().unwrap_or("");
-            if let Some(new) = log.get(printed..) {
-                print!("{new}");
-                printed = log.len();
-            }
-            if done {
-                println!("({state})");
-                return Ok(());
-            }
-            tokio::time::sleep(poll).await;
-        }
-        bail!("gave up following the build after two hours");
+        return build_logs(&api, &a).await;
     }
     if a.app {
-        let mut query = String::new();
+        let mut query = String::from("limit=10000");
         if let Some(g) = &a.grep {
             query.push_str(&format!("&q={}", url_encode(g)));
         }
@@ -897,48 +932,46 @@ async fn logs(a: LogsArgs) -> Result<()> {
         if let Some(i) = &a.instance {
             query.push_str(&format!("&instance={}", url_encode(i)));
         }
-        // Without -f, --json prints the API's one array.
-        let mut all = Vec::new();
-        let mut after: Option<i64> = None;
-        loop {
-            let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
-            let v = api
-                .call(
-                    "GET",
-                    &format!("/v1/services/{}/logs?limit=10000{cursor}{query}", a.name),
-                    None,
+        let print = |l: &Value| {
+            if api.json {
+                json_line(l);
+                return;
+            }
+            let inst: String = s(l, "instance").chars().take(8).collect();
+            let err = if l["stream"] == "stderr" { " !" } else { "" };
+            println!(
+                "{} r{} {inst}{err} {}",
+                when(&l["at_ms"]),
+                l["revision"],
+                s(l, "line")
+            );
+        };
+        if a.follow {
+            // The stream: the same first page, then each line as it is kept.
+            return api
+                .follow(
+                    &format!("/v1/services/{}/logs/stream?{query}", a.name),
+                    |ev| {
+                        print(&serde_json::from_str(&ev.data).context("a log line")?);
+                        Ok(true)
+                    },
                 )
-                .await?;
-            for l in v.as_array().into_iter().flatten() {
-                after = l["id"].as_i64().or(after);
-                if api.json {
-                    if a.follow {
-                        json_line(l);
-                    } else {
-                        all.push(l.clone());
-                    }
-                    continue;
-                }
-                let inst: String = s(l, "instance").chars().take(8).collect();
-                let err = if l["stream"] == "stderr" { " !" } else { "" };
-                println!(
-                    "{} r{} {inst}{err} {}",
-                    when(&l["at_ms"]),
-                    l["revision"],
-                    s(l, "line")
-                );
-            }
-            if after.is_none() {
-                after = Some(0);
-            }
-            if !a.follow {
-                if api.json {
-                    println!("{}", serde_json::to_string_pretty(&Value::Array(all))?);
-                }
-                return Ok(());
-            }
-            tokio::time::sleep(poll).await;
+                .await;
         }
+        let v = api
+            .call(
+                "GET",
+                &format!("/v1/services/{}/logs?{query}", a.name),
+                None,
+            )
+            .await?;
+        if api.json {
+            // Without -f, --json prints the API's one array.
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            v.as_array().into_iter().flatten().for_each(print);
+        }
+        return Ok(());
     }
     if let Some(d) = a.deployment {
         let v = api
@@ -964,26 +997,10 @@ async fn logs(a: LogsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut after = 0i64;
-    let mut all = Vec::new();
-    loop {
-        let v = api
-            .call(
-                "GET",
-                &format!("/v1/services/{}/events?after={after}", a.name),
-                None,
-            )
-            .await?;
-        for e in v.as_array().into_iter().flatten() {
-            after = after.max(e["id"].as_i64().unwrap_or(after));
-            if api.json {
-                if a.follow {
-                    json_line(e);
-                } else {
-                    all.push(e.clone());
-                }
-                continue;
-            }
+    let print = |e: &Value| {
+        if api.json {
+            json_line(e);
+        } else {
             println!(
                 "{} {:<10} {}",
                 when(&e["at_ms"]),
@@ -991,14 +1008,88 @@ async fn logs(a: LogsArgs) -> Result<()> {
                 s(e, "message")
             );
         }
-        if !a.follow {
-            if api.json {
-                println!("{}", serde_json::to_string_pretty(&Value::Array(all))?);
-            }
-            return Ok(());
-        }
-        tokio::time::sleep(poll).await;
+    };
+    if a.follow {
+        return api
+            .follow(&format!("/v1/services/{}/events/stream", a.name), |ev| {
+                print(&serde_json::from_str(&ev.data).context("an activity entry")?);
+                Ok(true)
+            })
+            .await;
     }
+    let v = api
+        .call(
+            "GET",
+            &format!("/v1/services/{}/events?after=0", a.name),
+            None,
+        )
+        .await?;
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        v.as_array().into_iter().flatten().for_each(print);
+    }
+    Ok(())
+}
+
+/// `slipway logs NAME --build [-f]`: the latest build's output; following a running one,
+/// its stream until it ends.
+async fn build_logs(api: &Api, a: &LogsArgs) -> Result<()> {
+    let path = format!("/v1/services/{}/builds", a.name);
+    let latest = |v: &Value| -> Result<Value> {
+        v.as_array()
+            .and_then(|b| b.first())
+            .cloned()
+            .ok_or_else(|| anyhow!("service {} has no builds yet", a.name))
+    };
+    let b = latest(&api.call("GET", &path, None).await?)?;
+    let state = s(&b, "state");
+    let running = state == "running" || state == "queued";
+    if !(a.follow && running) {
+        if api.json {
+            println!("{}", serde_json::to_string_pretty(&b)?);
+        } else {
+            println!("build {} of commit {}", b["id"], s(&b, "commit"));
+            print!("{}", b["log"].as_str().unwrap_or(""));
+            println!("({state})");
+        }
+        return Ok(());
+    }
+    let id = b["id"].as_i64().unwrap_or(0);
+    if !api.json {
+        println!("build {id} of commit {}", s(&b, "commit"));
+    }
+    let mut ended = None;
+    api.follow(
+        &format!("/v1/services/{}/builds/{id}/stream", a.name),
+        |ev| {
+            let v: Value = serde_json::from_str(&ev.data).context("a build event")?;
+            if ev.event == "end" {
+                ended = Some(s(&v, "state"));
+                return Ok(false);
+            }
+            if !api.json {
+                use std::io::Write;
+                print!("{}", v["text"].as_str().unwrap_or(""));
+                std::io::stdout().flush().ok();
+            }
+            Ok(true)
+        },
+    )
+    .await?;
+    if api.json {
+        // The build as the API gives it, once it is over.
+        let all = api.call("GET", &path, None).await?;
+        let b = all
+            .as_array()
+            .and_then(|bs| bs.iter().find(|b| b["id"].as_i64() == Some(id)))
+            .cloned()
+            .unwrap_or(Value::Null);
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!("({})", ended.unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// `90s`, `15m`, `2h`, `1d` (or plain seconds) in ms; `flag` names it in errors.

@@ -5,6 +5,7 @@
 
 mod cli;
 mod serve;
+mod sse;
 
 use std::path::PathBuf;
 

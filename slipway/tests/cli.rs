@@ -321,3 +321,105 @@ async fn login_remembers_the_api_and_logout_forgets_it() {
     let out = run(&["list"], false);
     assert!(!out.status.success());
 }
+
+/// The followers read the API's event streams: `logs --build -f` prints a running build
+/// as it goes and exits with its end, `logs -f` prints the activity log as it is
+/// written, and a follower of a deleted service exits non-zero with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_stream_a_build_the_activity_log_and_end_with_the_service() {
+    let p = Platform::start().await;
+    p.create(json!({"name": "follow", "health_check": {"interval_s": 1}}))
+        .await;
+    let follower = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .args(["--api", &p.api])
+            .env("SLIPWAY_TOKEN", &p.token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let _activity = KillOnDrop(follower(&["logs", "follow", "-f"]));
+    let repo = Repo::new(&p, None, "follow");
+    repo.write(
+        "Dockerfile",
+        "FROM busybox:latest\nRUN echo step-one && sleep 3 && echo step-two\nCOPY www /www\nCMD httpd -f -p $PORT -h /www\n",
+    );
+    repo.write("www/index.html", "followed\n");
+    repo.commit("one");
+    repo.push();
+    wait_for("the build to run", Duration::from_secs(60), || async {
+        let (_, v) = p
+            .call("GET", "/v1/services/follow/builds", None, None)
+            .await;
+        v[0]["state"] == "running"
+    })
+    .await;
+    let (built, human) = tokio::join!(
+        tokio::task::spawn_blocking({
+            let (api, token) = (p.api.clone(), p.token.clone());
+            move || {
+                std::process::Command::new("timeout")
+                    .args(["120", bin(), "logs", "follow", "--build", "-f", "--json"])
+                    .args(["--api", &api])
+                    .env("SLIPWAY_TOKEN", token)
+                    .output()
+                    .unwrap()
+            }
+        }),
+        tokio::task::spawn_blocking({
+            let (api, token) = (p.api.clone(), p.token.clone());
+            move || {
+                std::process::Command::new("timeout")
+                    .args(["120", bin(), "logs", "follow", "--build", "-f"])
+                    .args(["--api", &api])
+                    .env("SLIPWAY_TOKEN", token)
+                    .output()
+                    .unwrap()
+            }
+        })
+    );
+    let text = ok(&human.unwrap());
+    assert!(
+        text.starts_with("build ")
+            && text.contains("step-one")
+            && text.contains("step-two")
+            && text.trim_end().ends_with("(succeeded)"),
+        "{text}"
+    );
+    let b: Value = serde_json::from_str(&ok(&built.unwrap())).unwrap();
+    assert_eq!(b["state"], "succeeded", "{b}");
+    assert!(b["log"].as_str().unwrap().contains("step-two"), "{b}");
+    p.wait_content("follow", "followed", Duration::from_secs(60))
+        .await;
+
+    // The app follower ends when its service goes: a 404, not a wait for ever.
+    let mut app = KillOnDrop(follower(&["logs", "follow", "--app", "-f"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = p.call("DELETE", "/v1/services/follow", None, None).await;
+    assert!(status < 300, "{status}");
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(s) = app.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exited = exited.expect("the follower of a deleted service exited within 20 s");
+    assert!(!exited.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(app.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("404"), "{err}");
+
+    // The activity follower printed the deployment as it happened.
+    let mut activity = _activity;
+    activity.0.kill().ok();
+    let mut out = String::new();
+    std::io::Read::read_to_string(activity.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains("queued for build") && out.contains("serves all traffic"),
+        "{out}"
+    );
+}
