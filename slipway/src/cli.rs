@@ -461,12 +461,16 @@ impl Api {
             .await
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let uri = format!("{}{path}", self.base);
-        let mut req = hyper::Request::builder()
+    /// A request to the API, with the token.
+    fn request(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        hyper::Request::builder()
             .method(method)
-            .uri(&uri)
-            .header("authorization", format!("Bearer {}", self.token));
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut req = self.request(method, path);
         let body = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -481,13 +485,7 @@ impl Api {
             )
         })?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let v: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()))
-        };
+        let v = answer(&resp.into_body().collect().await?.to_bytes());
         if !status.is_success() {
             return Err(self.error(status, &v));
         }
@@ -523,14 +521,11 @@ impl Api {
         path: &str,
         mut on: impl FnMut(&crate::sse::Event) -> Result<bool>,
     ) -> Result<()> {
-        let uri = format!("{}{path}", self.base);
         let mut last_id: Option<String> = None;
         let mut broke = 0;
         loop {
-            let mut req = hyper::Request::builder()
-                .method("GET")
-                .uri(&uri)
-                .header("authorization", format!("Bearer {}", self.token))
+            let mut req = self
+                .request("GET", path)
                 .header("accept", "text/event-stream");
             if let Some(id) = &last_id {
                 req = req.header("last-event-id", id);
@@ -542,17 +537,14 @@ impl Api {
             {
                 Ok(resp) if !resp.status().is_success() => {
                     let status = resp.status();
-                    let bytes = resp.into_body().collect().await?.to_bytes();
-                    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                    });
+                    let v = answer(&resp.into_body().collect().await?.to_bytes());
                     return Err(self.error(status, &v));
                 }
                 Ok(resp) => {
                     let mut body = resp.into_body();
                     let mut parser = crate::sse::Parser::default();
                     let mut events = Vec::new();
-                    let why = loop {
+                    loop {
                         let frame = match body.frame().await {
                             Some(Ok(f)) => f,
                             Some(Err(e)) => break e.to_string(),
@@ -569,8 +561,7 @@ impl Api {
                                 return Ok(());
                             }
                         }
-                    };
-                    why
+                    }
                 }
                 Err(e) => format!("cannot reach the API at {}: {e}", self.base),
             };
@@ -581,6 +572,15 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+}
+
+/// An API answer's body: its JSON, its text when it is not JSON, null when empty.
+fn answer(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// What to do about an API error, where its message alone does not say.
@@ -946,32 +946,15 @@ async fn logs(a: LogsArgs) -> Result<()> {
                 s(l, "line")
             );
         };
-        if a.follow {
-            // The stream: the same first page, then each line as it is kept.
-            return api
-                .follow(
-                    &format!("/v1/services/{}/logs/stream?{query}", a.name),
-                    |ev| {
-                        print(&serde_json::from_str(&ev.data).context("a log line")?);
-                        Ok(true)
-                    },
-                )
-                .await;
-        }
-        let v = api
-            .call(
-                "GET",
-                &format!("/v1/services/{}/logs?{query}", a.name),
-                None,
-            )
-            .await?;
-        if api.json {
-            // Without -f, --json prints the API's one array.
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        } else {
-            v.as_array().into_iter().flatten().for_each(print);
-        }
-        return Ok(());
+        // The stream gives the same first page, then each line as it is kept.
+        return rows(
+            &api,
+            a.follow,
+            &format!("/v1/services/{}/logs/stream?{query}", a.name),
+            &format!("/v1/services/{}/logs?{query}", a.name),
+            print,
+        )
+        .await;
     }
     if let Some(d) = a.deployment {
         let v = api
@@ -1009,21 +992,34 @@ async fn logs(a: LogsArgs) -> Result<()> {
             );
         }
     };
-    if a.follow {
+    rows(
+        &api,
+        a.follow,
+        &format!("/v1/services/{}/events/stream", a.name),
+        &format!("/v1/services/{}/events?after=0", a.name),
+        print,
+    )
+    .await
+}
+
+/// A list's rows: with `follow`, each row of its event stream (`stream`) as it comes;
+/// otherwise the list (`list`) once, and with --json the API's one array as it is.
+async fn rows(
+    api: &Api,
+    follow: bool,
+    stream: &str,
+    list: &str,
+    print: impl Fn(&Value),
+) -> Result<()> {
+    if follow {
         return api
-            .follow(&format!("/v1/services/{}/events/stream", a.name), |ev| {
-                print(&serde_json::from_str(&ev.data).context("an activity entry")?);
+            .follow(stream, |ev| {
+                print(&serde_json::from_str(&ev.data).context("a row of the stream")?);
                 Ok(true)
             })
             .await;
     }
-    let v = api
-        .call(
-            "GET",
-            &format!("/v1/services/{}/events?after=0", a.name),
-            None,
-        )
-        .await?;
+    let v = api.call("GET", list, None).await?;
     if api.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -356,29 +356,23 @@ async fn followers_stream_a_build_the_activity_log_and_end_with_the_service() {
         v[0]["state"] == "running"
     })
     .await;
-    let (built, human) = tokio::join!(
-        tokio::task::spawn_blocking({
-            let (api, token) = (p.api.clone(), p.token.clone());
-            move || {
-                std::process::Command::new("timeout")
-                    .args(["120", bin(), "logs", "follow", "--build", "-f", "--json"])
-                    .args(["--api", &api])
-                    .env("SLIPWAY_TOKEN", token)
-                    .output()
-                    .unwrap()
-            }
-        }),
-        tokio::task::spawn_blocking({
-            let (api, token) = (p.api.clone(), p.token.clone());
-            move || {
-                std::process::Command::new("timeout")
-                    .args(["120", bin(), "logs", "follow", "--build", "-f"])
-                    .args(["--api", &api])
-                    .env("SLIPWAY_TOKEN", token)
-                    .output()
-                    .unwrap()
-            }
+    // Each bounded to 120 s: a follower that never ends fails the test.
+    let within = |args: &'static [&'static str]| {
+        let (api, token) = (p.api.clone(), p.token.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("timeout")
+                .arg("120")
+                .arg(bin())
+                .args(args)
+                .args(["--api", &api])
+                .env("SLIPWAY_TOKEN", token)
+                .output()
+                .unwrap()
         })
+    };
+    let (built, human) = tokio::join!(
+        within(&["logs", "follow", "--build", "-f", "--json"]),
+        within(&["logs", "follow", "--build", "-f"])
     );
     let text = ok(&human.unwrap());
     assert!(
