@@ -15,6 +15,12 @@
 #   SWAPS=10 STEADY_S=15 SLIPWAY_BIN=target/release/slipway bench/swaps.sh
 #   APP=backend bench/swaps.sh       # a keep-alive app (bench_backend) instead of busybox
 #   LOAD_PREFIX="chrt -f 20" ROUTER_RT=10 bench/swaps.sh   # levers: real-time priorities
+#   FLOOR=1 bench/swaps.sh           # the floor: the same swaps made on a second service
+#                                    # that takes no traffic; the loaded one never changes
+#
+# FLOOR=1 measures what the engine's work alone (create, start, stop and remove a container
+# on the same two cores) costs the serving path, with no route change under the load: the
+# lowest ratio any platform that swaps containers on this engine and machine could reach.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
@@ -23,6 +29,8 @@ SVC=swaps
 SWAPS="${SWAPS:-20}"
 STEADY_S="${STEADY_S:-20}"
 SWAPS_BY="${SWAPS_BY:-rollback}"
+SWAP_SVC="$SVC" # the service the swaps are made on
+[[ -n "${FLOOR:-}" ]] && SWAP_SVC="$SVC-other"
 build_slipway
 log "$(machine_state)"
 start_slipway
@@ -32,8 +40,10 @@ if [[ -n "${ROUTER_RT:-}" ]]; then # a lever: the router's threads at SCHED_FIFO
     done
     log "router threads at SCHED_FIFO $ROUTER_RT"
 fi
-api POST /v1/services "{\"name\":\"$SVC\",\"health_check\":{\"interval_s\":1},\"network\":{\"drain_timeout_s\":10}}" |
-    jq -e .name > /dev/null || die "create failed"
+for s in $(printf '%s\n' "$SVC" "$SWAP_SVC" | sort -u); do
+    api POST /v1/services "{\"name\":\"$s\",\"health_check\":{\"interval_s\":1},\"network\":{\"drain_timeout_s\":10}}" |
+        jq -e .name > /dev/null || die "create of $s failed"
+done
 SITE="$TMP/site"
 if [[ "${APP:-site}" == backend ]]; then
     # A keep-alive app instead of busybox httpd (which closes every connection, so each
@@ -52,23 +62,30 @@ else
     make_site_repo "$SITE"
     FIRST=initial SECOND=second
 fi
-REMOTE="http://127.0.0.1:${API##*:}/git/$SVC.git"
-push() { (cd "$SITE" && SLIPWAY_TOKEN="$TOKEN" HOME="$TMP" git -c "credential.$API.helper=!$BIN git-credential --api $API --data-dir $DATA" push -q -f "$REMOTE" HEAD:main); }
-wait_done() { # deployment count to reach
+push() { # [service]: the site's HEAD to it
+    (cd "$SITE" && SLIPWAY_TOKEN="$TOKEN" HOME="$TMP" git -c "credential.$API.helper=!$BIN git-credential --api $API --data-dir $DATA" \
+        push -q -f "http://127.0.0.1:${API##*:}/git/${1:-$SWAP_SVC}.git" HEAD:main)
+}
+wait_done() { # deployment count to reach [service]
     for _ in $(seq 1200); do
         local n
-        n="$(api GET "/v1/services/$SVC/deployments" | jq '[.[] | select(.state == "succeeded")] | length')"
+        n="$(api GET "/v1/services/${2:-$SWAP_SVC}/deployments" | jq '[.[] | select(.state == "succeeded")] | length')"
         (( n >= $1 )) && return 0
         sleep 0.1
     done
     die "deployment $1 did not succeed"
 }
-push
+push "$SVC"
 wait_router_content "$SVC" "$FIRST" 120 > /dev/null || die "first push never served"
-wait_done 1
+wait_done 1 "$SVC"
+if [[ "$SWAP_SVC" != "$SVC" ]]; then
+    push
+    wait_router_content "$SWAP_SVC" "$FIRST" 120 > /dev/null || die "first push to $SWAP_SVC never served"
+    wait_done 1
+fi
 commit_marker "$SITE" second
 push
-wait_router_content "$SVC" "$SECOND" 120 > /dev/null || die "second push never served"
+wait_router_content "$SWAP_SVC" "$SECOND" 120 > /dev/null || die "second push never served"
 wait_done 2
 done_count=2
 
@@ -88,7 +105,7 @@ else
     # Rollbacks alternate between the two kept revisions (images are reused). One Python
     # process makes them and polls, so the swap phase does not fork curl and jq ten times
     # a second, which the steady phase does not pay.
-    python3 - "$API" "$TOKEN" "$SVC" "$SWAPS" "$done_count" <<'PY' || die "rollbacks failed"
+    python3 - "$API" "$TOKEN" "$SWAP_SVC" "$SWAPS" "$done_count" <<'PY' || die "rollbacks failed"
 import json, sys, time, urllib.request
 api, token, svc, swaps, done = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 def call(method, path, body=None):
@@ -115,11 +132,11 @@ SWAP_END="$(python3 -c 'import time; print(time.time())')"
 touch "$STOP"
 wait "$LOAD_PID"
 cat "$TMP/load.err" >&2
-events_tsv "$SVC" 0 > "$TMP/events.tsv"
+events_tsv "$SWAP_SVC" 0 > "$TMP/events.tsv"
 
-python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$SWAPS_BY" "$TMP/events.tsv" <<'PY'
+python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$SWAPS_BY" "$TMP/events.tsv" "${FLOOR:+1}" <<'PY'
 import bisect, collections, sys
-path, s0, s1, n, by = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+path, s0, s1, n, by, floor = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[7] == "1"
 events = [l.rstrip("\n").split("\t") for l in open(sys.argv[6]) if l.strip()]
 events = [(int(at) / 1000, msg) for _, at, msg in events]
 rows = [l.split("\t") for l in open(path) if l.strip()]
@@ -135,7 +152,7 @@ def phase(name, sel):
     return pct(lat, 99)
 steady = [r for r in rows if r[0] < s0]
 swaps = [r for r in rows if s0 <= r[0] <= s1]
-print(f"{n} swaps by {by}, {s1 - s0:.1f} s; 200 req/s offered")
+print(f"{n} swaps by {by}{' on another service (the floor)' if floor else ''}, {s1 - s0:.1f} s; 200 req/s offered")
 a = phase("steady", steady)
 b = phase("swaps", swaps)
 print(f"p99 swaps / steady: {b / a:.2f}x (goal <= 1.5x, no request over 250 ms)")
