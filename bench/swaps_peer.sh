@@ -25,13 +25,14 @@ STEADY_S="${STEADY_S:-20}"
 NET="slipway-peer-$RUN_ID"
 PROXY_PID=""
 peer_cleanup() {
-    local rc=$?
+    local rc=$? ids
+    set +e
     [[ -z "$PROXY_PID" ]] || kill "$PROXY_PID" 2>/dev/null || true
-    pkill -f "$TMP/nginx.conf" 2>/dev/null || true
+    pkill -f "$TMP/nginx.conf" 2>/dev/null
     ids="$(docker ps -aq --filter "label=slipway.bench=$RUN_ID")"
     [[ -z "$ids" ]] || docker rm -f $ids > /dev/null
-    docker network rm "$NET" > /dev/null 2>&1 || true
-    (exit "$rc")
+    docker network rm "$NET" > /dev/null 2>&1
+    (exit "$rc") # lib.sh's cleanup exits with the status it is called with
     cleanup
 }
 trap peer_cleanup EXIT
