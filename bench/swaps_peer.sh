@@ -151,22 +151,4 @@ touch "$STOP"
 wait "$LOAD_PID"
 cat "$TMP/load.err" >&2
 
-python3 - "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS" "$PEER" <<'PY'
-import sys
-path, s0, s1, n, peer = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-rows = [l.split("\t") for l in open(path) if l.strip()]
-rows = [(float(t), float(lat), int(st)) for t, lat, st in rows]
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else float("nan")
-def phase(name, sel):
-    lat = [l for _, l, _ in sel]
-    fails = sum(1 for *_, st in sel if not 200 <= st < 300)
-    slow = sum(1 for l in lat if l > 250)
-    print(f"{name:8} requests {len(sel):6}  failures {fails:3}  p50 {pct(lat,50):7.2f} ms  p99 {pct(lat,99):7.2f} ms  max {max(lat) if lat else 0:8.2f} ms  over 250 ms {slow}")
-    return pct(lat, 99)
-print(f"{n} swaps with {peer} as the proxy, {s1 - s0:.1f} s; 200 req/s offered")
-a = phase("steady", [r for r in rows if r[0] < s0])
-b = phase("swaps", [r for r in rows if s0 <= r[0] <= s1])
-print(f"p99 swaps / steady: {b / a:.2f}x")
-PY
+python3 "$ROOT/bench/swapreport.py" "$TMP/lat.tsv" "$SWAP_START" "$SWAP_END" "$SWAPS swaps with $PEER as the proxy"
